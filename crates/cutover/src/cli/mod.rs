@@ -1,0 +1,288 @@
+//! The command line: argument types, settings, and one function per subcommand.
+
+mod client;
+mod demo;
+mod output;
+
+use crate::config::Config;
+use crate::protocol::*;
+use crate::store::{Outcome, Store};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use client::{Client, ClientError};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes that mean something to scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The operation ran and failed (deploy failed or rolled back, daemon refused).
+    Failed = 1,
+    /// Bad usage or configuration: nothing was attempted.
+    Usage = 2,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "cutover", version, about = "Zero-downtime staged deploys to plain Linux servers")]
+pub struct Cli {
+    /// Config file [default: $CUTOVER_CONFIG, then ./cutover.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon in the foreground: owns the public sockets, proxies, supervises releases
+    Serve,
+    /// Deploy a release of one or more components (`all` = every component, in order)
+    Deploy {
+        /// Components to deploy, or `all`
+        #[arg(required = true, value_name = "COMPONENT")]
+        components: Vec<String>,
+        /// Release id (e.g. a commit SHA)
+        #[arg(long)]
+        release: String,
+        /// Artifact to deploy: PATH for a single component, or COMPONENT=PATH
+        #[arg(long = "artifact", value_name = "[COMPONENT=]PATH", required = true)]
+        artifacts: Vec<String>,
+        /// One JSON event per line instead of text
+        #[arg(long)]
+        json: bool,
+        /// Who is deploying, for the history [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
+    },
+    /// Show what is active and serving
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the kept releases of a component
+    Releases {
+        component: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent pipelines and deploys
+    History {
+        #[arg(long)]
+        json: bool,
+        /// How many entries
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Move a component back to its previous release (or --to a kept one)
+    Rollback {
+        component: String,
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        who: Option<String>,
+    },
+    /// Run the demo: a daemon on embedded defaults in a temp dir, load, deploys and a rollback
+    Demo {
+        /// Keep the temp dir afterwards
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+        }
+    };
+    init_tracing(matches!(cli.command, Command::Serve));
+    // Read before any thread starts: the socket-activation environment is ours alone.
+    let inherited = crate::listener::Inherited::from_env();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    let result = runtime.block_on(run(cli, inherited));
+    match result {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.chain().any(|c| c.is::<crate::config::ConfigError>());
+            ExitCode::from(if usage { Exit::Usage } else { Exit::Failed } as u8)
+        }
+    }
+}
+
+fn init_tracing(daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<Exit> {
+    if let Command::Demo { keep } = cli.command {
+        return demo::run(keep).await;
+    }
+    let path = Config::locate(cli.config.as_deref());
+    let config = Config::load(&path)?;
+    let client = Client::new(&config.daemon.control_socket);
+    match cli.command {
+        Command::Serve => {
+            crate::daemon::serve(config, inherited).await?;
+            Ok(Exit::Ok)
+        }
+        Command::Deploy { components, release, artifacts, json, who } => {
+            let artifacts = parse_artifacts(&config, &components, &artifacts)?;
+            let request = DeployRequest {
+                components,
+                release,
+                artifacts,
+                who: who.unwrap_or_else(default_who),
+            };
+            stream_pipeline(&client, "/v1/deploy", &request, json).await
+        }
+        Command::Rollback { component, to, json, who } => {
+            let request = RollbackRequest {
+                component,
+                to,
+                who: who.unwrap_or_else(default_who),
+            };
+            stream_pipeline(&client, "/v1/rollback", &request, json).await
+        }
+        Command::Status { json } => {
+            let status = match client.get::<StatusResponse>("/v1/status").await {
+                Ok(status) => status,
+                Err(e) if e.is_unreachable() => {
+                    let store = Store::open_read_only(&config.daemon.data_dir);
+                    match store {
+                        Ok(store) => crate::status::offline(&config, &store)?,
+                        Err(crate::store::StoreError::Missing(_)) => crate::status::offline_empty(&config),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            output::print(json, &status, output::status)?;
+            Ok(Exit::Ok)
+        }
+        Command::Releases { component, json } => {
+            let releases = match client.get::<ReleasesResponse>(&format!("/v1/releases/{component}")).await {
+                Ok(releases) => releases,
+                Err(e) if e.is_unreachable() => {
+                    let store = Store::open_read_only(&config.daemon.data_dir)?;
+                    crate::status::releases(&store, &config, &component).map_err(anyhow::Error::msg)?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            output::print(json, &releases, output::releases)?;
+            Ok(Exit::Ok)
+        }
+        Command::History { json, limit } => {
+            let history = match client.get::<HistoryResponse>(&format!("/v1/history?limit={limit}")).await {
+                Ok(history) => history,
+                Err(e) if e.is_unreachable() => {
+                    let store = Store::open_read_only(&config.daemon.data_dir)?;
+                    crate::status::history(&store, limit)?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            output::print(json, &history, output::history)?;
+            Ok(Exit::Ok)
+        }
+        Command::Demo { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `--artifact PATH` (one component) or `--artifact COMPONENT=PATH`, made absolute.
+fn parse_artifacts(
+    config: &Config,
+    components: &[String],
+    given: &[String],
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let targets: Vec<String> = if components.iter().any(|c| c == "all") {
+        config.components.iter().map(|c| c.name.to_string()).collect()
+    } else {
+        components.to_vec()
+    };
+    let mut artifacts = BTreeMap::new();
+    for item in given {
+        let (name, path) = match item.split_once('=') {
+            Some((name, path)) if config.component(name).is_some() => (name.to_owned(), path),
+            _ => match targets.as_slice() {
+                [only] => (only.clone(), item.as_str()),
+                _ => anyhow::bail!(
+                    "--artifact {item}: with several components, write COMPONENT=PATH (components: {})",
+                    targets.join(", ")
+                ),
+            },
+        };
+        let path = std::path::absolute(path).with_context(|| format!("bad artifact path {path}"))?;
+        if artifacts.insert(name.clone(), path).is_some() {
+            anyhow::bail!("two artifacts given for {name}");
+        }
+    }
+    Ok(artifacts)
+}
+
+fn default_who() -> String {
+    if let Ok(actor) = std::env::var("GITHUB_ACTOR") {
+        return format!("github:{actor}");
+    }
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn stream_pipeline<B: serde::Serialize>(
+    client: &Client,
+    path: &str,
+    request: &B,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let mut renderer = output::Progress::new(json);
+    let mut finished = None;
+    let result = client
+        .stream(path, request, |event| {
+            if let EventKind::PipelineFinished { outcome, .. } = &event.kind {
+                finished = Some(*outcome);
+            }
+            renderer.event(&event);
+        })
+        .await;
+    match result {
+        Ok(()) => {}
+        Err(ClientError::Refused { message, .. }) => {
+            eprintln!("error: {message}");
+            return Ok(Exit::Failed);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    renderer.finish();
+    match finished {
+        Some(Outcome::Succeeded) => Ok(Exit::Ok),
+        Some(_) => Ok(Exit::Failed),
+        None => {
+            eprintln!("error: the daemon closed the stream before the deploy finished; see `cutover history`");
+            Ok(Exit::Failed)
+        }
+    }
+}

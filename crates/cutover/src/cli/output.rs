@@ -1,0 +1,229 @@
+//! What the CLI prints: tables for people, JSON for machines, and deploy progress.
+
+use crate::protocol::*;
+use crate::store::Outcome;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Prints `value` as JSON, or through `text` for people.
+pub fn print<T: serde::Serialize>(json: bool, value: &T, text: fn(&T) -> String) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", text(value))?;
+    }
+    Ok(())
+}
+
+pub fn time(unix_ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ")
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+pub fn status(status: &StatusResponse) -> String {
+    let mut out = match &status.daemon {
+        Some(d) => format!("daemon: running (pid {}, version {}, up since {})\n\n", d.pid, d.version, time(d.started_at)),
+        None => "daemon: NOT RUNNING (showing the last committed state)\n\n".to_owned(),
+    };
+    let rows: Vec<Vec<String>> = status
+        .components
+        .iter()
+        .map(|c| {
+            let serving = match (&c.serving, &status.daemon) {
+                (Some(s), _) => format!("{} (pid {}, port {})", s.release, s.pid, s.port),
+                (None, Some(_)) => "nothing".into(),
+                (None, None) => "-".into(),
+            };
+            let traffic = c
+                .stats
+                .map(|s| format!("{} req, {} failed", s.requests, s.failed))
+                .unwrap_or_else(|| "-".into());
+            let deploying = c
+                .deploying
+                .as_ref()
+                .map(|d| format!("-> {} by {}", d.release, d.who))
+                .unwrap_or_else(|| "-".into());
+            vec![
+                c.name.clone(),
+                c.listen.clone(),
+                c.active.clone().unwrap_or_else(|| "(none)".into()),
+                c.previous.clone().unwrap_or_else(|| "-".into()),
+                serving,
+                traffic,
+                deploying,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["COMPONENT", "LISTEN", "ACTIVE", "PREVIOUS", "SERVING", "TRAFFIC", "DEPLOYING"],
+        &rows,
+    ));
+    out
+}
+
+pub fn releases(releases: &ReleasesResponse) -> String {
+    if releases.releases.is_empty() {
+        return format!("no releases of {} stored yet\n", releases.component);
+    }
+    let rows: Vec<Vec<String>> = releases
+        .releases
+        .iter()
+        .map(|r| {
+            let mark = match (r.active, r.previous) {
+                (true, _) => "active",
+                (_, true) => "previous",
+                _ => "",
+            };
+            vec![
+                r.id.clone(),
+                r.sha256[..r.sha256.len().min(12)].to_owned(),
+                size(r.size),
+                time(r.stored_at),
+                mark.to_owned(),
+            ]
+        })
+        .collect();
+    table(&["RELEASE", "SHA256", "SIZE", "STORED", ""], &rows)
+}
+
+pub fn history(history: &HistoryResponse) -> String {
+    if history.deploys.is_empty() {
+        return "no deploys yet\n".into();
+    }
+    let rows: Vec<Vec<String>> = history
+        .deploys
+        .iter()
+        .map(|h| {
+            let d = &h.deploy;
+            let took = d
+                .ended_at
+                .map(|end| format!("{:.1}s", (end - d.started_at) as f64 / 1000.0))
+                .unwrap_or_else(|| "running".into());
+            vec![
+                format!("#{}", d.id),
+                time(d.started_at),
+                d.component.clone(),
+                format!("{} -> {}", d.from_release.as_deref().unwrap_or("(none)"), d.to_release),
+                d.kind.as_str().to_owned(),
+                d.outcome.map_or("running", |o| o.as_str()).to_owned(),
+                took,
+                d.who.clone(),
+                d.reason.as_deref().map(first_line).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["DEPLOY", "STARTED", "COMPONENT", "RELEASES", "KIND", "OUTCOME", "TOOK", "WHO", "REASON"],
+        &rows,
+    )
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Renders pipeline events as they arrive: JSON lines, or timestamped text.
+pub struct Progress {
+    json: bool,
+    tty: bool,
+    last_stabilizing: Option<u64>,
+    timeline: Vec<String>,
+}
+
+impl Progress {
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            tty: std::io::stdout().is_terminal(),
+            last_stabilizing: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            let _ = serde_json::to_writer(&mut out, event);
+            let _ = writeln!(out);
+            let _ = out.flush();
+            return;
+        }
+        // Stabilization ticks arrive every second; without a terminal print one per 10 s.
+        if let EventKind::Stabilizing { elapsed_ms, .. } = &event.kind {
+            let every = if self.tty { 1_000 } else { 10_000 };
+            if self.last_stabilizing.is_some_and(|last| elapsed_ms - last < every) {
+                return;
+            }
+            self.last_stabilizing = Some(*elapsed_ms);
+        }
+        if let EventKind::Switched { .. }
+        | EventKind::Stable { .. }
+        | EventKind::RolledBack { .. }
+        | EventKind::DeployFinished { .. } = &event.kind
+        {
+            self.timeline.push(line(event));
+        }
+        let _ = writeln!(out, "{}", line(event));
+        let _ = out.flush();
+    }
+
+    pub fn finish(&self) {
+        if self.json || self.timeline.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\ntimeline:");
+        for entry in &self.timeline {
+            let _ = writeln!(out, "{entry}");
+        }
+    }
+}
+
+fn line(event: &Event) -> String {
+    let component = event.kind.component().unwrap_or("");
+    let summary = event.kind.summary();
+    let marker = match &event.kind {
+        EventKind::PipelineFinished { outcome: Outcome::Succeeded, .. } => "done ",
+        EventKind::PipelineFinished { .. } => "FAILED ",
+        _ => "",
+    };
+    // The full reason was printed with the stage that failed; the pipeline line repeats its first line.
+    let summary = match &event.kind {
+        EventKind::PipelineFinished { .. } => first_line(&summary),
+        _ => summary,
+    };
+    format!("{:>7.1}s  {component:<10} {marker}{summary}", event.t_ms as f64 / 1000.0)
+}

@@ -1,0 +1,106 @@
+//! One component at run time: its route, the instance serving it, and the deploy claim.
+
+use crate::config::ComponentConfig;
+use crate::protocol::DeployInProgress;
+use crate::proxy::{Route, Upstream};
+use crate::supervisor::Instance;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct ComponentRuntime {
+    pub config: ComponentConfig,
+    pub route: Arc<Route>,
+    /// The public address as actually bound (port 0 in the config becomes a real port).
+    pub listen: SocketAddr,
+    /// The instance the route points at, with its upstream. Changed only together with the
+    /// route, by whoever holds the deploy claim (or by recovery before serving starts).
+    serving: Mutex<Option<Serving>>,
+    /// The deploy that owns this component right now; a second one is refused.
+    deploying: Mutex<Option<DeployInProgress>>,
+}
+
+#[derive(Clone)]
+pub struct Serving {
+    pub instance: Instance,
+    pub upstream: Arc<Upstream>,
+}
+
+/// Exclusive right to change a component; released on drop.
+pub struct DeployClaim {
+    component: Arc<ComponentRuntime>,
+}
+
+impl Drop for DeployClaim {
+    fn drop(&mut self) {
+        *lock(&self.component.deploying) = None;
+    }
+}
+
+impl DeployClaim {
+    pub fn set_deploy_id(&self, deploy_id: i64) {
+        if let Some(info) = lock(&self.component.deploying).as_mut() {
+            info.deploy_id = deploy_id;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ComponentRuntime {
+    pub fn new(config: ComponentConfig, listen: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            route: Route::new(config.name.clone()),
+            config,
+            listen,
+            serving: Mutex::new(None),
+            deploying: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.config.name.as_str()
+    }
+
+    /// Claims the component for a deploy, or says which deploy already holds it.
+    pub fn claim(self: &Arc<Self>, info: DeployInProgress) -> Result<DeployClaim, String> {
+        let mut slot = lock(&self.deploying);
+        if let Some(current) = slot.as_ref() {
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(current.started_at.max(0) as u64),
+            );
+            let id = if current.deploy_id > 0 {
+                format!("deploy #{} ", current.deploy_id)
+            } else {
+                "a deploy ".to_owned()
+            };
+            return Err(format!(
+                "{id}of {} to {} is in progress (started by {} at {since}); try again when it has finished",
+                self.name(),
+                current.release,
+                current.who
+            ));
+        }
+        *slot = Some(info);
+        Ok(DeployClaim {
+            component: self.clone(),
+        })
+    }
+
+    pub fn deploying(&self) -> Option<DeployInProgress> {
+        lock(&self.deploying).clone()
+    }
+
+    pub fn serving(&self) -> Option<Serving> {
+        lock(&self.serving).clone()
+    }
+
+    /// Points the route at `next` (atomically) and records it as serving. Returns what served before.
+    pub fn switch_to(&self, next: Option<Serving>) -> Option<Serving> {
+        let mut slot = lock(&self.serving);
+        self.route
+            .switch(next.as_ref().map(|s| s.upstream.clone()));
+        std::mem::replace(&mut *slot, next)
+    }
+}

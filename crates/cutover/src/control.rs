@@ -1,0 +1,306 @@
+//! The control API server: HTTP/1.1 + JSON on a unix socket (mode 0600). See [`crate::protocol`].
+
+use crate::daemon::DaemonState;
+use crate::deploy::{self, DeployPlan, EventSink};
+use crate::protocol::*;
+use crate::release::{now_millis, ReleaseId};
+use crate::status;
+use crate::store::DeployKind;
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use crate::shutdown::Shutdown;
+use tokio::sync::mpsc;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted: requests are small JSON documents.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        // A socket left by a daemon that died; a live daemon holds the data_dir lock, so this one is stale.
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown: Shutdown) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("control accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req, uid).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("control connection ended: {e}");
+            }
+        });
+    }
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("protocol types serialize");
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(status, &ErrorBody { error: message.into() })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+    let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
+}
+
+async fn route(state: &Arc<DaemonState>, req: Request<Incoming>, uid: Option<u32>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
+        (Method::GET, ["v1", "releases", component]) => match status::releases(&state.shared.store, &state.shared.config, component) {
+            Ok(releases) => json(StatusCode::OK, &releases),
+            Err(e) => error(StatusCode::NOT_FOUND, e),
+        },
+        (Method::GET, ["v1", "history"]) => {
+            let limit = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(50usize);
+            match status::history(&state.shared.store, limit) {
+                Ok(history) => json(StatusCode::OK, &history),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (Method::POST, ["v1", "deploy"]) => match read_json::<DeployRequest>(req).await {
+            Ok(request) => start_deploy(state, request, uid),
+            Err(response) => response,
+        },
+        (Method::POST, ["v1", "rollback"]) => match read_json::<RollbackRequest>(req).await {
+            Ok(request) => start_rollback(state, request, uid),
+            Err(response) => response,
+        },
+        (_, ["v1", "status" | "history" | "deploy" | "rollback"]) | (_, ["v1", "releases", _]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {path}", req.method()))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+fn who(claimed: &str, uid: Option<u32>) -> String {
+    let claimed = if claimed.trim().is_empty() { "unknown" } else { claimed.trim() };
+    match uid {
+        Some(uid) => format!("{claimed} (uid {uid})"),
+        None => claimed.to_owned(),
+    }
+}
+
+/// Validates a deploy request, claims its components and starts the pipeline in the
+/// background; the response streams its events.
+fn start_deploy(state: &Arc<DaemonState>, request: DeployRequest, uid: Option<u32>) -> Response<Body> {
+    let release = match ReleaseId::parse(&request.release) {
+        Ok(release) => release,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let targets: Vec<_> = if request.components.iter().any(|c| c == "all") {
+        if request.components.len() > 1 {
+            return error(StatusCode::BAD_REQUEST, "`all` cannot be combined with component names");
+        }
+        state.components.clone()
+    } else {
+        if request.components.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "name at least one component (or `all`)");
+        }
+        for name in &request.components {
+            if state.component(name).is_none() {
+                return error(StatusCode::NOT_FOUND, unknown_component(state, name));
+            }
+        }
+        // Config order is dependency order.
+        state
+            .components
+            .iter()
+            .filter(|c| request.components.iter().any(|n| n == c.name()))
+            .cloned()
+            .collect()
+    };
+    for name in request.artifacts.keys() {
+        if !targets.iter().any(|c| c.name() == name) {
+            return error(StatusCode::BAD_REQUEST, format!("an artifact was given for {name}, which is not being deployed"));
+        }
+    }
+    for path in request.artifacts.values() {
+        if !path.is_absolute() {
+            return error(StatusCode::BAD_REQUEST, format!("artifact path {} must be absolute", path.display()));
+        }
+    }
+    let who = who(&request.who, uid);
+    let mut plans = Vec::new();
+    for component in &targets {
+        let Some(artifact) = request.artifacts.get(component.name()) else {
+            return error(StatusCode::BAD_REQUEST, format!("no artifact given for {}", component.name()));
+        };
+        let claim = match component.claim(DeployInProgress {
+            deploy_id: 0,
+            release: release.to_string(),
+            who: who.clone(),
+            started_at: now_millis(),
+        }) {
+            Ok(claim) => claim,
+            Err(busy) => return error(StatusCode::CONFLICT, busy),
+        };
+        plans.push(DeployPlan {
+            component: component.clone(),
+            claim,
+            kind: DeployKind::Deploy,
+            release: release.clone(),
+            artifact: Some(artifact.clone()),
+        });
+    }
+    let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
+    launch_pipeline(state, release.to_string(), names, plans, who)
+}
+
+fn unknown_component(state: &DaemonState, name: &str) -> String {
+    let known: Vec<&str> = state.components.iter().map(|c| c.name()).collect();
+    format!("unknown component {name:?}; configured: {}", known.join(", "))
+}
+
+fn start_rollback(state: &Arc<DaemonState>, request: RollbackRequest, uid: Option<u32>) -> Response<Body> {
+    let Some(component) = state.component(&request.component).cloned() else {
+        return error(StatusCode::NOT_FOUND, unknown_component(state, &request.component));
+    };
+    let store = &state.shared.store;
+    let current = match store.component_state(component.name()) {
+        Ok(current) => current,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let target = match (&request.to, &current.previous) {
+        (Some(to), _) => to.clone(),
+        (None, Some(previous)) => previous.clone(),
+        (None, None) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} has no previous release to roll back to; name one with --to (see `cutover releases {}`)",
+                    component.name(),
+                    component.name()
+                ),
+            )
+        }
+    };
+    let release = match ReleaseId::parse(&target) {
+        Ok(release) => release,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match store.release(component.name(), release.as_str()) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("release {release} of {} is not kept; see `cutover releases {}`", component.name(), component.name()),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    if current.active.as_deref() == Some(release.as_str()) {
+        return error(StatusCode::CONFLICT, format!("{release} is already the active release of {}", component.name()));
+    }
+    let who = who(&request.who, uid);
+    let claim = match component.claim(DeployInProgress {
+        deploy_id: 0,
+        release: release.to_string(),
+        who: who.clone(),
+        started_at: now_millis(),
+    }) {
+        Ok(claim) => claim,
+        Err(busy) => return error(StatusCode::CONFLICT, busy),
+    };
+    let plan = DeployPlan {
+        component: component.clone(),
+        claim,
+        kind: DeployKind::Rollback,
+        release: release.clone(),
+        artifact: None,
+    };
+    launch_pipeline(state, release.to_string(), vec![component.name().to_owned()], vec![plan], who)
+}
+
+/// Records the pipeline, runs it in its own task (it goes on if the client disconnects) and
+/// streams its events as NDJSON.
+fn launch_pipeline(
+    state: &Arc<DaemonState>,
+    release: String,
+    names: Vec<String>,
+    plans: Vec<DeployPlan>,
+    who: String,
+) -> Response<Body> {
+    let shared = state.shared.clone();
+    let pipeline_id = match shared.store.begin_pipeline(&release, &names, &who) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink = EventSink::new(Some(tx), shared.store.clone());
+    tokio::spawn(deploy::run_pipeline(shared, pipeline_id, release, plans, who, sink));
+
+    let (mut body_tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let mut line = serde_json::to_vec(&event).expect("events serialize");
+            line.push(b'\n');
+            if body_tx.send_data(Bytes::from(line)).await.is_err() {
+                // The client went away; the pipeline goes on regardless.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body.boxed_unsync())
+        .expect("static response parts are valid")
+}

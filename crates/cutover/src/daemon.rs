@@ -1,0 +1,313 @@
+//! `cutover serve`: start-up, crash recovery, supervision and graceful shutdown.
+//!
+//! Start-up order: take the data-dir lock, open state, open public sockets (inherited or bound),
+//! recover each component to its committed active release (adopting instances that outlived a
+//! crashed daemon, or starting them), then accept traffic and control requests.
+//!
+//! Invariant after recovery: each component has at most one instance running (its committed
+//! active release); every other recorded instance has been killed and every open deploy is
+//! recorded as interrupted.
+
+use crate::component::{ComponentRuntime, Serving};
+use crate::config::Config;
+use crate::control;
+use crate::deploy::{self, Shared};
+use crate::health;
+use crate::listener::{self, Inherited};
+use crate::protocol::DeployInProgress;
+use crate::proxy::{self, Upstream};
+use crate::release::{now_millis, ReleaseId, ReleaseStore};
+use crate::store::{InstanceRecord, InstanceState, Store};
+use crate::supervisor;
+use anyhow::Context;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+use crate::shutdown::Shutdown;
+
+/// Everything the control API needs.
+pub struct DaemonState {
+    pub shared: Arc<Shared>,
+    pub components: Vec<Arc<ComponentRuntime>>,
+    pub started_at: i64,
+}
+
+impl DaemonState {
+    pub fn component(&self, name: &str) -> Option<&Arc<ComponentRuntime>> {
+        self.components.iter().find(|c| c.name() == name)
+    }
+}
+
+pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<()> {
+    let data_dir = config.daemon.data_dir.clone();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let store = Store::open(&data_dir)?;
+    let shared = Arc::new(Shared {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        releases: ReleaseStore::new(&data_dir),
+    });
+
+    let mut components = Vec::new();
+    let mut listeners = Vec::new();
+    for component in &config.components {
+        let listener = listener::open(component, &mut inherited)?;
+        let addr = listener.local_addr()?;
+        components.push(ComponentRuntime::new(component.clone(), addr));
+        listeners.push(listener);
+    }
+    for name in inherited.unclaimed() {
+        tracing::warn!("systemd passed a socket named {name:?}, but no component has that name");
+    }
+
+    let interrupted = store.interrupt_open("the daemon stopped while this ran")?;
+    for deploy in &interrupted {
+        tracing::warn!(
+            component = %deploy.component,
+            "deploy #{} to {} was interrupted in phase {:?}; recovering to the committed active release",
+            deploy.id, deploy.to_release, deploy.phase
+        );
+    }
+    let live = store.live_instances()?;
+    for component in &components {
+        recover(&shared, component, &live).await;
+    }
+    // Instances of components no longer in the config.
+    for record in live
+        .iter()
+        .filter(|r| !components.iter().any(|c| c.name() == r.component))
+    {
+        supervisor::kill_orphan(record);
+        let _ = store.set_instance_state(record.id, InstanceState::Stopped);
+    }
+
+    let state = Arc::new(DaemonState {
+        shared: shared.clone(),
+        components: components.clone(),
+        started_at: now_millis(),
+    });
+    let (shutdown_trigger, shutdown) = crate::shutdown::channel();
+    let control = control::bind(&config.daemon.control_socket)?;
+
+    let grace = components
+        .iter()
+        .map(|c| c.config.drain_timeout.get())
+        .max()
+        .unwrap_or_default()
+        .min(Duration::from_secs(30));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (component, listener) in components.iter().zip(listeners) {
+        tracing::info!(component = component.name(), listen = %component.listen, "serving");
+        tasks.spawn(proxy::serve(
+            listener,
+            component.route.clone(),
+            shutdown.clone(),
+            grace,
+        ));
+        tokio::spawn(supervise(shared.clone(), component.clone(), shutdown.clone()));
+    }
+    tokio::spawn(control::serve(control, state.clone(), shutdown.clone()));
+    tracing::info!(
+        pid = std::process::id(),
+        control = %config.daemon.control_socket.display(),
+        "cutover daemon ready"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; draining");
+    shutdown_trigger.trigger();
+    while tasks.join_next().await.is_some() {}
+    for component in &components {
+        if let Some(serving) = component.switch_to(None) {
+            serving.upstream.close_pool();
+            let status = serving.instance.stop(component.config.stop_timeout.get()).await;
+            let _ = store.set_instance_state(serving.instance.id, InstanceState::Stopped);
+            tracing::info!(component = component.name(), release = %serving.instance.release, "stopped ({status})");
+        }
+    }
+    // Instances of deploys still running (a new instance mid-gate, a warm old one).
+    for record in store.live_instances()? {
+        supervisor::kill_orphan(&record);
+        let _ = store.set_instance_state(record.id, InstanceState::Stopped);
+    }
+    store.interrupt_open("the daemon was shut down while this ran")?;
+    let _ = fs::remove_file(&config.daemon.control_socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// One daemon per data_dir: a second one would fight over sockets and state.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<fs::File> {
+    let path = data_dir.join("daemon.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another cutover daemon is already running with data_dir {}",
+            data_dir.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Brings a component back to its committed active release after a start or crash.
+async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[InstanceRecord]) {
+    let store = &shared.store;
+    let active = store
+        .component_state(component.name())
+        .ok()
+        .and_then(|s| s.active)
+        .and_then(|a| ReleaseId::parse(&a).ok());
+    let mut adopted = None;
+    for record in live.iter().filter(|r| r.component == component.name()) {
+        if adopted.is_none() && Some(record.release.as_str()) == active.as_ref().map(ReleaseId::as_str) {
+            let release = active.clone().expect("checked above");
+            if let Some(instance) = supervisor::adopt(record, &component.config.name, &release) {
+                let health = &component.config.health;
+                let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
+                if probe.ok {
+                    tracing::info!(component = component.name(), release = %release, pid = instance.pid,
+                        "adopted the instance that outlived the previous daemon");
+                    let _ = store.set_instance_state(record.id, InstanceState::Serving);
+                    adopted = Some(instance);
+                    continue;
+                }
+                tracing::warn!(component = component.name(), pid = record.pid, "surviving instance is unhealthy ({probe}); replacing it");
+            }
+        }
+        if supervisor::kill_orphan(record) {
+            tracing::info!(component = component.name(), release = %record.release, pid = record.pid,
+                "killed an instance left over from an interrupted deploy");
+        }
+        let _ = store.set_instance_state(record.id, InstanceState::Stopped);
+    }
+    let serving = match (adopted, active) {
+        (Some(instance), _) => Some(instance),
+        (None, Some(release)) => {
+            match deploy::start_healthy(shared, component, &release, |_| {}, |_, _| {}).await {
+                Ok((instance, after)) => {
+                    let _ = store.set_instance_state(instance.id, InstanceState::Serving);
+                    tracing::info!(component = component.name(), release = %release, "started; healthy after {after:?}");
+                    Some(instance)
+                }
+                Err(e) => {
+                    tracing::error!(component = component.name(), release = %release, "cannot start the active release: {e}");
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    if let Some(instance) = serving {
+        component.switch_to(Some(Serving {
+            upstream: Upstream::new(instance.addr, instance.release.clone()),
+            instance,
+        }));
+    }
+}
+
+/// Restarts the serving instance if it dies outside a deploy (deploys watch their own).
+async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut shutdown: Shutdown) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        let watched = component.serving();
+        if let Some(serving) = &watched {
+            tokio::select! {
+                _ = serving.instance.exited() => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+        // Let a deploy that is running settle things itself.
+        while component.deploying().is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+        let now = component.serving();
+        let still_dead = match (&watched, &now) {
+            (Some(w), Some(n)) => w.instance.id == n.instance.id,
+            (None, None) => true,
+            _ => false,
+        };
+        if !still_dead {
+            backoff = Duration::from_millis(500);
+            continue;
+        }
+        let Some(release) = shared
+            .store
+            .component_state(component.name())
+            .ok()
+            .and_then(|s| s.active)
+            .and_then(|a| ReleaseId::parse(&a).ok())
+        else {
+            // Nothing deployed yet: wait for the first deploy.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait() => return,
+            }
+            continue;
+        };
+        if let Some(dead) = &watched {
+            tracing::error!(component = component.name(), release = %release,
+                "the serving instance {}; restarting it", dead.instance.exit_status().unwrap_or_default());
+            let _ = shared.store.set_instance_state(dead.instance.id, InstanceState::Stopped);
+        }
+        let Ok(_claim) = component.claim(DeployInProgress {
+            deploy_id: 0,
+            release: release.to_string(),
+            who: "cutover (restart after exit)".into(),
+            started_at: now_millis(),
+        }) else {
+            continue;
+        };
+        match deploy::start_healthy(&shared, &component, &release, |_| {}, |_, _| {}).await {
+            Ok((instance, _)) => {
+                let _ = shared.store.set_instance_state(instance.id, InstanceState::Serving);
+                let old = component.switch_to(Some(Serving {
+                    upstream: Upstream::new(instance.addr, release.clone()),
+                    instance,
+                }));
+                if let Some(old) = old {
+                    old.upstream.close_pool();
+                }
+                tracing::info!(component = component.name(), release = %release, "restarted");
+                backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                tracing::error!(component = component.name(), release = %release, "restart failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTP health probes and the start-up health gate.
+//!
+//! A probe is `GET path` on a fresh connection to the instance's private port: a new connection
+//! each time also proves the instance still accepts. 2xx within the timeout passes.
+
+use crate::config::HealthConfig;
+use crate::supervisor::Instance;
+use bytes::Bytes;
+use http_body_util::Empty;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// The result of one probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub ok: bool,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// What went wrong, when no response arrived.
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.status, &self.error) {
+            (Some(status), _) => write!(f, "HTTP {status} in {} ms", self.elapsed_ms),
+            (None, Some(error)) => write!(f, "{error} after {} ms", self.elapsed_ms),
+            (None, None) => write!(f, "no answer after {} ms", self.elapsed_ms),
+        }
+    }
+}
+
+/// One `GET path` against `addr`.
+pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Probe {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(timeout, get_status(addr, path)).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(Ok(status)) => Probe {
+            ok: (200..300).contains(&status),
+            status: Some(status),
+            error: None,
+            elapsed_ms,
+        },
+        Ok(Err(error)) => Probe {
+            ok: false,
+            status: None,
+            error: Some(error),
+            elapsed_ms,
+        },
+        Err(_) => Probe {
+            ok: false,
+            status: None,
+            error: Some(format!("timed out after {timeout:?}")),
+            elapsed_ms,
+        },
+    }
+}
+
+async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::USER_AGENT, "cutover-health")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|e| format!("bad health path {path:?}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    driver.abort();
+    Ok(response.status().as_u16())
+}
+
+/// Why an instance did not pass the start-up gate.
+#[derive(Debug)]
+pub enum GateFailure {
+    Exited { status: String, last: Option<Probe> },
+    TimedOut { after: Duration, last: Option<Probe> },
+}
+
+impl fmt::Display for GateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = |p: &Option<Probe>| match p {
+            Some(p) => format!("last probe: {p}"),
+            None => "no probe answered".into(),
+        };
+        match self {
+            GateFailure::Exited { status, last: l } => {
+                write!(f, "the new instance {status} before it became healthy ({})", last(l))
+            }
+            GateFailure::TimedOut { after, last: l } => write!(
+                f,
+                "the new instance was not healthy within {} ({})",
+                humantime::format_duration(*after),
+                last(l)
+            ),
+        }
+    }
+}
+
+/// Probes every `interval` until `healthy_threshold` consecutive successes, the process exits,
+/// or `start_timeout` passes. `on_probe` sees every result (for progress events).
+pub async fn wait_healthy(
+    instance: &Instance,
+    config: &HealthConfig,
+    mut on_probe: impl FnMut(&Probe, u32),
+) -> Result<Duration, GateFailure> {
+    let started = Instant::now();
+    let deadline = started + config.start_timeout.get();
+    let mut consecutive = 0u32;
+    let mut last = None;
+    loop {
+        if let Some(status) = instance.exit_status() {
+            return Err(GateFailure::Exited { status, last });
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout = config.timeout.get().min(remaining.max(Duration::from_millis(1)));
+        let result = tokio::select! {
+            result = probe(instance.addr, &config.path, timeout) => result,
+            status = instance.exited() => return Err(GateFailure::Exited { status, last }),
+        };
+        if result.ok {
+            consecutive += 1;
+        } else {
+            consecutive = 0;
+        }
+        on_probe(&result, consecutive);
+        last = Some(result);
+        if consecutive >= config.healthy_threshold {
+            return Ok(started.elapsed());
+        }
+        let next = Instant::now() + config.interval.get();
+        if next >= deadline {
+            // One last chance to exit cleanly before reporting a timeout.
+            if let Some(status) = instance.exit_status() {
+                return Err(GateFailure::Exited { status, last });
+            }
+            return Err(GateFailure::TimedOut {
+                after: config.start_timeout.get(),
+                last,
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            status = instance.exited() => return Err(GateFailure::Exited { status, last }),
+        }
+    }
+}

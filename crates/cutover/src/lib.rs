@@ -1,0 +1,36 @@
+//! cutover: zero-downtime staged deploys of web services to plain Linux servers.
+//!
+//! One binary: a CLI, and a daemon (`cutover serve`) that owns each component's public socket,
+//! proxies to the active release, supervises release processes and keeps state in SQLite.
+//!
+//! # Layout
+//! - [`config`]: `cutover.toml`, parsed and validated once, with located errors.
+//! - [`listener`]: public sockets, bound or inherited from systemd.
+//! - [`proxy`]: the data plane; atomic upstream switch, drain, forwarding headers, tunnels.
+//! - [`release`]: the release store on disk (atomic, verified artifacts).
+//! - [`store`]: durable state in SQLite; the only module that touches it.
+//! - [`supervisor`]: release processes: launch, adopt after a crash, stop.
+//! - [`health`]: HTTP probes and the start-up gate.
+//! - [`component`]: one component at run time (route, serving instance, deploy claim).
+//! - [`deploy`]: the deploy state machine and pipelines.
+//! - [`daemon`]: start-up, crash recovery, supervision, shutdown.
+//! - [`control`], [`protocol`], [`status`]: the control API on a unix socket and its schema.
+//! - [`shutdown`]: the daemon-wide stop signal.
+//! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
+
+pub mod cli;
+pub mod component;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod deploy;
+pub mod health;
+pub mod listener;
+pub mod loadgen;
+pub mod protocol;
+pub mod proxy;
+pub mod release;
+pub mod shutdown;
+pub mod status;
+pub mod store;
+pub mod supervisor;

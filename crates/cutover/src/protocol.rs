@@ -1,0 +1,304 @@
+//! The control protocol: JSON over HTTP/1.1 on the daemon's unix socket, shared by both ends.
+//!
+//! | method | path                      | body              | answer                       |
+//! |--------|---------------------------|-------------------|------------------------------|
+//! | GET    | /v1/status                |                   | [`StatusResponse`]           |
+//! | GET    | /v1/releases/{component}  |                   | [`ReleasesResponse`]         |
+//! | GET    | /v1/history?limit=N       |                   | [`HistoryResponse`]          |
+//! | POST   | /v1/deploy                | [`DeployRequest`] | NDJSON stream of [`Event`]   |
+//! | POST   | /v1/rollback              | [`RollbackRequest`]| NDJSON stream of [`Event`]  |
+//!
+//! Errors answer 4xx/5xx with an [`ErrorBody`]. A stream always ends with a
+//! `pipeline_finished` event; a stream that ends without one means the daemon went away.
+
+use crate::proxy::StatsSnapshot;
+use crate::store::{DeployKind, DeployRecord, EventRecord, Outcome, PipelineRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Component names in any order, or `["all"]`.
+    pub components: Vec<String>,
+    pub release: String,
+    /// Absolute artifact path per component; the daemon reads it.
+    pub artifacts: BTreeMap<String, PathBuf>,
+    /// Who asked, as the client describes itself (the daemon adds the peer's uid).
+    pub who: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub component: String,
+    /// A kept release; the previous active release when absent.
+    pub to: Option<String>,
+    pub who: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub release: String,
+    pub pid: i32,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeployInProgress {
+    pub deploy_id: i64,
+    pub release: String,
+    pub who: String,
+    pub started_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub name: String,
+    /// The public address, as bound (or as configured when the daemon is down).
+    pub listen: String,
+    pub active: Option<String>,
+    pub previous: Option<String>,
+    /// The instance receiving traffic (daemon up only).
+    pub serving: Option<InstanceInfo>,
+    pub deploying: Option<DeployInProgress>,
+    /// Requests answered by the serving instance since it started serving.
+    pub stats: Option<StatsSnapshot>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// None when read from the state database while the daemon is down.
+    pub daemon: Option<DaemonInfo>,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseEntry {
+    pub id: String,
+    pub sha256: String,
+    pub size: u64,
+    pub stored_at: i64,
+    pub active: bool,
+    pub previous: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleasesResponse {
+    pub component: String,
+    pub releases: Vec<ReleaseEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeployHistory {
+    #[serde(flatten)]
+    pub deploy: DeployRecord,
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub pipelines: Vec<PipelineRecord>,
+    pub deploys: Vec<DeployHistory>,
+}
+
+/// One progress event of a pipeline, as streamed to the CLI (`--json` prints these as is).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the pipeline started.
+    pub t_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    PipelineStarted {
+        pipeline_id: i64,
+        release: String,
+        components: Vec<String>,
+    },
+    DeployStarted {
+        component: String,
+        deploy_id: i64,
+        kind: DeployKind,
+        from: Option<String>,
+        to: String,
+    },
+    Stored {
+        component: String,
+        release: String,
+        sha256: String,
+        size: u64,
+    },
+    InstanceStarted {
+        component: String,
+        release: String,
+        pid: i32,
+        port: u16,
+        log: String,
+    },
+    Probe {
+        component: String,
+        ok: bool,
+        detail: String,
+        consecutive: u32,
+        needed: u32,
+    },
+    Healthy {
+        component: String,
+        after_ms: u64,
+    },
+    Switched {
+        component: String,
+        from: Option<String>,
+        to: String,
+    },
+    Stabilizing {
+        component: String,
+        elapsed_ms: u64,
+        total_ms: u64,
+        requests: u64,
+        failed: u64,
+    },
+    Stable {
+        component: String,
+        requests: u64,
+        failed: u64,
+    },
+    RolledBack {
+        component: String,
+        to: Option<String>,
+        reason: String,
+    },
+    Drained {
+        component: String,
+        release: String,
+        remaining: usize,
+    },
+    Stopped {
+        component: String,
+        release: String,
+        status: String,
+    },
+    Warning {
+        component: Option<String>,
+        message: String,
+    },
+    DeployFinished {
+        component: String,
+        deploy_id: i64,
+        outcome: Outcome,
+        reason: Option<String>,
+    },
+    PipelineFinished {
+        pipeline_id: i64,
+        outcome: Outcome,
+        reason: Option<String>,
+        duration_ms: u64,
+    },
+}
+
+impl EventKind {
+    /// The component an event is about, if any.
+    pub fn component(&self) -> Option<&str> {
+        use EventKind::*;
+        match self {
+            DeployStarted { component, .. }
+            | Stored { component, .. }
+            | InstanceStarted { component, .. }
+            | Probe { component, .. }
+            | Healthy { component, .. }
+            | Switched { component, .. }
+            | Stabilizing { component, .. }
+            | Stable { component, .. }
+            | RolledBack { component, .. }
+            | Drained { component, .. }
+            | Stopped { component, .. }
+            | DeployFinished { component, .. } => Some(component),
+            Warning { component, .. } => component.as_deref(),
+            PipelineStarted { .. } | PipelineFinished { .. } => None,
+        }
+    }
+
+    /// One line for people: the CLI's plain output and the deploy's stored event log.
+    pub fn summary(&self) -> String {
+        use EventKind::*;
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        match self {
+            PipelineStarted { pipeline_id, release, components } => {
+                format!("pipeline #{pipeline_id}: release {release} to {}", components.join(", "))
+            }
+            DeployStarted { kind, from, to, deploy_id, .. } => {
+                let verb = match kind {
+                    DeployKind::Deploy => "deploy",
+                    DeployKind::Rollback => "rollback",
+                };
+                format!("{verb} #{deploy_id}: {} -> {to}", from.as_deref().unwrap_or("(none)"))
+            }
+            Stored { release, sha256, size, .. } => format!(
+                "stored {release} (sha256 {}, {:.1} MiB)",
+                &sha256[..sha256.len().min(12)],
+                mib(*size)
+            ),
+            InstanceStarted { release, pid, port, .. } => {
+                format!("started {release}: pid {pid} on 127.0.0.1:{port}")
+            }
+            Probe { ok, detail, consecutive, needed, .. } => {
+                let verdict = if *ok { "ok" } else { "failed" };
+                format!("health probe {verdict}: {detail} ({consecutive}/{needed})")
+            }
+            Healthy { after_ms, .. } => format!("healthy after {:.1}s", *after_ms as f64 / 1000.0),
+            Switched { from, to, .. } => format!(
+                "switched traffic {} -> {to}",
+                from.as_deref().unwrap_or("(none)")
+            ),
+            Stabilizing { elapsed_ms, total_ms, requests, failed, .. } => format!(
+                "stabilizing {:.0}/{:.0}s: {requests} requests, {failed} failed",
+                *elapsed_ms as f64 / 1000.0,
+                *total_ms as f64 / 1000.0
+            ),
+            Stable { requests, failed, .. } => {
+                format!("stable ({requests} requests, {failed} failed)")
+            }
+            RolledBack { to, reason, .. } => format!(
+                "rolled back to {}: {reason}",
+                to.as_deref().unwrap_or("(none)")
+            ),
+            Drained { release, remaining, .. } => {
+                if *remaining == 0 {
+                    format!("drained {release}")
+                } else {
+                    format!("drain of {release} timed out with {remaining} requests or tunnels open")
+                }
+            }
+            Stopped { release, status, .. } => format!("stopped {release} ({status})"),
+            Warning { message, .. } => format!("warning: {message}"),
+            DeployFinished { outcome, reason, .. } => match reason {
+                Some(reason) => format!("{}: {reason}", outcome.as_str()),
+                None => outcome.as_str().to_owned(),
+            },
+            PipelineFinished { outcome, reason, duration_ms, .. } => {
+                let took = *duration_ms as f64 / 1000.0;
+                match reason {
+                    Some(reason) => format!("{} in {took:.1}s: {reason}", outcome.as_str()),
+                    None => format!("{} in {took:.1}s", outcome.as_str()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The data plane: each component's public listener reverse-proxies HTTP/1.1 to the instance
+//! that is active right now.
+//!
+//! The active instance is an [`Upstream`] behind an `ArcSwapOption`: a switch is one atomic
+//! pointer store, and a request that already picked an upstream finishes on it. Each upstream
+//! counts its in-flight requests and tunnels, so a switch can wait for the old one to drain, and
+//! owns its connection pool, so the pooled keep-alive connections to an instance are closed by us
+//! before that instance is told to stop (a reused connection never races the backend's close).
+
+use crate::config::ComponentName;
+use crate::release::ReleaseId;
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use crate::shutdown::Shutdown;
+use tokio::sync::{mpsc, Notify};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Counters of what one upstream answered; read by stabilization and status.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    pub requests: AtomicU64,
+    /// Responses with a 5xx status.
+    pub server_errors: AtomicU64,
+    /// Requests that got no response at all (connection refused, reset, timeout).
+    pub connect_errors: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub failed: u64,
+}
+
+impl UpstreamStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let errors = self.connect_errors.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed) + errors,
+            failed: self.server_errors.load(Ordering::Relaxed) + errors,
+        }
+    }
+}
+
+/// One instance as the proxy sees it.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub release: ReleaseId,
+    pub stats: UpstreamStats,
+    /// Requests and tunnels using this upstream right now.
+    inflight: AtomicUsize,
+    idle: Notify,
+    /// Pooled connections to the instance; taken (and so closed) by [`Upstream::close_pool`].
+    client: Mutex<Option<UpstreamClient>>,
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, release: ReleaseId) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            release,
+            stats: UpstreamStats::default(),
+            inflight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            client: Mutex::new(None),
+        })
+    }
+
+    fn client(&self) -> UpstreamClient {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(Duration::from_secs(5)));
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector)
+        })
+        .clone()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request or tunnel uses this upstream, up to `timeout`. Returns how many
+    /// were still in flight when it gave up (0 = fully drained).
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            let n = self.inflight();
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return self.inflight();
+            }
+        }
+    }
+
+    /// Drops the connection pool: idle keep-alive connections to the instance are closed now,
+    /// before the instance gets SIGTERM. A later request would open a fresh pool.
+    pub fn close_pool(&self) {
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Marks one request or tunnel in flight on an upstream until dropped.
+struct InflightGuard(Arc<Upstream>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The proxy's state for one component: which upstream gets the next request.
+pub struct Route {
+    pub component: ComponentName,
+    current: ArcSwapOption<Upstream>,
+}
+
+impl Route {
+    pub fn new(component: ComponentName) -> Arc<Self> {
+        Arc::new(Self {
+            component,
+            current: ArcSwapOption::empty(),
+        })
+    }
+
+    pub fn current(&self) -> Option<Arc<Upstream>> {
+        self.current.load_full()
+    }
+
+    /// The atomic switch: every request from now on goes to `next`. Returns the previous one.
+    pub fn switch(&self, next: Option<Arc<Upstream>>) -> Option<Arc<Upstream>> {
+        self.current.swap(next)
+    }
+
+    /// Picks the current upstream and counts the request in flight on it. The re-check after
+    /// counting closes the race with a switch: a drain that starts after the switch either sees
+    /// this request counted, or the request sees the switch and moves to the new upstream.
+    fn acquire(&self) -> Option<InflightGuard> {
+        loop {
+            let upstream = self.current.load_full()?;
+            upstream.inflight.fetch_add(1, Ordering::SeqCst);
+            let guard = InflightGuard(upstream);
+            let still_current = self
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|now| Arc::ptr_eq(now, &guard.0));
+            if still_current {
+                return Some(guard);
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` and proxies them until shutdown, then asks open
+/// connections to finish their current request and close (waiting up to `grace`).
+pub async fn serve(listener: TcpListener, route: Arc<Route>, mut shutdown: Shutdown, grace: Duration) {
+    // Every connection task holds a clone; when all are dropped, every connection has ended.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(component = %route.component, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service_route = route.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let route = service_route.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&route, req, peer).await) }
+        });
+        let mut conn_shutdown = shutdown.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = conn_shutdown.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(client.addr = %peer, "connection ended: {e}");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    tracing::debug!(component = %route.component, "listener closed; finishing open connections");
+    let _ = tokio::time::timeout(grace, open_rx.recv()).await;
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection and are not forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn handle(route: &Route, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    let Some(guard) = route.acquire() else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cutover: no active release of {}", route.component),
+        );
+    };
+    let upstream = guard.0.clone();
+
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
+
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri: Uri = match format!("http://{}{}", upstream.addr, path).parse() {
+        Ok(uri) => uri,
+        Err(_) => return local_response(StatusCode::BAD_REQUEST, "cutover: invalid request target"),
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    add_forwarding_headers(headers, peer);
+    if let (true, Some(protocol)) = (upgrade, upgrade_protocol) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+
+    let mut response = match upstream.client().request(req).await {
+        Ok(response) => response,
+        Err(e) => {
+            upstream.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(component = %route.component, release = %upstream.release,
+                upstream = %upstream.addr, "upstream request failed: {e}");
+            return local_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("cutover: upstream {} unavailable", route.component),
+            );
+        }
+    };
+    upstream.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if response.status().is_server_error() {
+        upstream.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+        }
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = TrackedBody {
+        inner: body,
+        _guard: guard,
+    };
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+}
+
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    // cutover is the edge: the scheme it accepted is plain HTTP.
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.append(header::VIA, HeaderValue::from_static("1.1 cutover"));
+}
+
+/// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard
+/// so a drain waits for open tunnels too.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!("tunnel closed: {e}");
+    }
+    drop(guard);
+}
+
+/// A response body that keeps its request counted in flight until it is fully sent or dropped.
+struct TrackedBody<B> {
+    inner: B,
+    _guard: InflightGuard,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn appends_to_forwarded_for_chain() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.insert(header::HOST, HeaderValue::from_static("api.example"));
+        add_forwarding_headers(&mut headers, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "api.example");
+        assert_eq!(headers[header::VIA], "1.1 cutover");
+    }
+
+    #[tokio::test]
+    async fn acquire_follows_switch_and_drain_waits() {
+        let route = Route::new(ComponentName::parse("api").unwrap());
+        assert!(route.acquire().is_none());
+        let a = Upstream::new("127.0.0.1:1".parse().unwrap(), ReleaseId::parse("a").unwrap());
+        let b = Upstream::new("127.0.0.1:2".parse().unwrap(), ReleaseId::parse("b").unwrap());
+        route.switch(Some(a.clone()));
+        let held = route.acquire().unwrap();
+        assert!(Arc::ptr_eq(&held.0, &a));
+        route.switch(Some(b.clone()));
+        assert!(Arc::ptr_eq(&route.acquire().unwrap().0, &b));
+        assert_eq!(a.inflight(), 1);
+        assert_eq!(a.drain(Duration::from_millis(20)).await, 1);
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(held);
+        });
+        assert_eq!(a.drain(Duration::from_secs(5)).await, 0);
+        release.await.unwrap();
+    }
+}

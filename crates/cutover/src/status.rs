@@ -1,0 +1,118 @@
+//! Read-only views of state, shared by the daemon (live) and the CLI (daemon down).
+
+use crate::config::Config;
+use crate::daemon::DaemonState;
+use crate::protocol::*;
+use crate::store::{Store, StoreError};
+
+pub fn online(state: &DaemonState) -> StatusResponse {
+    let store = &state.shared.store;
+    let components = state
+        .components
+        .iter()
+        .map(|component| {
+            let committed = store.component_state(component.name()).unwrap_or_default();
+            let serving = component.serving();
+            ComponentStatus {
+                name: component.name().to_owned(),
+                listen: component.listen.to_string(),
+                active: committed.active,
+                previous: committed.previous,
+                serving: serving.as_ref().map(|s| InstanceInfo {
+                    release: s.instance.release.to_string(),
+                    pid: s.instance.pid,
+                    port: s.instance.addr.port(),
+                }),
+                deploying: component.deploying(),
+                stats: serving.map(|s| s.upstream.stats.snapshot()),
+            }
+        })
+        .collect();
+    StatusResponse {
+        daemon: Some(DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: state.started_at,
+        }),
+        components,
+    }
+}
+
+/// What was committed as active, read straight from the database.
+pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreError> {
+    let mut components = Vec::new();
+    for component in &config.components {
+        let committed = store.component_state(component.name.as_str())?;
+        components.push(ComponentStatus {
+            name: component.name.to_string(),
+            listen: component.listen.to_string(),
+            active: committed.active,
+            previous: committed.previous,
+            serving: None,
+            deploying: None,
+            stats: None,
+        });
+    }
+    Ok(StatusResponse {
+        daemon: None,
+        components,
+    })
+}
+
+pub fn releases(store: &Store, config: &Config, component: &str) -> Result<ReleasesResponse, String> {
+    if config.component(component).is_none() {
+        let known: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
+        return Err(format!("unknown component {component:?}; configured: {}", known.join(", ")));
+    }
+    let state = store.component_state(component).map_err(|e| e.to_string())?;
+    let releases = store
+        .releases(component)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| ReleaseEntry {
+            active: state.active.as_deref() == Some(r.id.as_str()),
+            previous: state.previous.as_deref() == Some(r.id.as_str()),
+            id: r.id.to_string(),
+            sha256: r.sha256,
+            size: r.size,
+            stored_at: r.stored_at,
+        })
+        .collect();
+    Ok(ReleasesResponse {
+        component: component.to_owned(),
+        releases,
+    })
+}
+
+pub fn history(store: &Store, limit: usize) -> Result<HistoryResponse, StoreError> {
+    let pipelines = store.pipelines(limit)?;
+    let deploys = store
+        .deploys(limit)?
+        .into_iter()
+        .map(|deploy| {
+            let events = store.events(deploy.id).unwrap_or_default();
+            DeployHistory { deploy, events }
+        })
+        .collect();
+    Ok(HistoryResponse { pipelines, deploys })
+}
+
+/// Status before anything was ever deployed (no state database yet).
+pub fn offline_empty(config: &Config) -> StatusResponse {
+    StatusResponse {
+        daemon: None,
+        components: config
+            .components
+            .iter()
+            .map(|c| ComponentStatus {
+                name: c.name.to_string(),
+                listen: c.listen.to_string(),
+                active: None,
+                previous: None,
+                serving: None,
+                deploying: None,
+                stats: None,
+            })
+            .collect(),
+    }
+}
