@@ -68,7 +68,8 @@ impl ComponentRuntime {
         let mut slot = lock(&self.deploying);
         if let Some(current) = slot.as_ref() {
             let since = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(current.started_at.max(0) as u64),
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(current.started_at.max(0) as u64),
             );
             let id = if current.deploy_id > 0 {
                 format!("deploy #{} ", current.deploy_id)
@@ -99,8 +100,7 @@ impl ComponentRuntime {
     /// Points the route at `next` (atomically) and records it as serving. Returns what served before.
     pub fn switch_to(&self, next: Option<Serving>) -> Option<Serving> {
         let mut slot = lock(&self.serving);
-        self.route
-            .switch(next.as_ref().map(|s| s.upstream.clone()));
+        self.route.switch(next.as_ref().map(|s| s.upstream.clone()));
         std::mem::replace(&mut *slot, next)
     }
 }

@@ -4,6 +4,7 @@ use crate::daemon::DaemonState;
 use crate::deploy::{self, DeployPlan, EventSink};
 use crate::protocol::*;
 use crate::release::{now_millis, ReleaseId};
+use crate::shutdown::Shutdown;
 use crate::status;
 use crate::store::DeployKind;
 use anyhow::Context;
@@ -17,7 +18,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use crate::shutdown::Shutdown;
 use tokio::sync::mpsc;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -31,7 +31,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     }
     if path.exists() {
         // A socket left by a daemon that died; a live daemon holds the data_dir lock, so this one is stale.
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
@@ -80,28 +81,46 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json(status, &ErrorBody { error: message.into() })
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
     let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))?
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            )
+        })?
         .to_bytes();
     serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
 }
 
-async fn route(state: &Arc<DaemonState>, req: Request<Incoming>, uid: Option<u32>) -> Response<Body> {
+async fn route(
+    state: &Arc<DaemonState>,
+    req: Request<Incoming>,
+    uid: Option<u32>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
-        (Method::GET, ["v1", "releases", component]) => match status::releases(&state.shared.store, &state.shared.config, component) {
-            Ok(releases) => json(StatusCode::OK, &releases),
-            Err(e) => error(StatusCode::NOT_FOUND, e),
-        },
+        (Method::GET, ["v1", "releases", component]) => {
+            match status::releases(&state.shared.store, &state.shared.config, component) {
+                Ok(releases) => json(StatusCode::OK, &releases),
+                Err(e) => error(StatusCode::NOT_FOUND, e),
+            }
+        }
         (Method::GET, ["v1", "history"]) => {
             let limit = req
                 .uri()
@@ -123,14 +142,21 @@ async fn route(state: &Arc<DaemonState>, req: Request<Incoming>, uid: Option<u32
             Err(response) => response,
         },
         (_, ["v1", "status" | "history" | "deploy" | "rollback"]) | (_, ["v1", "releases", _]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {path}", req.method()))
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            )
         }
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
 
 fn who(claimed: &str, uid: Option<u32>) -> String {
-    let claimed = if claimed.trim().is_empty() { "unknown" } else { claimed.trim() };
+    let claimed = if claimed.trim().is_empty() {
+        "unknown"
+    } else {
+        claimed.trim()
+    };
     match uid {
         Some(uid) => format!("{claimed} (uid {uid})"),
         None => claimed.to_owned(),
@@ -139,19 +165,29 @@ fn who(claimed: &str, uid: Option<u32>) -> String {
 
 /// Validates a deploy request, claims its components and starts the pipeline in the
 /// background; the response streams its events.
-fn start_deploy(state: &Arc<DaemonState>, request: DeployRequest, uid: Option<u32>) -> Response<Body> {
+fn start_deploy(
+    state: &Arc<DaemonState>,
+    request: DeployRequest,
+    uid: Option<u32>,
+) -> Response<Body> {
     let release = match ReleaseId::parse(&request.release) {
         Ok(release) => release,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let targets: Vec<_> = if request.components.iter().any(|c| c == "all") {
         if request.components.len() > 1 {
-            return error(StatusCode::BAD_REQUEST, "`all` cannot be combined with component names");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`all` cannot be combined with component names",
+            );
         }
         state.components.clone()
     } else {
         if request.components.is_empty() {
-            return error(StatusCode::BAD_REQUEST, "name at least one component (or `all`)");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name at least one component (or `all`)",
+            );
         }
         for name in &request.components {
             if state.component(name).is_none() {
@@ -168,19 +204,28 @@ fn start_deploy(state: &Arc<DaemonState>, request: DeployRequest, uid: Option<u3
     };
     for name in request.artifacts.keys() {
         if !targets.iter().any(|c| c.name() == name) {
-            return error(StatusCode::BAD_REQUEST, format!("an artifact was given for {name}, which is not being deployed"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("an artifact was given for {name}, which is not being deployed"),
+            );
         }
     }
     for path in request.artifacts.values() {
         if !path.is_absolute() {
-            return error(StatusCode::BAD_REQUEST, format!("artifact path {} must be absolute", path.display()));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("artifact path {} must be absolute", path.display()),
+            );
         }
     }
     let who = who(&request.who, uid);
     let mut plans = Vec::new();
     for component in &targets {
         let Some(artifact) = request.artifacts.get(component.name()) else {
-            return error(StatusCode::BAD_REQUEST, format!("no artifact given for {}", component.name()));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("no artifact given for {}", component.name()),
+            );
         };
         let claim = match component.claim(DeployInProgress {
             deploy_id: 0,
@@ -205,12 +250,22 @@ fn start_deploy(state: &Arc<DaemonState>, request: DeployRequest, uid: Option<u3
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {
     let known: Vec<&str> = state.components.iter().map(|c| c.name()).collect();
-    format!("unknown component {name:?}; configured: {}", known.join(", "))
+    format!(
+        "unknown component {name:?}; configured: {}",
+        known.join(", ")
+    )
 }
 
-fn start_rollback(state: &Arc<DaemonState>, request: RollbackRequest, uid: Option<u32>) -> Response<Body> {
+fn start_rollback(
+    state: &Arc<DaemonState>,
+    request: RollbackRequest,
+    uid: Option<u32>,
+) -> Response<Body> {
     let Some(component) = state.component(&request.component).cloned() else {
-        return error(StatusCode::NOT_FOUND, unknown_component(state, &request.component));
+        return error(
+            StatusCode::NOT_FOUND,
+            unknown_component(state, &request.component),
+        );
     };
     let store = &state.shared.store;
     let current = match store.component_state(component.name()) {
@@ -240,13 +295,23 @@ fn start_rollback(state: &Arc<DaemonState>, request: RollbackRequest, uid: Optio
         Ok(None) => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("release {release} of {} is not kept; see `cutover releases {}`", component.name(), component.name()),
+                format!(
+                    "release {release} of {} is not kept; see `cutover releases {}`",
+                    component.name(),
+                    component.name()
+                ),
             )
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     if current.active.as_deref() == Some(release.as_str()) {
-        return error(StatusCode::CONFLICT, format!("{release} is already the active release of {}", component.name()));
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "{release} is already the active release of {}",
+                component.name()
+            ),
+        );
     }
     let who = who(&request.who, uid);
     let claim = match component.claim(DeployInProgress {
@@ -265,7 +330,13 @@ fn start_rollback(state: &Arc<DaemonState>, request: RollbackRequest, uid: Optio
         release: release.clone(),
         artifact: None,
     };
-    launch_pipeline(state, release.to_string(), vec![component.name().to_owned()], vec![plan], who)
+    launch_pipeline(
+        state,
+        release.to_string(),
+        vec![component.name().to_owned()],
+        vec![plan],
+        who,
+    )
 }
 
 /// Records the pipeline, runs it in its own task (it goes on if the client disconnects) and
@@ -284,7 +355,14 @@ fn launch_pipeline(
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = EventSink::new(Some(tx), shared.store.clone());
-    tokio::spawn(deploy::run_pipeline(shared, pipeline_id, release, plans, who, sink));
+    tokio::spawn(deploy::run_pipeline(
+        shared,
+        pipeline_id,
+        release,
+        plans,
+        who,
+        sink,
+    ));
 
     let (mut body_tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);
     tokio::spawn(async move {

@@ -17,6 +17,7 @@ use crate::listener::{self, Inherited};
 use crate::protocol::DeployInProgress;
 use crate::proxy::{self, Upstream};
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
+use crate::shutdown::Shutdown;
 use crate::store::{InstanceRecord, InstanceState, Store};
 use crate::supervisor;
 use anyhow::Context;
@@ -24,7 +25,6 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
-use crate::shutdown::Shutdown;
 
 /// Everything the control API needs.
 pub struct DaemonState {
@@ -110,7 +110,11 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
             shutdown.clone(),
             grace,
         ));
-        tokio::spawn(supervise(shared.clone(), component.clone(), shutdown.clone()));
+        tokio::spawn(supervise(
+            shared.clone(),
+            component.clone(),
+            shutdown.clone(),
+        ));
     }
     tokio::spawn(control::serve(control, state.clone(), shutdown.clone()));
     tracing::info!(
@@ -126,7 +130,10 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     for component in &components {
         if let Some(serving) = component.switch_to(None) {
             serving.upstream.close_pool();
-            let status = serving.instance.stop(component.config.stop_timeout.get()).await;
+            let status = serving
+                .instance
+                .stop(component.config.stop_timeout.get())
+                .await;
             let _ = store.set_instance_state(serving.instance.id, InstanceState::Stopped);
             tracing::info!(component = component.name(), release = %serving.instance.release, "stopped ({status})");
         }
@@ -183,7 +190,9 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
         .and_then(|a| ReleaseId::parse(&a).ok());
     let mut adopted = None;
     for record in live.iter().filter(|r| r.component == component.name()) {
-        if adopted.is_none() && Some(record.release.as_str()) == active.as_ref().map(ReleaseId::as_str) {
+        if adopted.is_none()
+            && Some(record.release.as_str()) == active.as_ref().map(ReleaseId::as_str)
+        {
             let release = active.clone().expect("checked above");
             if let Some(instance) = supervisor::adopt(record, &component.config.name, &release) {
                 let health = &component.config.health;
@@ -195,7 +204,11 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
                     adopted = Some(instance);
                     continue;
                 }
-                tracing::warn!(component = component.name(), pid = record.pid, "surviving instance is unhealthy ({probe}); replacing it");
+                tracing::warn!(
+                    component = component.name(),
+                    pid = record.pid,
+                    "surviving instance is unhealthy ({probe}); replacing it"
+                );
             }
         }
         if supervisor::kill_orphan(record) {
@@ -277,7 +290,9 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
         if let Some(dead) = &watched {
             tracing::error!(component = component.name(), release = %release,
                 "the serving instance {}; restarting it", dead.instance.exit_status().unwrap_or_default());
-            let _ = shared.store.set_instance_state(dead.instance.id, InstanceState::Stopped);
+            let _ = shared
+                .store
+                .set_instance_state(dead.instance.id, InstanceState::Stopped);
         }
         let Ok(_claim) = component.claim(DeployInProgress {
             deploy_id: 0,
@@ -289,7 +304,9 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
         };
         match deploy::start_healthy(&shared, &component, &release, |_| {}, |_, _| {}).await {
             Ok((instance, _)) => {
-                let _ = shared.store.set_instance_state(instance.id, InstanceState::Serving);
+                let _ = shared
+                    .store
+                    .set_instance_state(instance.id, InstanceState::Serving);
                 let old = component.switch_to(Some(Serving {
                     upstream: Upstream::new(instance.addr, release.clone()),
                     instance,

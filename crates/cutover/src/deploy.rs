@@ -75,7 +75,12 @@ impl EventSink {
         if let Err(e) = self.store.add_event(deploy_id, &name, &kind.summary()) {
             tracing::warn!("cannot record event: {e}");
         }
-        tracing::info!(deploy = deploy_id, "{}: {}", kind.component().unwrap_or("-"), kind.summary());
+        tracing::info!(
+            deploy = deploy_id,
+            "{}: {}",
+            kind.component().unwrap_or("-"),
+            kind.summary()
+        );
         self.send(kind);
     }
 
@@ -108,7 +113,11 @@ fn log_excerpt(log: &std::path::Path, tail: &str) -> String {
         format!("\n  (the instance wrote nothing to {})", log.display())
     } else {
         let indented: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
-        format!("\n  last lines of {}:\n{}", log.display(), indented.join("\n"))
+        format!(
+            "\n  last lines of {}:\n{}",
+            log.display(),
+            indented.join("\n")
+        )
     }
 }
 
@@ -134,7 +143,10 @@ pub async fn run_pipeline(
     sink.send(EventKind::PipelineStarted {
         pipeline_id,
         release,
-        components: plans.iter().map(|p| p.component.name().to_owned()).collect(),
+        components: plans
+            .iter()
+            .map(|p| p.component.name().to_owned())
+            .collect(),
     });
     let mut outcome = Outcome::Succeeded;
     let mut reason = None;
@@ -251,7 +263,11 @@ impl Run<'_> {
     ) -> Result<(Outcome, Option<String>), DeployError> {
         let config = &self.component.config;
         let serving = self.component.serving();
-        if from == Some(&plan.release) && serving.as_ref().is_some_and(|s| s.instance.release == plan.release) {
+        if from == Some(&plan.release)
+            && serving
+                .as_ref()
+                .is_some_and(|s| s.instance.release == plan.release)
+        {
             return Ok((
                 Outcome::Succeeded,
                 Some(format!("{} is already active; nothing to do", plan.release)),
@@ -263,11 +279,14 @@ impl Run<'_> {
         let stored = match &plan.artifact {
             Some(source) => {
                 let releases = self.shared.releases.clone();
-                let (name, id, source) = (config.name.clone(), plan.release.clone(), source.clone());
+                let (name, id, source) =
+                    (config.name.clone(), plan.release.clone(), source.clone());
                 let runnable = config.executes_artifact();
-                tokio::task::spawn_blocking(move || releases.store_file(&name, &id, &source, runnable))
-                    .await
-                    .map_err(|e| DeployError::Launch(e.into()))??
+                tokio::task::spawn_blocking(move || {
+                    releases.store_file(&name, &id, &source, runnable)
+                })
+                .await
+                .map_err(|e| DeployError::Launch(e.into()))??
             }
             None => self.shared.releases.get(&config.name, &plan.release)?,
         };
@@ -409,7 +428,9 @@ impl Run<'_> {
             } else {
                 failures += 1;
                 if failures >= checks.unhealthy_threshold {
-                    return Err(format!("{failures} health probes failed in a row (last: {probe})"));
+                    return Err(format!(
+                        "{failures} health probes failed in a row (last: {probe})"
+                    ));
                 }
             }
             let stats = new.upstream.stats.snapshot();
@@ -472,7 +493,8 @@ impl Run<'_> {
                     },
                 );
                 let release = old.instance.release.clone();
-                match start_healthy(self.shared, self.component, &release, |_| {}, |_, _| {}).await {
+                match start_healthy(self.shared, self.component, &release, |_| {}, |_, _| {}).await
+                {
                     Ok((instance, _)) => Some(Serving {
                         upstream: Upstream::new(instance.addr, release),
                         instance,
@@ -491,11 +513,15 @@ impl Run<'_> {
             if new.instance.exit_status().is_some() {
                 self.component.switch_to(None);
             } else {
-                self.shared.store.set_active(self.component.name(), new.instance.release.as_str())?;
+                self.shared
+                    .store
+                    .set_active(self.component.name(), new.instance.release.as_str())?;
             }
             return Ok((
                 Outcome::Failed,
-                Some(format!("{reason}; there is no previous release to roll back to")),
+                Some(format!(
+                    "{reason}; there is no previous release to roll back to"
+                )),
             ));
         };
         let to = back.instance.release.to_string();
@@ -622,14 +648,19 @@ fn prune(shared: &Shared, component: &ComponentRuntime) -> Result<(), DeployErro
     };
     let releases = shared.store.releases(name)?;
     let protected_count = releases.iter().filter(|r| protected(r.id.as_str())).count();
-    let room = component.config.keep_releases.saturating_sub(protected_count);
+    let room = component
+        .config
+        .keep_releases
+        .saturating_sub(protected_count);
     for release in releases
         .iter()
         .filter(|r| !protected(r.id.as_str()))
         .skip(room)
     {
         shared.store.mark_pruned(name, release.id.as_str())?;
-        shared.releases.remove(&component.config.name, &release.id)?;
+        shared
+            .releases
+            .remove(&component.config.name, &release.id)?;
         tracing::info!(component = name, release = %release.id, "pruned release");
     }
     Ok(())

@@ -87,8 +87,14 @@ async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
 /// Why an instance did not pass the start-up gate.
 #[derive(Debug)]
 pub enum GateFailure {
-    Exited { status: String, last: Option<Probe> },
-    TimedOut { after: Duration, last: Option<Probe> },
+    Exited {
+        status: String,
+        last: Option<Probe>,
+    },
+    TimedOut {
+        after: Duration,
+        last: Option<Probe>,
+    },
 }
 
 impl fmt::Display for GateFailure {
@@ -99,7 +105,11 @@ impl fmt::Display for GateFailure {
         };
         match self {
             GateFailure::Exited { status, last: l } => {
-                write!(f, "the new instance {status} before it became healthy ({})", last(l))
+                write!(
+                    f,
+                    "the new instance {status} before it became healthy ({})",
+                    last(l)
+                )
             }
             GateFailure::TimedOut { after, last: l } => write!(
                 f,
@@ -127,7 +137,10 @@ pub async fn wait_healthy(
             return Err(GateFailure::Exited { status, last });
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = config.timeout.get().min(remaining.max(Duration::from_millis(1)));
+        let timeout = config
+            .timeout
+            .get()
+            .min(remaining.max(Duration::from_millis(1)));
         let result = tokio::select! {
             result = probe(instance.addr, &config.path, timeout) => result,
             status = instance.exited() => return Err(GateFailure::Exited { status, last }),

@@ -94,7 +94,10 @@ impl Inherited {
 }
 
 /// The listener for a component: inherited if systemd passed one with its name, else bound.
-pub fn open(component: &ComponentConfig, inherited: &mut Inherited) -> Result<TcpListener, ListenerError> {
+pub fn open(
+    component: &ComponentConfig,
+    inherited: &mut Inherited,
+) -> Result<TcpListener, ListenerError> {
     if let Some(listener) = inherited.take(component.name.as_str())? {
         tracing::info!(component = %component.name, "using socket passed by systemd");
         return Ok(listener);

@@ -57,14 +57,27 @@ impl Load {
                     ClientKind::Slow { ms } => format!("/slow?ms={ms}"),
                     _ => path.to_owned(),
                 };
-                tokio::spawn(client_loop(addr, path, *kind, stop_rx.clone(), report.clone()))
+                tokio::spawn(client_loop(
+                    addr,
+                    path,
+                    *kind,
+                    stop_rx.clone(),
+                    report.clone(),
+                ))
             })
             .collect();
-        Load { stop, report, tasks }
+        Load {
+            stop,
+            report,
+            tasks,
+        }
     }
 
     pub fn snapshot(&self) -> LoadReport {
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops the clients after their current request and returns the totals.
@@ -73,7 +86,11 @@ impl Load {
         for task in self.tasks {
             let _ = task.await;
         }
-        let report = self.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let report = self
+            .report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         report
     }
 }
@@ -110,10 +127,15 @@ async fn client_loop(
     report: Arc<Mutex<LoadReport>>,
 ) {
     let client = client(kind);
-    let uri: http::Uri = format!("http://{addr}{path}").parse().expect("valid load URL");
+    let uri: http::Uri = format!("http://{addr}{path}")
+        .parse()
+        .expect("valid load URL");
     while !*stop.borrow() {
         let outcome = tokio::time::timeout(Duration::from_secs(30), async {
-            let response = client.get(uri.clone()).await.map_err(|e| format!("request: {e:?}"))?;
+            let response = client
+                .get(uri.clone())
+                .await
+                .map_err(|e| format!("request: {e:?}"))?;
             let status = response.status();
             let release = response
                 .headers()

@@ -240,25 +240,54 @@ impl EventKind {
         use EventKind::*;
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         match self {
-            PipelineStarted { pipeline_id, release, components } => {
-                format!("pipeline #{pipeline_id}: release {release} to {}", components.join(", "))
+            PipelineStarted {
+                pipeline_id,
+                release,
+                components,
+            } => {
+                format!(
+                    "pipeline #{pipeline_id}: release {release} to {}",
+                    components.join(", ")
+                )
             }
-            DeployStarted { kind, from, to, deploy_id, .. } => {
+            DeployStarted {
+                kind,
+                from,
+                to,
+                deploy_id,
+                ..
+            } => {
                 let verb = match kind {
                     DeployKind::Deploy => "deploy",
                     DeployKind::Rollback => "rollback",
                 };
-                format!("{verb} #{deploy_id}: {} -> {to}", from.as_deref().unwrap_or("(none)"))
+                format!(
+                    "{verb} #{deploy_id}: {} -> {to}",
+                    from.as_deref().unwrap_or("(none)")
+                )
             }
-            Stored { release, sha256, size, .. } => format!(
+            Stored {
+                release,
+                sha256,
+                size,
+                ..
+            } => format!(
                 "stored {release} (sha256 {}, {:.1} MiB)",
                 &sha256[..sha256.len().min(12)],
                 mib(*size)
             ),
-            InstanceStarted { release, pid, port, .. } => {
+            InstanceStarted {
+                release, pid, port, ..
+            } => {
                 format!("started {release}: pid {pid} on 127.0.0.1:{port}")
             }
-            Probe { ok, detail, consecutive, needed, .. } => {
+            Probe {
+                ok,
+                detail,
+                consecutive,
+                needed,
+                ..
+            } => {
                 let verdict = if *ok { "ok" } else { "failed" };
                 format!("health probe {verdict}: {detail} ({consecutive}/{needed})")
             }
@@ -267,32 +296,53 @@ impl EventKind {
                 "switched traffic {} -> {to}",
                 from.as_deref().unwrap_or("(none)")
             ),
-            Stabilizing { elapsed_ms, total_ms, requests, failed, .. } => format!(
+            Stabilizing {
+                elapsed_ms,
+                total_ms,
+                requests,
+                failed,
+                ..
+            } => format!(
                 "stabilizing {:.0}/{:.0}s: {requests} requests, {failed} failed",
                 *elapsed_ms as f64 / 1000.0,
                 *total_ms as f64 / 1000.0
             ),
-            Stable { requests, failed, .. } => {
+            Stable {
+                requests, failed, ..
+            } => {
                 format!("stable ({requests} requests, {failed} failed)")
             }
             RolledBack { to, reason, .. } => format!(
                 "rolled back to {}: {reason}",
                 to.as_deref().unwrap_or("(none)")
             ),
-            Drained { release, remaining, .. } => {
+            Drained {
+                release, remaining, ..
+            } => {
                 if *remaining == 0 {
                     format!("drained {release}")
                 } else {
-                    format!("drain of {release} timed out with {remaining} requests or tunnels open")
+                    format!(
+                        "drain of {release} timed out with {remaining} requests or tunnels open"
+                    )
                 }
             }
-            Stopped { release, status, .. } => format!("stopped {release} ({status})"),
+            Stopped {
+                release, status, ..
+            } => format!("stopped {release} ({status})"),
             Warning { message, .. } => format!("warning: {message}"),
-            DeployFinished { outcome, reason, .. } => match reason {
+            DeployFinished {
+                outcome, reason, ..
+            } => match reason {
                 Some(reason) => format!("{}: {reason}", outcome.as_str()),
                 None => outcome.as_str().to_owned(),
             },
-            PipelineFinished { outcome, reason, duration_ms, .. } => {
+            PipelineFinished {
+                outcome,
+                reason,
+                duration_ms,
+                ..
+            } => {
                 let took = *duration_ms as f64 / 1000.0;
                 match reason {
                     Some(reason) => format!("{} in {took:.1}s: {reason}", outcome.as_str()),

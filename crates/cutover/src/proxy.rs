@@ -9,6 +9,7 @@
 
 use crate::config::ComponentName;
 use crate::release::ReleaseId;
+use crate::shutdown::Shutdown;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -26,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use crate::shutdown::Shutdown;
 use tokio::sync::{mpsc, Notify};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -111,7 +111,10 @@ impl Upstream {
             if n == 0 {
                 return 0;
             }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 return self.inflight();
             }
         }
@@ -180,7 +183,12 @@ impl Route {
 
 /// Accepts connections on `listener` and proxies them until shutdown, then asks open
 /// connections to finish their current request and close (waiting up to `grace`).
-pub async fn serve(listener: TcpListener, route: Arc<Route>, mut shutdown: Shutdown, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    route: Arc<Route>,
+    mut shutdown: Shutdown,
+    grace: Duration,
+) {
     // Every connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -264,7 +272,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
@@ -281,7 +292,11 @@ fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-async fn handle(route: &Route, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+async fn handle(
+    route: &Route,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let Some(guard) = route.acquire() else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -301,7 +316,9 @@ async fn handle(route: &Route, mut req: Request<Incoming>, peer: SocketAddr) -> 
         .to_owned();
     let uri: Uri = match format!("http://{}{}", upstream.addr, path).parse() {
         Ok(uri) => uri,
-        Err(_) => return local_response(StatusCode::BAD_REQUEST, "cutover: invalid request target"),
+        Err(_) => {
+            return local_response(StatusCode::BAD_REQUEST, "cutover: invalid request target")
+        }
     };
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
@@ -316,7 +333,10 @@ async fn handle(route: &Route, mut req: Request<Incoming>, peer: SocketAddr) -> 
     let mut response = match upstream.client().request(req).await {
         Ok(response) => response,
         Err(e) => {
-            upstream.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            upstream
+                .stats
+                .connect_errors
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(component = %route.component, release = %upstream.release,
                 upstream = %upstream.addr, "upstream request failed: {e}");
             return local_response(
@@ -335,7 +355,12 @@ async fn handle(route: &Route, mut req: Request<Incoming>, peer: SocketAddr) -> 
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
             let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+            return Response::from_parts(
+                parts,
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
         }
     }
 
@@ -420,10 +445,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-secret-hop", HeaderValue::from_static("1"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
@@ -446,8 +477,14 @@ mod tests {
     async fn acquire_follows_switch_and_drain_waits() {
         let route = Route::new(ComponentName::parse("api").unwrap());
         assert!(route.acquire().is_none());
-        let a = Upstream::new("127.0.0.1:1".parse().unwrap(), ReleaseId::parse("a").unwrap());
-        let b = Upstream::new("127.0.0.1:2".parse().unwrap(), ReleaseId::parse("b").unwrap());
+        let a = Upstream::new(
+            "127.0.0.1:1".parse().unwrap(),
+            ReleaseId::parse("a").unwrap(),
+        );
+        let b = Upstream::new(
+            "127.0.0.1:2".parse().unwrap(),
+            ReleaseId::parse("b").unwrap(),
+        );
         route.switch(Some(a.clone()));
         let held = route.acquire().unwrap();
         assert!(Arc::ptr_eq(&held.0, &a));

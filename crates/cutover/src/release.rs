@@ -151,7 +151,11 @@ impl ReleaseStore {
     }
 
     /// Reads the metadata of a stored release, failing if it is not (fully) stored.
-    pub fn get(&self, component: &ComponentName, id: &ReleaseId) -> Result<StoredRelease, ReleaseError> {
+    pub fn get(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+    ) -> Result<StoredRelease, ReleaseError> {
         let meta = self.release_dir(component, id).join("release.json");
         let text = match fs::read(&meta) {
             Ok(text) => text,
@@ -163,9 +167,8 @@ impl ReleaseStore {
             }
             Err(e) => return Err(io_err("read", &meta)(e)),
         };
-        serde_json::from_slice(&text).map_err(|e| {
-            io_err("parse", &meta)(io::Error::new(io::ErrorKind::InvalidData, e))
-        })
+        serde_json::from_slice(&text)
+            .map_err(|e| io_err("parse", &meta)(io::Error::new(io::ErrorKind::InvalidData, e)))
     }
 
     /// Stores `source` as release `id`. Storing the same bytes again under the same id is a
@@ -434,7 +437,10 @@ mod tests {
         assert_eq!(store.get(&component(), &id).unwrap(), stored);
         let again = store.store_file(&component(), &id, &src, true).unwrap();
         assert_eq!(again, stored);
-        let mode = fs::metadata(store.artifact_path(&component(), &id)).unwrap().permissions().mode();
+        let mode = fs::metadata(store.artifact_path(&component(), &id))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         // No temporary directories are left behind.
         let names: Vec<_> = fs::read_dir(tmp.path().join("releases/backend"))
@@ -444,7 +450,9 @@ mod tests {
         assert_eq!(names, ["v1"]);
 
         let other = write(tmp.path(), "api2", b"#!/bin/sh\necho other\n", 0o755);
-        let err = store.store_file(&component(), &id, &other, true).unwrap_err();
+        let err = store
+            .store_file(&component(), &id, &other, true)
+            .unwrap_err();
         assert!(matches!(err, ReleaseError::Conflict { .. }), "{err}");
     }
 
@@ -453,21 +461,38 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = ReleaseStore::new(tmp.path());
         let id = ReleaseId::parse("v1").unwrap();
-        let check = |path: &Path| store.store_file(&component(), &id, path, true).unwrap_err().to_string();
+        let check = |path: &Path| {
+            store
+                .store_file(&component(), &id, path, true)
+                .unwrap_err()
+                .to_string()
+        };
 
         assert!(check(&tmp.path().join("nope")).ends_with("does not exist"));
         assert!(check(&write(tmp.path(), "empty", b"", 0o755)).ends_with("is empty"));
         assert!(check(&write(tmp.path(), "noexec", b"#!/bin/sh\n", 0o644))
             .contains("is not executable (mode 644)"));
-        assert!(check(&write(tmp.path(), "text", b"hello world, not a program", 0o755))
-            .contains("neither an ELF executable nor a script"));
+        assert!(check(&write(
+            tmp.path(),
+            "text",
+            b"hello world, not a program",
+            0o755
+        ))
+        .contains("neither an ELF executable nor a script"));
 
         let mut arm = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
-        let foreign = if std::env::consts::ARCH == "aarch64" { 62u16 } else { 183u16 };
+        let foreign = if std::env::consts::ARCH == "aarch64" {
+            62u16
+        } else {
+            183u16
+        };
         arm.extend_from_slice(&foreign.to_le_bytes());
         arm.extend_from_slice(&[0; 40]);
         let msg = check(&write(tmp.path(), "foreign", &arm, 0o755));
-        assert!(msg.contains("is built for") && msg.contains("but this machine is"), "{msg}");
+        assert!(
+            msg.contains("is built for") && msg.contains("but this machine is"),
+            "{msg}"
+        );
         assert!(!tmp.path().join("releases/backend/v1").exists());
     }
 

@@ -59,12 +59,21 @@ pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreEr
     })
 }
 
-pub fn releases(store: &Store, config: &Config, component: &str) -> Result<ReleasesResponse, String> {
+pub fn releases(
+    store: &Store,
+    config: &Config,
+    component: &str,
+) -> Result<ReleasesResponse, String> {
     if config.component(component).is_none() {
         let known: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
-        return Err(format!("unknown component {component:?}; configured: {}", known.join(", ")));
+        return Err(format!(
+            "unknown component {component:?}; configured: {}",
+            known.join(", ")
+        ));
     }
-    let state = store.component_state(component).map_err(|e| e.to_string())?;
+    let state = store
+        .component_state(component)
+        .map_err(|e| e.to_string())?;
     let releases = store
         .releases(component)
         .map_err(|e| e.to_string())?

@@ -268,7 +268,10 @@ impl Store {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|source| StoreError::Query {
             path: self.path.clone(),
@@ -362,7 +365,12 @@ impl Store {
 
     // --- pipelines and deploys ---------------------------------------------------------------
 
-    pub fn begin_pipeline(&self, release: &str, components: &[String], who: &str) -> Result<i64, StoreError> {
+    pub fn begin_pipeline(
+        &self,
+        release: &str,
+        components: &[String],
+        who: &str,
+    ) -> Result<i64, StoreError> {
         let names = serde_json::to_string(components).expect("names serialize");
         self.with(|c| {
             c.execute(
@@ -373,7 +381,12 @@ impl Store {
         })
     }
 
-    pub fn finish_pipeline(&self, id: i64, outcome: Outcome, reason: Option<&str>) -> Result<(), StoreError> {
+    pub fn finish_pipeline(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE pipelines SET ended_at = ?2, outcome = ?3, reason = ?4 WHERE id = ?1 AND ended_at IS NULL",
@@ -424,7 +437,12 @@ impl Store {
         })
     }
 
-    pub fn finish_deploy(&self, deploy_id: i64, outcome: Outcome, reason: Option<&str>) -> Result<(), StoreError> {
+    pub fn finish_deploy(
+        &self,
+        deploy_id: i64,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE deploys SET ended_at = ?2, outcome = ?3, reason = ?4, phase = 'done'
@@ -439,7 +457,9 @@ impl Store {
     /// deploys that were open, with the phase they had reached.
     pub fn interrupt_open(&self, reason: &str) -> Result<Vec<DeployRecord>, StoreError> {
         let open = self.with(|c| {
-            let mut stmt = c.prepare(&format!("{DEPLOY_SELECT} WHERE ended_at IS NULL ORDER BY id"))?;
+            let mut stmt = c.prepare(&format!(
+                "{DEPLOY_SELECT} WHERE ended_at IS NULL ORDER BY id"
+            ))?;
             let rows = stmt.query_map([], deploy_from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -470,8 +490,12 @@ impl Store {
 
     pub fn deploy(&self, id: i64) -> Result<Option<DeployRecord>, StoreError> {
         self.with(|c| {
-            c.query_row(&format!("{DEPLOY_SELECT} WHERE id = ?1"), [id], deploy_from_row)
-                .optional()
+            c.query_row(
+                &format!("{DEPLOY_SELECT} WHERE id = ?1"),
+                [id],
+                deploy_from_row,
+            )
+            .optional()
         })
     }
 
@@ -566,7 +590,11 @@ impl Store {
     }
 
     /// The newest instance log of a release (for `cutover logs`).
-    pub fn latest_instance(&self, component: &str, release: &str) -> Result<Option<InstanceRecord>, StoreError> {
+    pub fn latest_instance(
+        &self,
+        component: &str,
+        release: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT id, component, release, pid, start_ticks, port, log_path, state, started_at
@@ -591,7 +619,8 @@ impl Store {
     }
 }
 
-const DEPLOY_SELECT: &str = "SELECT id, pipeline_id, component, kind, from_release, to_release, who,
+const DEPLOY_SELECT: &str =
+    "SELECT id, pipeline_id, component, kind, from_release, to_release, who,
     started_at, ended_at, phase, outcome, reason FROM deploys";
 
 fn deploy_from_row(r: &Row<'_>) -> rusqlite::Result<DeployRecord> {
@@ -624,7 +653,10 @@ fn release_from_row(r: &Row<'_>) -> rusqlite::Result<StoredRelease> {
     })
 }
 
-fn opt_enum<T>(text: Option<String>, parse: fn(&str) -> rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+fn opt_enum<T>(
+    text: Option<String>,
+    parse: fn(&str) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
     text.as_deref().map(parse).transpose()
 }
 
@@ -647,19 +679,38 @@ mod tests {
         store.set_active("backend", "v1").unwrap();
         store.set_active("backend", "v2").unwrap();
         let state = store.component_state("backend").unwrap();
-        assert_eq!((state.active.as_deref(), state.previous.as_deref()), (Some("v2"), Some("v1")));
+        assert_eq!(
+            (state.active.as_deref(), state.previous.as_deref()),
+            (Some("v2"), Some("v1"))
+        );
         // Re-activating the same release keeps the rollback target.
         store.set_active("backend", "v2").unwrap();
-        assert_eq!(store.component_state("backend").unwrap().previous.as_deref(), Some("v1"));
+        assert_eq!(
+            store
+                .component_state("backend")
+                .unwrap()
+                .previous
+                .as_deref(),
+            Some("v1")
+        );
     }
 
     #[test]
     fn open_deploys_are_interrupted_on_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let p = store.begin_pipeline("v2", &["backend".into()], "tester").unwrap();
+        let p = store
+            .begin_pipeline("v2", &["backend".into()], "tester")
+            .unwrap();
         let d = store
-            .begin_deploy(Some(p), &name("backend"), DeployKind::Deploy, Some(&rid("v1")), &rid("v2"), "tester")
+            .begin_deploy(
+                Some(p),
+                &name("backend"),
+                DeployKind::Deploy,
+                Some(&rid("v1")),
+                &rid("v2"),
+                "tester",
+            )
             .unwrap();
         store.set_phase(d, Phase::Stabilizing).unwrap();
         drop(store);
@@ -670,7 +721,10 @@ mod tests {
         assert_eq!(open[0].phase, Phase::Stabilizing);
         let record = store.deploy(d).unwrap().unwrap();
         assert_eq!(record.outcome, Some(Outcome::Interrupted));
-        assert_eq!(store.pipelines(10).unwrap()[0].outcome, Some(Outcome::Interrupted));
+        assert_eq!(
+            store.pipelines(10).unwrap()[0].outcome,
+            Some(Outcome::Interrupted)
+        );
         assert!(store.interrupt_open("again").unwrap().is_empty());
     }
 

@@ -367,9 +367,10 @@ mod tests {
 
     #[test]
     fn expands_placeholders() {
-        let values: BTreeMap<&str, String> = [("port", "4100".to_string()), ("release", "v2".into())]
-            .into_iter()
-            .collect();
+        let values: BTreeMap<&str, String> =
+            [("port", "4100".to_string()), ("release", "v2".into())]
+                .into_iter()
+                .collect();
         assert_eq!(expand("127.0.0.1:{port}", &values), "127.0.0.1:4100");
         assert_eq!(expand("{release}-{release}", &values), "v2-v2");
     }

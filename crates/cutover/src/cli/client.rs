@@ -47,13 +47,15 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let request = Request::builder()
             .method(method)
@@ -88,7 +90,10 @@ impl Client {
         mut on_event: impl FnMut(Event),
     ) -> Result<(), ClientError> {
         let payload = serde_json::to_vec(body).expect("requests serialize");
-        let mut response = self.send(Method::POST, path, Some(payload)).await?.into_body();
+        let mut response = self
+            .send(Method::POST, path, Some(payload))
+            .await?
+            .into_body();
         let mut buffer = BytesMut::new();
         while let Some(frame) = response.frame().await {
             let frame = frame?;

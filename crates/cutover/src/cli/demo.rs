@@ -60,7 +60,10 @@ pub async fn run(keep: bool) -> anyhow::Result<Exit> {
         .context("cannot start `cutover serve`")?;
     let client = Client::new(&root.join(".cutover/control.sock"));
     let public = wait_ready(&client).await?;
-    println!("daemon: pid {} serving backend on http://{public}\n", daemon.id().unwrap_or(0));
+    println!(
+        "daemon: pid {} serving backend on http://{public}\n",
+        daemon.id().unwrap_or(0)
+    );
 
     let mut steps = Vec::new();
     let deploy = |release: &str, artifact: &Path| DeployRequest {
@@ -71,7 +74,11 @@ pub async fn run(keep: bool) -> anyhow::Result<Exit> {
     };
 
     println!("== deploy v1 (first release)");
-    steps.push(("deploy v1", pipeline(&client, "/v1/deploy", &deploy("v1", &demo_api)).await?, Outcome::Succeeded));
+    steps.push((
+        "deploy v1",
+        pipeline(&client, "/v1/deploy", &deploy("v1", &demo_api)).await?,
+        Outcome::Succeeded,
+    ));
 
     let load = Load::start(
         public,
@@ -87,20 +94,34 @@ pub async fn run(keep: bool) -> anyhow::Result<Exit> {
             ClientKind::Slow { ms: 300 },
         ],
     );
-    println!("\nload: 8 clients (4 keep-alive, 2 new-connection, 2 slow) on http://{public}/version\n");
+    println!(
+        "\nload: 8 clients (4 keep-alive, 2 new-connection, 2 slow) on http://{public}/version\n"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     println!("== deploy v2 under load");
-    steps.push(("deploy v2", pipeline(&client, "/v1/deploy", &deploy("v2", &demo_api)).await?, Outcome::Succeeded));
+    steps.push((
+        "deploy v2",
+        pipeline(&client, "/v1/deploy", &deploy("v2", &demo_api)).await?,
+        Outcome::Succeeded,
+    ));
     println!("\n== deploy v3-broken (dies at start-up: must be refused, v2 keeps serving)");
-    steps.push(("deploy v3-broken", pipeline(&client, "/v1/deploy", &deploy("v3-broken", &broken)).await?, Outcome::Failed));
+    steps.push((
+        "deploy v3-broken",
+        pipeline(&client, "/v1/deploy", &deploy("v3-broken", &broken)).await?,
+        Outcome::Failed,
+    ));
     println!("\n== rollback to the previous release");
     let rollback = RollbackRequest {
         component: "backend".into(),
         to: None,
         who: "demo".into(),
     };
-    steps.push(("rollback", pipeline(&client, "/v1/rollback", &rollback).await?, Outcome::Succeeded));
+    steps.push((
+        "rollback",
+        pipeline(&client, "/v1/rollback", &rollback).await?,
+        Outcome::Succeeded,
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = load.stop().await;
 
@@ -117,10 +138,19 @@ pub async fn run(keep: bool) -> anyhow::Result<Exit> {
     println!("\n== summary");
     let mut ok = true;
     for (name, got, want) in &steps {
-        let verdict = if got == want { "as expected" } else { ok = false; "UNEXPECTED" };
+        let verdict = if got == want {
+            "as expected"
+        } else {
+            ok = false;
+            "UNEXPECTED"
+        };
         println!("  {name:<18} {:<12} ({verdict})", got.as_str());
     }
-    let served: Vec<String> = report.by_release.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let served: Vec<String> = report
+        .by_release
+        .iter()
+        .map(|(r, n)| format!("{r}: {n}"))
+        .collect();
     println!("  active release now: {active}");
     println!("  served by release:  {}", served.join(", "));
     println!("  {} requests, {} failed", report.total(), report.failed);
@@ -161,7 +191,11 @@ async fn wait_ready(client: &Client) -> anyhow::Result<SocketAddr> {
     }
 }
 
-async fn pipeline<B: serde::Serialize>(client: &Client, path: &str, request: &B) -> anyhow::Result<Outcome> {
+async fn pipeline<B: serde::Serialize>(
+    client: &Client,
+    path: &str,
+    request: &B,
+) -> anyhow::Result<Outcome> {
     let mut progress = Progress::new(false);
     let mut outcome = None;
     let result = client

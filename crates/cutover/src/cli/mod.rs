@@ -25,7 +25,11 @@ pub enum Exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "cutover", version, about = "Zero-downtime staged deploys to plain Linux servers")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Zero-downtime staged deploys to plain Linux servers"
+)]
 pub struct Cli {
     /// Config file [default: $CUTOVER_CONFIG, then ./cutover.toml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -149,7 +153,13 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             crate::daemon::serve(config, inherited).await?;
             Ok(Exit::Ok)
         }
-        Command::Deploy { components, release, artifacts, json, who } => {
+        Command::Deploy {
+            components,
+            release,
+            artifacts,
+            json,
+            who,
+        } => {
             let artifacts = parse_artifacts(&config, &components, &artifacts)?;
             let request = DeployRequest {
                 components,
@@ -159,7 +169,12 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             };
             stream_pipeline(&client, "/v1/deploy", &request, json).await
         }
-        Command::Rollback { component, to, json, who } => {
+        Command::Rollback {
+            component,
+            to,
+            json,
+            who,
+        } => {
             let request = RollbackRequest {
                 component,
                 to,
@@ -174,7 +189,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                     let store = Store::open_read_only(&config.daemon.data_dir);
                     match store {
                         Ok(store) => crate::status::offline(&config, &store)?,
-                        Err(crate::store::StoreError::Missing(_)) => crate::status::offline_empty(&config),
+                        Err(crate::store::StoreError::Missing(_)) => {
+                            crate::status::offline_empty(&config)
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -184,11 +201,15 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             Ok(Exit::Ok)
         }
         Command::Releases { component, json } => {
-            let releases = match client.get::<ReleasesResponse>(&format!("/v1/releases/{component}")).await {
+            let releases = match client
+                .get::<ReleasesResponse>(&format!("/v1/releases/{component}"))
+                .await
+            {
                 Ok(releases) => releases,
                 Err(e) if e.is_unreachable() => {
                     let store = Store::open_read_only(&config.daemon.data_dir)?;
-                    crate::status::releases(&store, &config, &component).map_err(anyhow::Error::msg)?
+                    crate::status::releases(&store, &config, &component)
+                        .map_err(anyhow::Error::msg)?
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -196,7 +217,10 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             Ok(Exit::Ok)
         }
         Command::History { json, limit } => {
-            let history = match client.get::<HistoryResponse>(&format!("/v1/history?limit={limit}")).await {
+            let history = match client
+                .get::<HistoryResponse>(&format!("/v1/history?limit={limit}"))
+                .await
+            {
                 Ok(history) => history,
                 Err(e) if e.is_unreachable() => {
                     let store = Store::open_read_only(&config.daemon.data_dir)?;
@@ -218,7 +242,11 @@ fn parse_artifacts(
     given: &[String],
 ) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let targets: Vec<String> = if components.iter().any(|c| c == "all") {
-        config.components.iter().map(|c| c.name.to_string()).collect()
+        config
+            .components
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
     } else {
         components.to_vec()
     };
@@ -234,7 +262,8 @@ fn parse_artifacts(
                 ),
             },
         };
-        let path = std::path::absolute(path).with_context(|| format!("bad artifact path {path}"))?;
+        let path =
+            std::path::absolute(path).with_context(|| format!("bad artifact path {path}"))?;
         if artifacts.insert(name.clone(), path).is_some() {
             anyhow::bail!("two artifacts given for {name}");
         }
@@ -272,6 +301,10 @@ async fn stream_pipeline<B: serde::Serialize>(
         Ok(()) => {}
         Err(ClientError::Refused { message, .. }) => {
             eprintln!("error: {message}");
+            return Ok(Exit::Failed);
+        }
+        Err(ClientError::Http(e)) => {
+            eprintln!("error: the daemon closed the stream before the deploy finished ({e}); see `cutover history`");
             return Ok(Exit::Failed);
         }
         Err(e) => return Err(e.into()),

@@ -6,7 +6,11 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Prints `value` as JSON, or through `text` for people.
-pub fn print<T: serde::Serialize>(json: bool, value: &T, text: fn(&T) -> String) -> anyhow::Result<()> {
+pub fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: fn(&T) -> String,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, value)?;
@@ -19,7 +23,9 @@ pub fn print<T: serde::Serialize>(json: bool, value: &T, text: fn(&T) -> String)
 
 pub fn time(unix_ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ")
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
 }
 
 fn size(bytes: u64) -> String {
@@ -55,7 +61,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 pub fn status(status: &StatusResponse) -> String {
     let mut out = match &status.daemon {
-        Some(d) => format!("daemon: running (pid {}, version {}, up since {})\n\n", d.pid, d.version, time(d.started_at)),
+        Some(d) => format!(
+            "daemon: running (pid {}, version {}, up since {})\n\n",
+            d.pid,
+            d.version,
+            time(d.started_at)
+        ),
         None => "daemon: NOT RUNNING (showing the last committed state)\n\n".to_owned(),
     };
     let rows: Vec<Vec<String>> = status
@@ -88,7 +99,15 @@ pub fn status(status: &StatusResponse) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["COMPONENT", "LISTEN", "ACTIVE", "PREVIOUS", "SERVING", "TRAFFIC", "DEPLOYING"],
+        &[
+            "COMPONENT",
+            "LISTEN",
+            "ACTIVE",
+            "PREVIOUS",
+            "SERVING",
+            "TRAFFIC",
+            "DEPLOYING",
+        ],
         &rows,
     ));
     out
@@ -136,7 +155,11 @@ pub fn history(history: &HistoryResponse) -> String {
                 format!("#{}", d.id),
                 time(d.started_at),
                 d.component.clone(),
-                format!("{} -> {}", d.from_release.as_deref().unwrap_or("(none)"), d.to_release),
+                format!(
+                    "{} -> {}",
+                    d.from_release.as_deref().unwrap_or("(none)"),
+                    d.to_release
+                ),
                 d.kind.as_str().to_owned(),
                 d.outcome.map_or("running", |o| o.as_str()).to_owned(),
                 took,
@@ -146,7 +169,17 @@ pub fn history(history: &HistoryResponse) -> String {
         })
         .collect();
     table(
-        &["DEPLOY", "STARTED", "COMPONENT", "RELEASES", "KIND", "OUTCOME", "TOOK", "WHO", "REASON"],
+        &[
+            "DEPLOY",
+            "STARTED",
+            "COMPONENT",
+            "RELEASES",
+            "KIND",
+            "OUTCOME",
+            "TOOK",
+            "WHO",
+            "REASON",
+        ],
         &rows,
     )
 }
@@ -184,7 +217,10 @@ impl Progress {
         // Stabilization ticks arrive every second; without a terminal print one per 10 s.
         if let EventKind::Stabilizing { elapsed_ms, .. } = &event.kind {
             let every = if self.tty { 1_000 } else { 10_000 };
-            if self.last_stabilizing.is_some_and(|last| elapsed_ms - last < every) {
+            if self
+                .last_stabilizing
+                .is_some_and(|last| elapsed_ms - last < every)
+            {
                 return;
             }
             self.last_stabilizing = Some(*elapsed_ms);
@@ -216,7 +252,10 @@ fn line(event: &Event) -> String {
     let component = event.kind.component().unwrap_or("");
     let summary = event.kind.summary();
     let marker = match &event.kind {
-        EventKind::PipelineFinished { outcome: Outcome::Succeeded, .. } => "done ",
+        EventKind::PipelineFinished {
+            outcome: Outcome::Succeeded,
+            ..
+        } => "done ",
         EventKind::PipelineFinished { .. } => "FAILED ",
         _ => "",
     };
@@ -225,5 +264,8 @@ fn line(event: &Event) -> String {
         EventKind::PipelineFinished { .. } => first_line(&summary),
         _ => summary,
     };
-    format!("{:>7.1}s  {component:<10} {marker}{summary}", event.t_ms as f64 / 1000.0)
+    format!(
+        "{:>7.1}s  {component:<10} {marker}{summary}",
+        event.t_ms as f64 / 1000.0
+    )
 }

@@ -68,6 +68,8 @@ mod tests {
     #[test]
     fn rejects_bare_numbers_and_garbage() {
         assert!(parse("60").unwrap_err().contains("invalid duration"));
-        assert!(parse("soon").unwrap_err().contains("invalid duration \"soon\""));
+        assert!(parse("soon")
+            .unwrap_err()
+            .contains("invalid duration \"soon\""));
     }
 }

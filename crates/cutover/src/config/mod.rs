@@ -246,8 +246,8 @@ impl Config {
 
     /// Parse config text; `path` is used for messages and to resolve relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 let inner = e.into_inner();
                 ConfigError::at_span(path, text, inner.span(), &key, inner.message())
@@ -363,7 +363,12 @@ impl Validator<'_> {
         }
         if checks.unhealthy_threshold == 0 {
             return Err(self.error(
-                &["components", name, "stabilize_checks", "unhealthy_threshold"],
+                &[
+                    "components",
+                    name,
+                    "stabilize_checks",
+                    "unhealthy_threshold",
+                ],
                 "unhealthy_threshold must be at least 1",
             ));
         }

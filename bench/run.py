@@ -1,0 +1,849 @@
+#!/usr/bin/env python3
+"""Benchmark for cutover: availability during deploys, and proxy cost.
+
+Part 1 (availability): the same closed-loop HTTP load (16 client threads) runs against the public
+port while N deploys happen back to back, for three strategies:
+  cutover       `cutover deploy` against a running daemon
+  stop-start    SIGTERM the server, wait for it to exit, start the new one on the same port
+                (what a `systemctl restart` deploy does)
+  nginx-reload  blue-green behind nginx: start the new server on the other port, rewrite the
+                upstream, `nginx -s reload`, then SIGTERM the old server
+Part 2 (proxy cost): wrk against demo-api directly, through cutover and through nginx.
+
+Only loopback traffic; stdlib only. See bench/README.md for how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import pickle
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+HOST = "127.0.0.1"
+
+# Load shape, identical for every strategy.
+KEEPALIVE_CLIENTS = 8
+NEWCONN_CLIENTS = 8
+REQUEST_TIMEOUT = 5.0  # a request slower than this counts as failed
+FAILURE_BACKOFF = 0.01  # after a failure, so refused connects do not spin and starve the servers
+WARMUP = 1.0  # load before the first deploy
+COOLDOWN = 0.5  # load after the last deploy
+BETWEEN_DEPLOYS = 0.5
+
+# Deadlines for everything we wait on.
+HEALTH_DEADLINE = 10.0
+DAEMON_DEADLINE = 15.0
+DEPLOY_DEADLINE = 60.0
+EXIT_DEADLINE = 15.0
+
+CUTOVER_CONFIG = """\
+[daemon]
+data_dir = "{dir}/.cutover"
+control_socket = "{dir}/.cutover/control.sock"
+
+[components.backend]
+listen = "127.0.0.1:{port}"
+command = ["{{artifact}}"]
+env = {{ API_ADDR = "127.0.0.1:{{port}}", RELEASE = "{{release}}" }}
+health = {{ path = "/health", interval = "100ms", timeout = "2s", healthy_threshold = 2, start_timeout = "10s" }}
+drain_timeout = "10s"
+stop_timeout = "5s"
+keep_releases = 5
+stabilize = "0s"
+"""
+
+# `daemon off` keeps the master our child, so cleanup can always find it (and its workers, which
+# share its process group). Temp paths are set so nothing is written outside the temp dir.
+NGINX_CONFIG = """\
+daemon off;
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/upstream.conf;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+NGINX_UPSTREAM = "upstream backend {{ server 127.0.0.1:{port}; keepalive 32; }}\n"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 1.0) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def wait_until(what: str, check, deadline_s: float, interval: float = 0.01, alive=None):
+    """Polls `check()` until it returns a truthy value; raises after `deadline_s`.
+
+    `alive`, if given, is a Popen that must not exit meanwhile (a crashed server would otherwise
+    cost the whole deadline).
+    """
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < deadline:
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {alive.returncode}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - anything means "not yet"
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not ready after {deadline_s}s (last error: {last})")
+
+
+def wait_healthy(port: int, alive=None, deadline_s: float = HEALTH_DEADLINE) -> None:
+    wait_until(f"/health on :{port}", lambda: http_get(port, "/health")[0] == 200, deadline_s, alive=alive)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Procs:
+    """Every process this script starts, so they can all be stopped at the end, even on errors."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.roots: list[Path] = []  # temp dirs whose executables are ours (cutover's instances)
+
+    def start(self, argv, log_path: Path, env=None) -> subprocess.Popen:
+        with open(log_path, "ab") as out:
+            # Own session: a Ctrl-C on the terminal reaches only this script, which then stops
+            # the children in order (graceful first) instead of all at once.
+            p = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stop(p: subprocess.Popen, timeout: float = EXIT_DEADLINE) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL its process group (nginx workers too)."""
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Not reaped yet, so its pid (= its group id) cannot have been reused.
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+        return p.returncode
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p, timeout=5)
+        for root in self.roots:
+            self.kill_strays(root)
+
+    @staticmethod
+    def kill_strays(root: Path) -> list[int]:
+        """cutover starts its instances in their own process groups, from artifacts stored under
+        our temp dir; if the daemon did not stop them, find them by executable path."""
+        pids = _pids_with_exe_under(root)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+
+def _pids_with_exe_under(root: Path) -> list[int]:
+    # A deleted temp dir still shows as "<path> (deleted)", which keeps the prefix.
+    prefix = str(root.resolve()) + os.sep
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/exe").startswith(prefix):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+# --- load generator --------------------------------------------------------------------------
+
+
+@dataclass
+class Req:
+    client: int
+    keepalive: bool
+    start: float  # time.monotonic(): CLOCK_MONOTONIC, shared by all processes on Linux
+    end: float
+    ok: bool
+    detail: str  # release served (body of /version) or the error
+
+
+def _client_loop(idx, keepalive, port, stop, hard_deadline, out):
+    conn = None
+    while not stop.is_set() and time.monotonic() < hard_deadline:
+        start = time.monotonic()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT)
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace")
+            ok = 200 <= resp.status < 300
+            detail = body if ok else f"HTTP {resp.status}: {body[:80]}"
+        except Exception as e:  # noqa: BLE001 - every failure mode is data here
+            ok, detail = False, f"{type(e).__name__}: {e}"
+            if conn is not None:
+                conn.close()
+                conn = None
+        if not keepalive and conn is not None:
+            conn.close()
+            conn = None
+        out.append((idx, keepalive, start, time.monotonic(), ok, detail))
+        if not ok:
+            time.sleep(FAILURE_BACKOFF)
+    if conn is not None:
+        conn.close()
+
+
+def _load_process(port, stop_evt, ready_evt, result_path, max_seconds):
+    """Runs in a child process so the client threads' GIL contention does not slow down the
+    orchestrator (its health polls and timing marks)."""
+    stop = threading.Event()
+    hard_deadline = time.monotonic() + max_seconds
+    outs = [[] for _ in range(KEEPALIVE_CLIENTS + NEWCONN_CLIENTS)]
+    threads = [
+        threading.Thread(
+            target=_client_loop,
+            args=(i, i < KEEPALIVE_CLIENTS, port, stop, hard_deadline, outs[i]),
+            daemon=True,
+        )
+        for i in range(len(outs))
+    ]
+    for t in threads:
+        t.start()
+    ready_evt.set()
+    stop_evt.wait(max_seconds)
+    stop.set()
+    for t in threads:
+        t.join(REQUEST_TIMEOUT + 2)
+    records = [r for out in outs for r in out]
+    with open(result_path, "wb") as f:
+        pickle.dump(records, f)
+
+
+class Load:
+    def __init__(self, port: int, tmp: Path, max_seconds: float):
+        ctx = multiprocessing.get_context("fork")
+        self.stop_evt = ctx.Event()
+        ready = ctx.Event()
+        self.result_path = tmp / f"load-{port}.pickle"
+        self.proc = ctx.Process(
+            target=_load_process, args=(port, self.stop_evt, ready, self.result_path, max_seconds), daemon=True
+        )
+        self.proc.start()
+        if not ready.wait(10):
+            self.kill()
+            raise RuntimeError("load generator did not start")
+
+    def finish(self) -> list[Req]:
+        self.stop_evt.set()
+        self.proc.join(REQUEST_TIMEOUT + 10)
+        if self.proc.is_alive():
+            self.kill()
+            raise RuntimeError("load generator did not stop")
+        with open(self.result_path, "rb") as f:
+            return [Req(*r) for r in pickle.load(f)]
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+# --- part 1: deploy strategies ---------------------------------------------------------------
+
+
+@dataclass
+class Deploy:
+    release: str
+    start: float
+    end: float
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class Bins:
+    cutover: Path
+    demo_api: Path
+
+
+class CutoverDaemon:
+    def __init__(self, procs: Procs, bins: Bins, tmp: Path):
+        self.bins, self.tmp = bins, tmp
+        self.port = free_port()
+        self.config = tmp / "cutover.toml"
+        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port))
+        self.log_path = tmp / "daemon.log"
+        procs.roots.append(tmp)
+        self.proc = procs.start(
+            [bins.cutover, "serve", "--config", self.config], self.log_path, env={"CUTOVER_LOG": "info"}
+        )
+
+        def status():
+            out = subprocess.run(
+                [bins.cutover, "status", "--json", "--config", self.config],
+                capture_output=True, text=True, timeout=5,
+            )
+            # With the daemon down, `status` answers from the state database with "daemon": null.
+            st = json.loads(out.stdout) if out.returncode == 0 else {}
+            return st if st.get("daemon") else None
+
+        st = wait_until("cutover daemon", status, DAEMON_DEADLINE, interval=0.05, alive=self.proc)
+        listen = st["components"][0]["listen"]
+        if listen != f"{HOST}:{self.port}":
+            raise RuntimeError(f"daemon listens on {listen}, configured {HOST}:{self.port}")
+
+    def deploy(self, release: str) -> Deploy:
+        start = time.monotonic()
+        events_path = self.tmp / f"deploy-{release}.jsonl"
+        with open(events_path, "wb") as out:
+            try:
+                rc = subprocess.run(
+                    [self.bins.cutover, "deploy", "backend", "--artifact", self.bins.demo_api,
+                     "--release", release, "--json", "--config", self.config],
+                    stdout=out, stderr=subprocess.STDOUT, timeout=DEPLOY_DEADLINE,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        end = time.monotonic()
+        note = "" if rc == 0 else f"exit {rc}: " + _tail(events_path, 5)
+        return Deploy(release, start, end, rc == 0, note)
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def start_demo_api(procs: Procs, bins: Bins, tmp: Path, port: int, release: str) -> subprocess.Popen:
+    p = procs.start([bins.demo_api], tmp / f"demo-api-{release}.log",
+                    env={"API_ADDR": f"{HOST}:{port}", "RELEASE": release})
+    wait_healthy(port, alive=p)
+    return p
+
+
+class Nginx:
+    def __init__(self, procs: Procs, tmp: Path, port: int, upstream_port: int):
+        self.tmp, self.port = tmp, port
+        self.conf = tmp / "nginx.conf"
+        self.set_upstream(upstream_port)
+        self.conf.write_text(NGINX_CONFIG.format(dir=tmp, port=port))
+        self.base = ["nginx", "-p", f"{tmp}/", "-c", str(self.conf), "-e", str(tmp / "error.log")]
+        self.proc = procs.start(self.base, tmp / "nginx.out")
+        wait_healthy(port, alive=self.proc)
+
+    def set_upstream(self, port: int) -> None:
+        # Write-then-rename so a reload never reads a half-written file.
+        new = self.tmp / "upstream.conf.new"
+        new.write_text(NGINX_UPSTREAM.format(port=port))
+        new.replace(self.tmp / "upstream.conf")
+
+    def reload(self) -> None:
+        subprocess.run(self.base + ["-s", "reload"], check=True, capture_output=True, timeout=10)
+
+    def quit(self) -> None:
+        if self.proc.poll() is None:
+            subprocess.run(self.base + ["-s", "quit"], capture_output=True, timeout=10)
+            try:
+                self.proc.wait(EXIT_DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+        Procs.stop(self.proc, timeout=1)
+
+
+def run_strategy(name: str, port: int, deploy_fn, n: int, tmp: Path) -> tuple[list[Req], list[Deploy]]:
+    """Runs the load on `port` while `deploy_fn(k)` is called for k = 1..n."""
+    # The load stops itself after this even if the orchestrator hangs.
+    max_seconds = WARMUP + COOLDOWN + n * (DEPLOY_DEADLINE + BETWEEN_DEPLOYS) + 30
+    load = Load(port, tmp, max_seconds)
+    deploys: list[Deploy] = []
+    try:
+        time.sleep(WARMUP)
+        for k in range(1, n + 1):
+            d = deploy_fn(k)
+            deploys.append(d)
+            log(f"  [{name}] deploy {d.release}: {'ok' if d.ok else 'FAILED'} in {d.end - d.start:.3f}s"
+                + (f"  {d.note}" if d.note else ""))
+            time.sleep(BETWEEN_DEPLOYS)
+        time.sleep(COOLDOWN)
+        return load.finish(), deploys
+    finally:
+        load.kill()
+
+
+def bench_cutover(procs: Procs, bins: Bins, n: int, results_dir: Path, out_stem: str):
+    with tempfile.TemporaryDirectory(prefix="bench-cutover-") as t:
+        tmp = Path(t)
+        daemon = CutoverDaemon(procs, bins, tmp)
+        try:
+            first = daemon.deploy("r0")  # something must be serving before the load starts
+            if not first.ok:
+                raise RuntimeError(f"initial cutover deploy failed: {first.note}")
+            wait_healthy(daemon.port)
+            reqs, deploys = run_strategy("cutover", daemon.port, lambda k: daemon.deploy(f"r{k}"), n, tmp)
+        finally:
+            Procs.stop(daemon.proc, timeout=30)
+            strays = Procs.kill_strays(tmp)
+            if strays:
+                log(f"  [cutover] WARNING: instances still running after the daemon stopped: {strays}")
+            # Kept for diagnosis: the daemon's view of every deploy.
+            shutil.copyfile(daemon.log_path, results_dir / f"{out_stem}.cutover-daemon.log")
+        return reqs, deploys
+
+
+def bench_stop_start(procs: Procs, bins: Bins, n: int):
+    with tempfile.TemporaryDirectory(prefix="bench-stopstart-") as t:
+        tmp = Path(t)
+        port = free_port()
+        current = [start_demo_api(procs, bins, tmp, port, "r0")]
+
+        def deploy(k):
+            release = f"r{k}"
+            start = time.monotonic()
+            try:
+                rc = Procs.stop(current[0])  # graceful: SIGTERM, drains in-flight requests
+                current[0] = start_demo_api(procs, bins, tmp, port, release)
+                return Deploy(release, start, time.monotonic(), True, "" if rc == 0 else f"old exited {rc}")
+            except Exception as e:  # noqa: BLE001
+                return Deploy(release, start, time.monotonic(), False, str(e))
+
+        try:
+            return run_strategy("stop-start", port, deploy, n, tmp)
+        finally:
+            Procs.stop(current[0])
+
+
+def bench_nginx(procs: Procs, bins: Bins, n: int):
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as t:
+        tmp = Path(t)
+        public, ports = free_port(), [free_port(), free_port()]
+        live = {"proc": start_demo_api(procs, bins, tmp, ports[0], "r0"), "slot": 0}
+        nginx = Nginx(procs, tmp, public, ports[0])
+
+        def deploy(k):
+            release = f"r{k}"
+            start = time.monotonic()
+            try:
+                slot = 1 - live["slot"]
+                new = start_demo_api(procs, bins, tmp, ports[slot], release)
+                nginx.set_upstream(ports[slot])
+                nginx.reload()
+                # `-s reload` only signals the master; wait until new workers answer with the new
+                # release (fresh connection each probe), then the usual grace period.
+                wait_until("nginx reload", lambda: http_get(public, "/version") == (200, release), 5)
+                time.sleep(0.3)
+                Procs.stop(live["proc"])
+                live.update(proc=new, slot=slot)
+                return Deploy(release, start, time.monotonic(), True)
+            except Exception as e:  # noqa: BLE001
+                return Deploy(release, start, time.monotonic(), False, str(e))
+
+        try:
+            return run_strategy("nginx-reload", public, deploy, n, tmp)
+        finally:
+            nginx.quit()
+            Procs.stop(live["proc"])
+
+
+def summarize(reqs: list[Req], deploys: list[Deploy]) -> dict:
+    """Counts, plus the unavailability window.
+
+    Each failing request belongs to the last deploy that started before the request *ended*
+    (failures before the first deploy are reported separately as `failed_before_first_deploy`).
+    The end, not the start: a client thread can record its start, then wait a few ms for the GIL
+    before it actually connects, so a request "started" just before a deploy can fail because of
+    it. A deploy's window runs from its first failing request's start to its last failing
+    request's end; windows are merged (they could overlap) and summed.
+    """
+    failures = sorted((r for r in reqs if not r.ok), key=lambda r: r.start)
+    starts = [d.start for d in deploys]
+
+    def deploy_of(r: Req) -> int | None:
+        return max((i for i, s in enumerate(starts) if s <= r.end), default=None)
+
+    per_deploy: list[list[Req]] = [[] for _ in deploys]
+    before = []
+    for r in failures:
+        idx = deploy_of(r)
+        (before if idx is None else per_deploy[idx]).append(r)
+    windows = [(min(r.start for r in fs), max(r.end for r in fs)) if fs else None for fs in per_deploy]
+    merged: list[list[float]] = []
+    for w in sorted(w for w in windows if w):
+        if merged and w[0] <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], w[1])
+        else:
+            merged.append(list(w))
+
+    def kinds(rs):
+        out: dict[str, int] = {}
+        for r in rs:
+            # Group by error type and the start of its message (drops ports and counters).
+            key = ("keep-alive " if r.keepalive else "new-conn ") + r.detail.split(":")[0]
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    by_release: dict[str, int] = {}
+    for r in reqs:
+        if r.ok:
+            by_release[r.detail] = by_release.get(r.detail, 0) + 1
+    last_ok = max((r for r in reqs if r.ok), key=lambda r: r.end, default=None)
+    span = (max(r.end for r in reqs) - min(r.start for r in reqs)) if reqs else 0.0
+    lat = sorted((r.end - r.start) * 1000 for r in reqs if r.ok)
+    return {
+        "requests": len(reqs),
+        "failed": len(failures),
+        "failed_pct": round(100 * len(failures) / len(reqs), 4) if reqs else None,
+        "rps": round(len(reqs) / span, 1) if span else None,
+        "ok_latency_ms": {
+            "p50": round(lat[len(lat) // 2], 2) if lat else None,
+            "p99": round(lat[int(len(lat) * 0.99)], 2) if lat else None,
+            "max": round(lat[-1], 2) if lat else None,
+        },
+        "unavailable_ms": round(sum((b - a for a, b in merged), 0.0) * 1000, 1),
+        "max_window_ms": round(max(((w[1] - w[0]) for w in windows if w), default=0.0) * 1000, 1),
+        "deploys": len(deploys),
+        "deploys_ok": sum(d.ok for d in deploys),
+        "deploy_seconds_median": round(statistics.median(d.end - d.start for d in deploys), 3) if deploys else None,
+        "deploy_seconds_max": round(max(d.end - d.start for d in deploys), 3) if deploys else None,
+        "failed_before_first_deploy": len(before),
+        "per_deploy": [
+            {
+                "release": d.release,
+                "ok": d.ok,
+                "seconds": round(d.end - d.start, 3),
+                "failed_requests": len(fs),
+                "window_ms": round((w[1] - w[0]) * 1000, 1) if w else 0.0,
+                **({"note": d.note} if d.note else {}),
+            }
+            for d, fs, w in zip(deploys, per_deploy, windows)
+        ],
+        "failure_kinds": kinds(failures),
+        # The first failures verbatim, with time relative to the start of their deploy.
+        "failure_samples": [
+            {
+                "deploy": deploys[i].release if i is not None else None,
+                "t_ms": round((r.start - (starts[i] if i is not None else r.start)) * 1000, 1),
+                "duration_ms": round((r.end - r.start) * 1000, 1),
+                "client": "keep-alive" if r.keepalive else "new-conn",
+                "error": r.detail,
+            }
+            for r in failures[:40]
+            for i in [deploy_of(r)]
+        ],
+        "served_by_release": dict(sorted(by_release.items(), key=lambda kv: int(kv[0][1:]) if kv[0][1:].isdigit() else -1)),
+        "last_served_release": last_ok.detail if last_ok else None,
+    }
+
+
+# --- part 2: proxy cost ----------------------------------------------------------------------
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unparsable wrk time {text!r}")
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    def find(pattern, conv=float, default=None):
+        m = re.search(pattern, out, re.M)
+        return conv(m.group(1)) if m else default
+
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": find(r"^Requests/sec:\s+([\d.]+)"),
+        "p50_ms": find(r"^\s+50%\s+(\S+)", _ms),
+        "p99_ms": find(r"^\s+99%\s+(\S+)", _ms),
+        "requests": find(r"^\s+(\d+) requests in", int),
+        "non_2xx_3xx": find(r"Non-2xx or 3xx responses: (\d+)", int, 0),
+        "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0,
+    }
+
+
+def wrk(port: int, seconds: int, warmup: bool = True) -> dict:
+    url = f"http://{HOST}:{port}/version"
+    if warmup:  # fills connection pools and caches; not measured
+        subprocess.run(["wrk", "-t2", "-c32", "-d1s", url], capture_output=True, timeout=30)
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, timeout=seconds + 30,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()}")
+    result = parse_wrk(out.stdout)
+    if result["rps"] is None or result["p99_ms"] is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out.stdout}")
+    return result
+
+
+def bench_proxy_cost(procs: Procs, bins: Bins, seconds: int, have_nginx: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as t:
+        tmp = Path(t)
+        direct_port = free_port()
+        direct = start_demo_api(procs, bins, tmp, direct_port, "direct")
+        (tmp / "cutover").mkdir()
+        daemon = CutoverDaemon(procs, bins, tmp / "cutover")
+        nginx = None
+        try:
+            first = daemon.deploy("r0")
+            if not first.ok:
+                raise RuntimeError(f"cutover deploy failed: {first.note}")
+            wait_healthy(daemon.port)
+            results = {}
+            log("  wrk: direct")
+            results["direct"] = wrk(direct_port, seconds)
+            log("  wrk: cutover")
+            results["cutover"] = wrk(daemon.port, seconds)
+            if have_nginx:
+                # Its own backend, like cutover's, so neither proxy shares a server with another.
+                nginx_backend_port = free_port()
+                start_demo_api(procs, bins, tmp, nginx_backend_port, "nginx")
+                (tmp / "nginx").mkdir()
+                nginx = Nginx(procs, tmp / "nginx", free_port(), nginx_backend_port)
+                log("  wrk: nginx")
+                results["nginx"] = wrk(nginx.port, seconds)
+                c, n = results["cutover"], results["nginx"]
+                results["ratios"] = {
+                    "cutover_rps_over_nginx_rps": round(c["rps"] / n["rps"], 3),
+                    "cutover_p99_over_nginx_p99": round(c["p99_ms"] / n["p99_ms"], 3),
+                }
+            return results
+        finally:
+            if nginx:
+                nginx.quit()
+            Procs.stop(daemon.proc, timeout=30)
+            Procs.kill_strays(tmp)
+            Procs.stop(direct)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def print_part1(avail: dict) -> None:
+    log("\nPart 1: availability during deploys (same 16-client load on each; deploys one after another)")
+    head = f"{'strategy':<14}{'requests':>10}{'req/s':>7}{'failed':>8}{'fail %':>8}{'unavail ms':>12}" \
+           f"{'max win ms':>12}{'deploys ok':>12}{'deploy s p50':>14}{'req p99 ms':>12}"
+    log(head)
+    log("-" * len(head))
+    for name, s in avail.items():
+        if "skipped" in s or "error" in s:
+            log(f"{name:<14}  {s.get('skipped') or 'ERROR: ' + s['error']}")
+            continue
+        log(f"{name:<14}{s['requests']:>10}{s['rps']:>7.0f}{s['failed']:>8}{s['failed_pct']:>8.3f}{s['unavailable_ms']:>12.1f}"
+            f"{s['max_window_ms']:>12.1f}{str(s['deploys_ok']) + '/' + str(s['deploys']):>12}"
+            f"{s['deploy_seconds_median']:>14.2f}{s['ok_latency_ms']['p99']:>12.1f}")
+    for name, s in avail.items():
+        if s.get("failed"):
+            kinds = ", ".join(f"{k} x{v}" for k, v in s["failure_kinds"].items())
+            log(f"  {name} failures: {kinds}")
+
+
+def print_part2(cost: dict) -> None:
+    log("\nPart 2: proxy cost (wrk -t2 -c32 GET /version)")
+    if "skipped" in cost or "error" in cost:
+        log(f"  {cost.get('skipped') or 'ERROR: ' + cost['error']}")
+        return
+    head = f"{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+    log(head)
+    log("-" * len(head))
+    for name in ("direct", "cutover", "nginx"):
+        if name in cost:
+            r = cost[name]
+            log(f"{name:<10}{r['rps']:>12.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}"
+                f"{r['socket_errors'] + r['non_2xx_3xx']:>8}")
+    if "ratios" in cost:
+        r = cost["ratios"]
+        log(f"cutover / nginx: req/s x{r['cutover_rps_over_nginx_rps']:.2f}, p99 x{r['cutover_p99_over_nginx_p99']:.2f}")
+    elif "nginx" not in cost:
+        log("  (nginx not installed: no peer to compare with)")
+
+
+def git_info() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def _interrupt(*_):
+    # SIGTERM (e.g. a CI timeout) should clean up like Ctrl-C does.
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--deploys", type=int, default=10, help="deploys per strategy in part 1 (default 10)")
+    ap.add_argument("--seconds", type=int, default=10, help="wrk duration per target in part 2 (default 10)")
+    ap.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "latest.json", help="JSON results path")
+    ap.add_argument("--build", action="store_true", help="run `cargo build --release` first")
+    args = ap.parse_args()
+    if not 1 <= args.deploys <= 100 or not 1 <= args.seconds <= 600:
+        ap.error("--deploys must be 1..100 and --seconds 1..600")
+
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+    if args.build:
+        subprocess.run(["cargo", "build", "--release"], cwd=REPO, check=True, timeout=1800)
+    bins = Bins(target / "cutover", target / "demo-api")
+    missing = [str(p) for p in (bins.cutover, bins.demo_api) if not os.access(p, os.X_OK)]
+    if missing:
+        log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
+        return 2
+
+    notes = []
+    have_nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    if have_nginx and shutil.which("nginx") is None:
+        os.environ["PATH"] += os.pathsep + "/usr/sbin"
+    have_wrk = shutil.which("wrk") is not None
+    if not have_nginx:
+        notes.append("nginx not found (apt-get install nginx): skipped nginx-reload and the nginx peer")
+    if not have_wrk:
+        notes.append("wrk not found (apt-get install wrk): skipped part 2 (proxy cost)")
+    for n in notes:
+        log(f"NOTE: {n}")
+
+    out_path = args.out.resolve()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    gitignore = out_path.parent / ".gitignore"
+    if out_path.parent == BENCH_DIR / "results" and not gitignore.exists():
+        gitignore.write_text("*.json\n*.log\n")
+
+    results = {
+        "meta": {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "deploys_per_strategy": args.deploys,
+            "wrk_seconds": args.seconds,
+            "load": {"keepalive_clients": KEEPALIVE_CLIENTS, "new_connection_clients": NEWCONN_CLIENTS,
+                     "request_timeout_s": REQUEST_TIMEOUT, "between_deploys_s": BETWEEN_DEPLOYS},
+            "git": git_info(),
+            "binaries_mtime": {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(p.stat().st_mtime))
+                               for p in (bins.cutover, bins.demo_api)},
+        },
+        "availability": {},
+        "proxy_cost": {},
+        "notes": notes,
+    }
+
+    procs = Procs()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        log(f"Part 1: {args.deploys} deploys per strategy under load")
+        strategies = [
+            ("cutover", lambda: bench_cutover(procs, bins, args.deploys, out_path.parent, out_path.stem)),
+            ("stop-start", lambda: bench_stop_start(procs, bins, args.deploys)),
+            ("nginx-reload", (lambda: bench_nginx(procs, bins, args.deploys)) if have_nginx else None),
+        ]
+        for name, fn in strategies:
+            if fn is None:
+                results["availability"][name] = {"skipped": "nginx not installed (apt-get install nginx)"}
+                continue
+            try:
+                results["availability"][name] = summarize(*fn())
+            except Exception as e:  # noqa: BLE001 - one broken strategy should not hide the others
+                log(f"  [{name}] ERROR: {e}")
+                results["availability"][name] = {"error": str(e)}
+
+        log("\nPart 2: proxy cost")
+        if have_wrk:
+            try:
+                results["proxy_cost"] = bench_proxy_cost(procs, bins, args.seconds, have_nginx)
+            except Exception as e:  # noqa: BLE001
+                log(f"  ERROR: {e}")
+                results["proxy_cost"] = {"error": str(e)}
+        else:
+            results["proxy_cost"] = {"skipped": "wrk not installed (apt-get install wrk)"}
+    finally:
+        procs.stop_all()
+
+    print_part1(results["availability"])
+    print_part2(results["proxy_cost"])
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"\nwrote {out_path}")
+
+    c = results["availability"].get("cutover", {})
+    if "error" in c or c.get("failed") or c.get("deploys_ok") != c.get("deploys"):
+        log("FAIL: cutover did not deploy cleanly under load (see the failures above and in the JSON)")
+        for s in c.get("failure_samples", []):
+            log(f"  {s}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
