@@ -1,17 +1,24 @@
 //! One component at run time: its route, the instance serving it, and the deploy claim.
 
-use crate::config::ComponentConfig;
+use crate::config::{ComponentConfig, ComponentKind};
 use crate::protocol::DeployInProgress;
 use crate::proxy::{Route, Upstream};
+use crate::release::ReleaseId;
+use crate::site::SiteRoute;
+use crate::store::Store;
 use crate::supervisor::Instance;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub struct ComponentRuntime {
     pub config: ComponentConfig,
+    /// Where a process component's requests go.
     pub route: Arc<Route>,
-    /// The public address as actually bound (port 0 in the config becomes a real port).
-    pub listen: SocketAddr,
+    /// Which files a static component serves.
+    pub site: Arc<SiteRoute>,
+    /// The public address as actually bound (port 0 in the config becomes a real port); none
+    /// for hook components.
+    pub listen: Option<SocketAddr>,
     /// The instance the route points at, with its upstream. Changed only together with the
     /// route, by whoever holds the deploy claim (or by recovery before serving starts).
     serving: Mutex<Option<Serving>>,
@@ -49,9 +56,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ComponentRuntime {
-    pub fn new(config: ComponentConfig, listen: SocketAddr) -> Arc<Self> {
+    pub fn new(config: ComponentConfig, listen: Option<SocketAddr>) -> Arc<Self> {
         Arc::new(Self {
             route: Route::new(config.name.clone()),
+            site: Arc::new(SiteRoute::new()),
             config,
             listen,
             serving: Mutex::new(None),
@@ -91,6 +99,19 @@ impl ComponentRuntime {
 
     pub fn deploying(&self) -> Option<DeployInProgress> {
         lock(&self.deploying).clone()
+    }
+
+    /// The release answering requests right now (for a hook: the one last confirmed live).
+    pub fn serving_release(&self, store: &Store) -> Option<ReleaseId> {
+        match &self.config.kind {
+            ComponentKind::Process(_) => self.serving().map(|s| s.instance.release),
+            ComponentKind::Static(_) => self.site.current().map(|s| s.release.clone()),
+            ComponentKind::Hook(_) => store
+                .component_state(self.name())
+                .ok()
+                .and_then(|s| s.active)
+                .and_then(|a| ReleaseId::parse(&a).ok()),
+        }
     }
 
     pub fn serving(&self) -> Option<Serving> {

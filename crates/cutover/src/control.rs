@@ -221,12 +221,15 @@ fn start_deploy(
     let who = who(&request.who, uid);
     let mut plans = Vec::new();
     for component in &targets {
-        let Some(artifact) = request.artifacts.get(component.name()) else {
+        let artifact = request.artifacts.get(component.name()).cloned();
+        // A hook's release may live elsewhere entirely; every other kind needs its files.
+        let is_hook = matches!(component.config.kind, crate::config::ComponentKind::Hook(_));
+        if artifact.is_none() && !is_hook {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("no artifact given for {}", component.name()),
             );
-        };
+        }
         let claim = match component.claim(DeployInProgress {
             deploy_id: 0,
             release: release.to_string(),
@@ -238,10 +241,10 @@ fn start_deploy(
         };
         plans.push(DeployPlan {
             component: component.clone(),
-            claim,
+            claim: Some(claim),
             kind: DeployKind::Deploy,
             release: release.clone(),
-            artifact: Some(artifact.clone()),
+            artifact,
         });
     }
     let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
@@ -325,7 +328,7 @@ fn start_rollback(
     };
     let plan = DeployPlan {
         component: component.clone(),
-        claim,
+        claim: Some(claim),
         kind: DeployKind::Rollback,
         release: release.clone(),
         artifact: None,

@@ -9,14 +9,16 @@
 //! recorded as interrupted.
 
 use crate::component::{ComponentRuntime, Serving};
+use crate::config::ComponentKind;
 use crate::config::Config;
 use crate::control;
 use crate::deploy::{self, Shared};
 use crate::health;
 use crate::listener::{self, Inherited};
 use crate::protocol::DeployInProgress;
-use crate::proxy::{self, Upstream};
+use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
+use crate::server::{self, Frontend};
 use crate::shutdown::Shutdown;
 use crate::store::{InstanceRecord, InstanceState, Store};
 use crate::supervisor;
@@ -57,8 +59,15 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let mut components = Vec::new();
     let mut listeners = Vec::new();
     for component in &config.components {
-        let listener = listener::open(component, &mut inherited)?;
-        let addr = listener.local_addr()?;
+        let listener = match component.listen {
+            Some(addr) => Some(listener::open(
+                component.name.as_str(),
+                addr,
+                &mut inherited,
+            )?),
+            None => None,
+        };
+        let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         components.push(ComponentRuntime::new(component.clone(), addr));
         listeners.push(listener);
     }
@@ -103,18 +112,23 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         .min(Duration::from_secs(30));
     let mut tasks = tokio::task::JoinSet::new();
     for (component, listener) in components.iter().zip(listeners) {
-        tracing::info!(component = component.name(), listen = %component.listen, "serving");
-        tasks.spawn(proxy::serve(
-            listener,
-            component.route.clone(),
-            shutdown.clone(),
-            grace,
-        ));
-        tokio::spawn(supervise(
-            shared.clone(),
-            component.clone(),
-            shutdown.clone(),
-        ));
+        let Some(listener) = listener else { continue };
+        let frontend = match &component.config.kind {
+            ComponentKind::Process(_) => {
+                tokio::spawn(supervise(
+                    shared.clone(),
+                    component.clone(),
+                    shutdown.clone(),
+                ));
+                Frontend::Proxy(component.route.clone())
+            }
+            _ => Frontend::Static {
+                component: component.name().to_owned(),
+                site: component.site.clone(),
+            },
+        };
+        tracing::info!(component = component.name(), listen = ?component.listen, kind = component.config.kind_name(), "serving");
+        tasks.spawn(server::serve(listener, frontend, shutdown.clone(), grace));
     }
     tokio::spawn(control::serve(control, state.clone(), shutdown.clone()));
     tracing::info!(
@@ -128,12 +142,12 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     shutdown_trigger.trigger();
     while tasks.join_next().await.is_some() {}
     for component in &components {
+        let Some(process) = component.config.process() else {
+            continue;
+        };
         if let Some(serving) = component.switch_to(None) {
             serving.upstream.close_pool();
-            let status = serving
-                .instance
-                .stop(component.config.stop_timeout.get())
-                .await;
+            let status = serving.instance.stop(process.stop_timeout.get()).await;
             let _ = store.set_instance_state(serving.instance.id, InstanceState::Stopped);
             tracing::info!(component = component.name(), release = %serving.instance.release, "stopped ({status})");
         }
@@ -188,6 +202,23 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
         .ok()
         .and_then(|s| s.active)
         .and_then(|a| ReleaseId::parse(&a).ok());
+    let health = match &component.config.kind {
+        ComponentKind::Process(process) => &process.health,
+        ComponentKind::Static(site_config) => {
+            if let Some(release) = &active {
+                match deploy::load_site(shared, &component.config, site_config, release) {
+                    Ok(site) => {
+                        component.site.switch(Some(Arc::new(site)));
+                    }
+                    Err(e) => {
+                        tracing::error!(component = component.name(), release = %release, "cannot serve the active release: {e}")
+                    }
+                }
+            }
+            return;
+        }
+        ComponentKind::Hook(_) => return,
+    };
     let mut adopted = None;
     for record in live.iter().filter(|r| r.component == component.name()) {
         if adopted.is_none()
@@ -195,7 +226,6 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
         {
             let release = active.clone().expect("checked above");
             if let Some(instance) = supervisor::adopt(record, &component.config.name, &release) {
-                let health = &component.config.health;
                 let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
                 if probe.ok {
                     tracing::info!(component = component.name(), release = %release, pid = instance.pid,

@@ -172,3 +172,52 @@ pub async fn wait_healthy(
         }
     }
 }
+
+/// GET an http:// URL and return its status and body (at most 1 MiB), for hook verification.
+pub async fn fetch_text(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs can be verified"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url} has no host"))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let fetch = async {
+        let stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let request = http::Request::get(path)
+            .header(
+                http::header::HOST,
+                uri.authority().map_or(host.clone(), |a| a.to_string()),
+            )
+            .header(http::header::USER_AGENT, "cutover-verify")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            1 << 20,
+        ))
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+}

@@ -6,8 +6,11 @@
 //! # Layout
 //! - [`config`]: `cutover.toml`, parsed and validated once, with located errors.
 //! - [`listener`]: public sockets, bound or inherited from systemd.
+//! - [`server`]: the accept loop of each public socket.
 //! - [`proxy`]: the data plane; atomic upstream switch, drain, forwarding headers, tunnels.
+//! - [`site`]: static components, served by cutover itself.
 //! - [`release`]: the release store on disk (atomic, verified artifacts).
+//! - [`bundle`]: safe unpacking of tar/tar.gz/directory artifacts.
 //! - [`store`]: durable state in SQLite; the only module that touches it.
 //! - [`supervisor`]: release processes: launch, adopt after a crash, stop.
 //! - [`health`]: HTTP probes and the start-up gate.
@@ -18,6 +21,7 @@
 //! - [`shutdown`]: the daemon-wide stop signal.
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
+pub mod bundle;
 pub mod cli;
 pub mod component;
 pub mod config;
@@ -30,7 +34,9 @@ pub mod loadgen;
 pub mod protocol;
 pub mod proxy;
 pub mod release;
+pub mod server;
 pub mod shutdown;
+pub mod site;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -5,7 +5,6 @@
 //! socket is named after its component, so a daemon restart refuses no connection: the kernel
 //! queues them on the inherited socket meanwhile.
 
-use crate::config::ComponentConfig;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -95,14 +94,15 @@ impl Inherited {
 
 /// The listener for a component: inherited if systemd passed one with its name, else bound.
 pub fn open(
-    component: &ComponentConfig,
+    component: &str,
+    addr: SocketAddr,
     inherited: &mut Inherited,
 ) -> Result<TcpListener, ListenerError> {
-    if let Some(listener) = inherited.take(component.name.as_str())? {
-        tracing::info!(component = %component.name, "using socket passed by systemd");
+    if let Some(listener) = inherited.take(component)? {
+        tracing::info!(component, "using socket passed by systemd");
         return Ok(listener);
     }
-    bind(component.name.as_str(), component.listen)
+    bind(component, addr)
 }
 
 fn bind(component: &str, addr: SocketAddr) -> Result<TcpListener, ListenerError> {

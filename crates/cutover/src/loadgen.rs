@@ -31,6 +31,8 @@ pub struct LoadReport {
     pub by_release: BTreeMap<String, u64>,
     /// The first few failures, for messages.
     pub failures: Vec<String>,
+    /// Failures by kind: `HTTP 500 from v2` (an answer) or `transport` (no answer at all).
+    pub failures_by_kind: BTreeMap<String, u64>,
 }
 
 impl LoadReport {
@@ -104,6 +106,12 @@ fn record(report: &Mutex<LoadReport>, outcome: Result<String, String>) {
         }
         Err(e) => {
             report.failed += 1;
+            let kind = if e.starts_with("transport") {
+                "transport".to_owned()
+            } else {
+                e.clone()
+            };
+            *report.failures_by_kind.entry(kind).or_default() += 1;
             if report.failures.len() < 10 {
                 report.failures.push(e);
             }
@@ -135,7 +143,7 @@ async fn client_loop(
             let response = client
                 .get(uri.clone())
                 .await
-                .map_err(|e| format!("request: {e:?}"))?;
+                .map_err(|e| format!("transport: {e:?}"))?;
             let status = response.status();
             let release = response
                 .headers()
@@ -147,14 +155,14 @@ async fn client_loop(
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("body: {e}"))?;
+                .map_err(|e| format!("transport: body: {e}"))?;
             if status.is_server_error() {
-                return Err(format!("HTTP {status} from {release}"));
+                return Err(format!("HTTP {} from {release}", status.as_u16()));
             }
             Ok(release)
         })
         .await
-        .unwrap_or_else(|_| Err("timed out after 30s".into()));
+        .unwrap_or_else(|_| Err("transport: timed out after 30s".into()));
         record(&report, outcome);
         if matches!(kind, ClientKind::NewConnection) {
             // Keep the rate of new connections sane (TIME_WAIT on loopback is finite).

@@ -72,8 +72,10 @@ pub struct ComponentStatus {
     pub listen: String,
     pub active: Option<String>,
     pub previous: Option<String>,
-    /// The instance receiving traffic (daemon up only).
+    /// The instance receiving traffic (process components, daemon up only).
     pub serving: Option<InstanceInfo>,
+    /// The release answering requests now (any kind; daemon up only).
+    pub serving_release: Option<String>,
     pub deploying: Option<DeployInProgress>,
     /// Requests answered by the serving instance since it started serving.
     pub stats: Option<StatsSnapshot>,

@@ -9,7 +9,6 @@
 
 use crate::config::ComponentName;
 use crate::release::ReleaseId;
-use crate::shutdown::Shutdown;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -26,8 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -181,64 +179,6 @@ impl Route {
     }
 }
 
-/// Accepts connections on `listener` and proxies them until shutdown, then asks open
-/// connections to finish their current request and close (waiting up to `grace`).
-pub async fn serve(
-    listener: TcpListener,
-    route: Arc<Route>,
-    mut shutdown: Shutdown,
-    grace: Duration,
-) {
-    // Every connection task holds a clone; when all are dropped, every connection has ended.
-    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(component = %route.component, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service_route = route.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let route = service_route.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&route, req, peer).await) }
-        });
-        let mut conn_shutdown = shutdown.clone();
-        let open = open_tx.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = conn_shutdown.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(client.addr = %peer, "connection ended: {e}");
-            }
-            drop(open);
-        });
-    }
-    drop(listener);
-    drop(open_tx);
-    tracing::debug!(component = %route.component, "listener closed; finishing open connections");
-    let _ = tokio::time::timeout(grace, open_rx.recv()).await;
-}
-
 /// Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection and are not forwarded.
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
@@ -292,7 +232,7 @@ fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-async fn handle(
+pub async fn handle(
     route: &Route,
     mut req: Request<Incoming>,
     peer: SocketAddr,

@@ -60,15 +60,27 @@ impl<'de> Deserialize<'de> for ReleaseId {
     }
 }
 
+/// What a release holds: one executable file, or an unpacked tree (bundle or static site).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    #[default]
+    File,
+    Bundle,
+}
+
 /// Metadata of a stored release, as kept in `release.json` and in the state database.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredRelease {
     pub component: ComponentName,
     pub id: ReleaseId,
+    /// Of the file, or for a bundle of its sorted file manifest (see [`crate::bundle::tree_sha256`]).
     pub sha256: String,
     pub size: u64,
     /// Unix time in milliseconds.
     pub stored_at: i64,
+    #[serde(default)]
+    pub kind: ArtifactKind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +115,8 @@ pub enum ReleaseError {
         component: ComponentName,
         id: ReleaseId,
     },
+    #[error("{0}")]
+    Bundle(#[from] crate::bundle::BundleError),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -148,6 +162,121 @@ impl ReleaseStore {
 
     pub fn logs_dir(&self, component: &ComponentName, id: &ReleaseId) -> PathBuf {
         self.release_dir(component, id).join("logs")
+    }
+
+    /// The unpacked tree of a bundle release.
+    pub fn bundle_dir(&self, component: &ComponentName, id: &ReleaseId) -> PathBuf {
+        self.release_dir(component, id).join("bundle")
+    }
+
+    /// The sha256 manifest of a bundle release, by relative path.
+    pub fn manifest(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+    ) -> Result<std::collections::BTreeMap<String, String>, ReleaseError> {
+        let path = self.release_dir(component, id).join("manifest.json");
+        let text = fs::read(&path).map_err(io_err("read", &path))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| io_err("parse", &path)(io::Error::new(io::ErrorKind::InvalidData, e)))
+    }
+
+    /// Records a release that has no files here (a hook component's release lives elsewhere).
+    pub fn store_metadata_only(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+    ) -> Result<StoredRelease, ReleaseError> {
+        let parent = self.root.join(component.as_str());
+        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let release = StoredRelease {
+            component: component.clone(),
+            id: id.clone(),
+            sha256: hex(&Sha256::digest(b"")),
+            size: 0,
+            stored_at: now_millis(),
+            kind: ArtifactKind::File,
+        };
+        let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
+        write_synced(&tmp.join("release.json"), &json, 0o644)?;
+        fs::create_dir(tmp.join("logs")).map_err(io_err("create", &tmp))?;
+        let dest = self.release_dir(component, id);
+        fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
+        sync_dir(&parent)?;
+        Ok(release)
+    }
+
+    /// Stores a bundle (tar, tar.gz or directory) as release `id`, unpacked. The same content
+    /// under the same id again is a no-op; different content is refused.
+    pub fn store_bundle(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+        source: &Path,
+    ) -> Result<StoredRelease, ReleaseError> {
+        if !source.exists() {
+            return Err(ReleaseError::Missing(source.to_owned()));
+        }
+        let parent = self.root.join(component.as_str());
+        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let result = self.fill_bundle(component, id, source, &tmp);
+        let release = match result {
+            Ok(release) => release,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if let Ok(existing) = self.get(component, id) {
+            let _ = fs::remove_dir_all(&tmp);
+            if existing.sha256 == release.sha256 {
+                return Ok(existing);
+            }
+            return Err(ReleaseError::Conflict {
+                component: component.clone(),
+                id: id.clone(),
+                stored: existing.sha256,
+                new: release.sha256,
+            });
+        }
+        let dest = self.release_dir(component, id);
+        fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
+        sync_dir(&parent)?;
+        Ok(release)
+    }
+
+    fn fill_bundle(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+        source: &Path,
+        tmp: &Path,
+    ) -> Result<StoredRelease, ReleaseError> {
+        let size = crate::bundle::unpack(source, &tmp.join("bundle"))?;
+        let manifest = crate::bundle::manifest(&tmp.join("bundle"))?;
+        let release = StoredRelease {
+            component: component.clone(),
+            id: id.clone(),
+            sha256: crate::bundle::tree_sha256(&manifest),
+            size,
+            stored_at: now_millis(),
+            kind: ArtifactKind::Bundle,
+        };
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        write_synced(&tmp.join("manifest.json"), &json, 0o644)?;
+        let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
+        write_synced(&tmp.join("release.json"), &json, 0o644)?;
+        fs::create_dir(tmp.join("logs")).map_err(io_err("create", tmp))?;
+        sync_dir(tmp)?;
+        Ok(release)
     }
 
     /// Reads the metadata of a stored release, failing if it is not (fully) stored.
@@ -210,6 +339,7 @@ impl ReleaseStore {
             sha256,
             size,
             stored_at: now_millis(),
+            kind: ArtifactKind::File,
         };
         let meta = tmp.join("release.json");
         let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
@@ -238,6 +368,11 @@ impl ReleaseStore {
         }
         fs::remove_dir_all(&trash).map_err(io_err("remove", &trash))
     }
+}
+
+/// Checks that a program inside a stored bundle can run here (exists, executable, this machine).
+pub fn check_program(path: &Path) -> Result<(), ReleaseError> {
+    check_source(path, true)
 }
 
 fn check_source(source: &Path, must_be_runnable: bool) -> Result<(), ReleaseError> {

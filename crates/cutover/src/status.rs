@@ -15,9 +15,10 @@ pub fn online(state: &DaemonState) -> StatusResponse {
             let serving = component.serving();
             ComponentStatus {
                 name: component.name().to_owned(),
-                listen: component.listen.to_string(),
+                listen: component.listen.map(|l| l.to_string()).unwrap_or_default(),
                 active: committed.active,
                 previous: committed.previous,
+                serving_release: component.serving_release(store).map(|r| r.to_string()),
                 serving: serving.as_ref().map(|s| InstanceInfo {
                     release: s.instance.release.to_string(),
                     pid: s.instance.pid,
@@ -45,10 +46,11 @@ pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreEr
         let committed = store.component_state(component.name.as_str())?;
         components.push(ComponentStatus {
             name: component.name.to_string(),
-            listen: component.listen.to_string(),
+            listen: component.listen.map(|l| l.to_string()).unwrap_or_default(),
             active: committed.active,
             previous: committed.previous,
             serving: None,
+            serving_release: None,
             deploying: None,
             stats: None,
         });
@@ -115,10 +117,11 @@ pub fn offline_empty(config: &Config) -> StatusResponse {
             .iter()
             .map(|c| ComponentStatus {
                 name: c.name.to_string(),
-                listen: c.listen.to_string(),
+                listen: c.listen.map(|l| l.to_string()).unwrap_or_default(),
                 active: None,
                 previous: None,
                 serving: None,
+                serving_release: None,
                 deploying: None,
                 stats: None,
             })

@@ -156,6 +156,7 @@ CREATE TABLE IF NOT EXISTS releases (
     sha256      TEXT NOT NULL CHECK (length(sha256) = 64),
     size        INTEGER NOT NULL CHECK (size >= 0),
     stored_at   INTEGER NOT NULL,
+    kind        TEXT NOT NULL DEFAULT 'file' CHECK (kind IN ('file', 'bundle')),
     pruned_at   INTEGER,
     PRIMARY KEY (component, id)
 );
@@ -284,10 +285,11 @@ impl Store {
     pub fn insert_release(&self, release: &StoredRelease) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO releases (component, id, sha256, size, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO releases (component, id, sha256, size, stored_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (component, id) DO UPDATE SET pruned_at = NULL",
                 params![release.component.as_str(), release.id.as_str(), release.sha256,
-                        release.size as i64, release.stored_at],
+                        release.size as i64, release.stored_at,
+                        match release.kind { crate::release::ArtifactKind::Bundle => "bundle", crate::release::ArtifactKind::File => "file" }],
             )
             .map(drop)
         })
@@ -297,7 +299,7 @@ impl Store {
     pub fn releases(&self, component: &str) -> Result<Vec<StoredRelease>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT component, id, sha256, size, stored_at FROM releases
+                "SELECT component, id, sha256, size, stored_at, kind FROM releases
                  WHERE component = ?1 AND pruned_at IS NULL ORDER BY stored_at DESC, rowid DESC",
             )?;
             let rows = stmt.query_map([component], release_from_row)?;
@@ -308,7 +310,7 @@ impl Store {
     pub fn release(&self, component: &str, id: &str) -> Result<Option<StoredRelease>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT component, id, sha256, size, stored_at FROM releases
+                "SELECT component, id, sha256, size, stored_at, kind FROM releases
                  WHERE component = ?1 AND id = ?2 AND pruned_at IS NULL",
                 [component, id],
                 release_from_row,
@@ -650,6 +652,10 @@ fn release_from_row(r: &Row<'_>) -> rusqlite::Result<StoredRelease> {
         sha256: r.get(2)?,
         size: r.get::<_, i64>(3)? as u64,
         stored_at: r.get(4)?,
+        kind: match r.get::<_, String>(5)?.as_str() {
+            "bundle" => crate::release::ArtifactKind::Bundle,
+            _ => crate::release::ArtifactKind::File,
+        },
     })
 }
 

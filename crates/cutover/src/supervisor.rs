@@ -5,7 +5,7 @@
 //! than a pipe lets an instance outlive a crash of the daemon: the restarted daemon adopts it by
 //! pid and start time instead of cutting traffic.
 
-use crate::config::{ComponentConfig, ComponentName};
+use crate::config::{ComponentName, ProcessConfig};
 use crate::release::ReleaseId;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -45,7 +45,8 @@ pub enum SupervisorError {
 
 /// What an instance is started from.
 pub struct LaunchSpec<'a> {
-    pub component: &'a ComponentConfig,
+    pub component: &'a ComponentName,
+    pub process: &'a ProcessConfig,
     pub release: &'a ReleaseId,
     pub release_dir: &'a Path,
     pub artifact: &'a Path,
@@ -182,14 +183,14 @@ pub fn launch(
         ("port", port.to_string()),
         ("release", spec.release.to_string()),
         ("release_dir", spec.release_dir.display().to_string()),
-        ("component", spec.component.name.to_string()),
+        ("component", spec.component.to_string()),
         ("data_dir", spec.data_dir.display().to_string()),
     ]
     .into_iter()
     .collect();
 
     let argv: Vec<String> = spec
-        .component
+        .process
         .command
         .iter()
         .map(|a| expand(a, &values))
@@ -199,17 +200,17 @@ pub fn launch(
     for name in DAEMON_ONLY_ENV {
         command.env_remove(name);
     }
-    if let Some(env_file) = &spec.component.env_file {
+    if let Some(env_file) = &spec.process.env_file {
         command.envs(read_env_file(env_file)?);
     }
     command
         .envs(
-            spec.component
+            spec.process
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), expand(v, &values))),
         )
-        .env("CUTOVER_COMPONENT", spec.component.name.as_str())
+        .env("CUTOVER_COMPONENT", spec.component.as_str())
         .env("CUTOVER_RELEASE", spec.release.as_str())
         .env("CUTOVER_PORT", port.to_string())
         .current_dir(spec.release_dir)
@@ -263,7 +264,7 @@ pub fn launch(
 
     Ok(Instance {
         id,
-        component: spec.component.name.clone(),
+        component: spec.component.clone(),
         release: spec.release.clone(),
         pid,
         start_ticks,

@@ -50,8 +50,8 @@ enum Command {
         /// Release id (e.g. a commit SHA)
         #[arg(long)]
         release: String,
-        /// Artifact to deploy: PATH for a single component, or COMPONENT=PATH
-        #[arg(long = "artifact", value_name = "[COMPONENT=]PATH", required = true)]
+        /// Artifact to deploy: PATH for a single component, or COMPONENT=PATH (hooks need none)
+        #[arg(long = "artifact", value_name = "[COMPONENT=]PATH")]
         artifacts: Vec<String>,
         /// One JSON event per line instead of text
         #[arg(long)]

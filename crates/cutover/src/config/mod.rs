@@ -68,6 +68,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Components in deploy order (dependencies first).
     pub components: Vec<ComponentConfig>,
+    pub pipeline: PipelineConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -79,26 +80,120 @@ pub struct DaemonConfig {
 #[derive(Clone, Debug)]
 pub struct ComponentConfig {
     pub name: ComponentName,
-    pub listen: SocketAddr,
+    /// The public address; `None` only for hook components (hosted elsewhere).
+    pub listen: Option<SocketAddr>,
+    pub drain_timeout: HumanDuration,
+    pub keep_releases: usize,
+    pub stabilize: HumanDuration,
+    pub stabilize_checks: StabilizeChecks,
+    pub after: Vec<ComponentName>,
+    pub kind: ComponentKind,
+}
+
+/// How a component's releases are run and served.
+#[derive(Clone, Debug)]
+pub enum ComponentKind {
+    /// A server process per release, proxied by cutover.
+    Process(ProcessConfig),
+    /// A directory of files per release, served by cutover itself.
+    Static(StaticConfig),
+    /// Hosted elsewhere: a command triggers the deploy, a URL confirms it.
+    Hook(HookConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct ProcessConfig {
     /// argv template; placeholders are expanded per instance (see [`crate::supervisor`]).
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub env_file: Option<PathBuf>,
     pub health: HealthConfig,
-    pub drain_timeout: HumanDuration,
     pub stop_timeout: HumanDuration,
-    pub keep_releases: usize,
-    pub stabilize: HumanDuration,
-    pub stabilize_checks: StabilizeChecks,
-    pub after: Vec<ComponentName>,
 }
 
-impl ComponentConfig {
+impl ProcessConfig {
     /// Whether the stored artifact itself is what gets executed (then it must be a runnable
     /// binary or script for this machine).
     pub fn executes_artifact(&self) -> bool {
         self.command.first().map(String::as_str) == Some("{artifact}")
     }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StaticConfig {
+    /// Served for unknown paths without a file extension (single-page apps).
+    pub spa_fallback: Option<String>,
+    /// Cache-Control by glob over the request path (first match wins).
+    pub cache: Vec<CacheRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    pub glob: String,
+    pub control: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HookConfig {
+    /// argv template run from the config file's directory; `{release}` and `{component}`.
+    pub run: Vec<String>,
+    pub verify: VerifyConfig,
+    /// Where `run` runs: the config file's directory.
+    pub workdir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    pub url: String,
+    pub body_contains: Option<String>,
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_verify_interval")]
+    pub interval: HumanDuration,
+}
+
+fn default_verify_timeout() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+fn default_verify_interval() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+impl ComponentConfig {
+    pub fn process(&self) -> Option<&ProcessConfig> {
+        match &self.kind {
+            ComponentKind::Process(process) => Some(process),
+            _ => None,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ComponentKind::Process(_) => "process",
+            ComponentKind::Static(_) => "static",
+            ComponentKind::Hook(_) => "hook",
+        }
+    }
+}
+
+/// What a later stage's failure does to earlier stages of the same pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Stages already finalized stay on their new release.
+    #[default]
+    Keep,
+    /// Stages already finalized are rolled back to the release they had before.
+    RollbackAll,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub on_failure: OnFailure,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -153,6 +248,8 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    pipeline: PipelineConfig,
 }
 
 #[derive(Deserialize)]
@@ -176,28 +273,77 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(".cutover")
 }
 
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawKind {
+    #[default]
+    Process,
+    Static,
+    Hook,
+}
+
+/// Every key any kind accepts; which ones apply is checked per kind in [`Validator`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawComponent {
-    listen: SocketAddr,
-    command: Vec<String>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    kind: RawKind,
+    listen: Option<SocketAddr>,
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
     env_file: Option<PathBuf>,
-    #[serde(default)]
-    health: HealthConfig,
+    health: Option<HealthConfig>,
     #[serde(default = "default_drain_timeout")]
     drain_timeout: HumanDuration,
-    #[serde(default = "default_stop_timeout")]
-    stop_timeout: HumanDuration,
+    stop_timeout: Option<HumanDuration>,
     #[serde(default = "default_keep_releases")]
     keep_releases: usize,
-    #[serde(default = "default_stabilize")]
-    stabilize: HumanDuration,
-    #[serde(default)]
-    stabilize_checks: StabilizeChecks,
+    stabilize: Option<HumanDuration>,
+    stabilize_checks: Option<StabilizeChecks>,
     #[serde(default)]
     after: Vec<ComponentName>,
+    spa_fallback: Option<String>,
+    cache: Option<Vec<CacheRule>>,
+    run: Option<Vec<String>>,
+    verify: Option<VerifyConfig>,
+}
+
+impl RawComponent {
+    /// Keys that are set but mean nothing for this kind.
+    fn foreign_keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("listen", self.listen.is_some()),
+            ("command", self.command.is_some()),
+            ("env", self.env.is_some()),
+            ("env_file", self.env_file.is_some()),
+            ("health", self.health.is_some()),
+            ("stop_timeout", self.stop_timeout.is_some()),
+            ("stabilize", self.stabilize.is_some()),
+            ("stabilize_checks", self.stabilize_checks.is_some()),
+            ("spa_fallback", self.spa_fallback.is_some()),
+            ("cache", self.cache.is_some()),
+            ("run", self.run.is_some()),
+            ("verify", self.verify.is_some()),
+        ];
+        let allowed: &[&str] = match self.kind {
+            RawKind::Process => &[
+                "listen",
+                "command",
+                "env",
+                "env_file",
+                "health",
+                "stop_timeout",
+                "stabilize",
+                "stabilize_checks",
+            ],
+            RawKind::Static => &["listen", "spa_fallback", "cache"],
+            RawKind::Hook => &["run", "verify"],
+        };
+        set.iter()
+            .filter(|(key, present)| *present && !allowed.contains(key))
+            .map(|(key, _)| *key)
+            .collect()
+    }
 }
 
 fn default_drain_timeout() -> HumanDuration {
@@ -205,6 +351,13 @@ fn default_drain_timeout() -> HumanDuration {
 }
 fn default_stop_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
+}
+fn kind_label(kind: RawKind) -> &'static str {
+    match kind {
+        RawKind::Process => "process",
+        RawKind::Static => "static",
+        RawKind::Hook => "hook",
+    }
 }
 fn default_keep_releases() -> usize {
     5
@@ -300,6 +453,7 @@ impl Validator<'_> {
                 control_socket,
             },
             components,
+            pipeline: raw.pipeline,
         })
     }
 
@@ -307,46 +461,17 @@ impl Validator<'_> {
         let key = |field: &'static str| ["components", name, field];
         let name_parsed =
             ComponentName::parse(name).map_err(|e| self.error(&["components", name], e))?;
-        if raw.command.is_empty() || raw.command[0].trim().is_empty() {
-            return Err(self.error(&key("command"), "command must name a program to run"));
-        }
-        for value in raw.command.iter().chain(raw.env.values()) {
-            if let Some(unknown) = unknown_placeholder(value) {
-                let field = if raw.command.contains(value) {
-                    "command"
-                } else {
-                    "env"
-                };
-                return Err(self.error(
-                    &key(field),
-                    format!(
-                        "unknown placeholder {{{unknown}}}; known: {}",
-                        PLACEHOLDERS
-                            .iter()
-                            .map(|p| format!("{{{p}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-        }
-        if !raw.health.path.starts_with('/') {
+        if let Some(foreign) = raw.foreign_keys().first() {
             return Err(self.error(
-                &["components", name, "health", "path"],
-                format!("health path {:?} must start with '/'", raw.health.path),
+                &key(foreign),
+                format!(
+                    "`{foreign}` does not apply to kind = \"{}\"",
+                    kind_label(raw.kind)
+                ),
             ));
         }
-        if raw.health.healthy_threshold == 0 {
-            return Err(self.error(
-                &["components", name, "health", "healthy_threshold"],
-                "healthy_threshold must be at least 1",
-            ));
-        }
-        if raw.health.interval.get().is_zero() {
-            return Err(self.error(
-                &["components", name, "health", "interval"],
-                "interval must be greater than zero",
-            ));
+        if raw.kind != RawKind::Hook && raw.listen.is_none() {
+            return Err(self.error(&["components", name], "missing field `listen`"));
         }
         if raw.keep_releases < 2 {
             return Err(self.error(
@@ -354,7 +479,7 @@ impl Validator<'_> {
                 "keep_releases must be at least 2 (the active release and the one to roll back to)",
             ));
         }
-        let checks = &raw.stabilize_checks;
+        let checks = raw.stabilize_checks.clone().unwrap_or_default();
         if !(0.0..=1.0).contains(&checks.max_error_rate) {
             return Err(self.error(
                 &["components", name, "stabilize_checks", "max_error_rate"],
@@ -372,31 +497,162 @@ impl Validator<'_> {
                 "unhealthy_threshold must be at least 1",
             ));
         }
+        let kind = match raw.kind {
+            RawKind::Process => ComponentKind::Process(self.process(name, &raw)?),
+            RawKind::Static => ComponentKind::Static(self.static_site(name, &raw)?),
+            RawKind::Hook => ComponentKind::Hook(self.hook(name, &raw)?),
+        };
         Ok(ComponentConfig {
             name: name_parsed,
             listen: raw.listen,
-            command: raw.command,
-            env: raw.env,
-            env_file: raw.env_file.map(|p| self.resolve(&p)),
-            health: raw.health,
             drain_timeout: raw.drain_timeout,
-            stop_timeout: raw.stop_timeout,
             keep_releases: raw.keep_releases,
-            stabilize: raw.stabilize,
-            stabilize_checks: raw.stabilize_checks,
+            // Only processes are watched after the switch: files and hooks have nothing to watch.
+            stabilize: match raw.kind {
+                RawKind::Process => raw.stabilize.unwrap_or_else(default_stabilize),
+                _ => HumanDuration::from_secs(0),
+            },
+            stabilize_checks: checks,
             after: raw.after,
+            kind,
+        })
+    }
+
+    fn process(&self, name: &str, raw: &RawComponent) -> Result<ProcessConfig, ConfigError> {
+        let key = |field: &'static str| ["components", name, field];
+        let command = raw.command.clone().unwrap_or_default();
+        if raw.command.is_none() {
+            return Err(self.error(&["components", name], "missing field `command`"));
+        }
+        if command.is_empty() || command[0].trim().is_empty() {
+            return Err(self.error(&key("command"), "command must name a program to run"));
+        }
+        let env = raw.env.clone().unwrap_or_default();
+        for (field, values) in [
+            ("command", &command),
+            ("env", &env.values().cloned().collect()),
+        ] {
+            if let Some(unknown) = values
+                .iter()
+                .find_map(|v| unknown_placeholder(v, PLACEHOLDERS))
+            {
+                return Err(self.error(
+                    &key(field),
+                    unknown_placeholder_message(&unknown, PLACEHOLDERS),
+                ));
+            }
+        }
+        let health = raw.health.clone().unwrap_or_default();
+        if !health.path.starts_with('/') {
+            return Err(self.error(
+                &["components", name, "health", "path"],
+                format!("health path {:?} must start with '/'", health.path),
+            ));
+        }
+        if health.healthy_threshold == 0 {
+            return Err(self.error(
+                &["components", name, "health", "healthy_threshold"],
+                "healthy_threshold must be at least 1",
+            ));
+        }
+        if health.interval.get().is_zero() {
+            return Err(self.error(
+                &["components", name, "health", "interval"],
+                "interval must be greater than zero",
+            ));
+        }
+        Ok(ProcessConfig {
+            command,
+            env,
+            env_file: raw.env_file.as_ref().map(|p| self.resolve(p)),
+            health,
+            stop_timeout: raw.stop_timeout.unwrap_or_else(default_stop_timeout),
+        })
+    }
+
+    fn static_site(&self, name: &str, raw: &RawComponent) -> Result<StaticConfig, ConfigError> {
+        if let Some(fallback) = &raw.spa_fallback {
+            if fallback.is_empty()
+                || fallback.starts_with('/')
+                || fallback.split('/').any(|p| p == "..")
+            {
+                return Err(self.error(
+                    &["components", name, "spa_fallback"],
+                    format!("spa_fallback {fallback:?} must be a relative path inside the site, e.g. \"index.html\""),
+                ));
+            }
+        }
+        let cache = raw.cache.clone().unwrap_or_default();
+        for rule in &cache {
+            if let Err(e) = globset::Glob::new(&rule.glob) {
+                return Err(self.error(
+                    &["components", name, "cache"],
+                    format!("invalid glob {:?}: {e}", rule.glob),
+                ));
+            }
+            if http::HeaderValue::from_str(&rule.control).is_err() {
+                return Err(self.error(
+                    &["components", name, "cache"],
+                    format!("invalid Cache-Control value {:?}", rule.control),
+                ));
+            }
+        }
+        Ok(StaticConfig {
+            spa_fallback: raw.spa_fallback.clone(),
+            cache,
+        })
+    }
+
+    fn hook(&self, name: &str, raw: &RawComponent) -> Result<HookConfig, ConfigError> {
+        let (Some(run), Some(verify)) = (raw.run.clone(), raw.verify.clone()) else {
+            let missing = if raw.run.is_none() { "run" } else { "verify" };
+            return Err(self.error(
+                &["components", name],
+                format!("missing field `{missing}` for kind = \"hook\""),
+            ));
+        };
+        if run.is_empty() || run[0].trim().is_empty() {
+            return Err(self.error(
+                &["components", name, "run"],
+                "run must name a program to run",
+            ));
+        }
+        const HOOK_PLACEHOLDERS: &[&str] = &["release", "component"];
+        for value in run
+            .iter()
+            .chain(std::iter::once(&verify.url))
+            .chain(verify.body_contains.iter())
+        {
+            if let Some(unknown) = unknown_placeholder(value, HOOK_PLACEHOLDERS) {
+                return Err(self.error(
+                    &["components", name, "run"],
+                    unknown_placeholder_message(&unknown, HOOK_PLACEHOLDERS),
+                ));
+            }
+        }
+        if !(verify.url.starts_with("http://") || verify.url.starts_with("https://")) {
+            return Err(self.error(
+                &["components", name, "verify", "url"],
+                "verify.url must be an http:// or https:// URL",
+            ));
+        }
+        Ok(HookConfig {
+            run,
+            verify,
+            workdir: self.base.to_owned(),
         })
     }
 
     fn check_listen_unique(&self, components: &[ComponentConfig]) -> Result<(), ConfigError> {
         for (i, a) in components.iter().enumerate() {
-            for b in &components[..i] {
-                if a.listen == b.listen && a.listen.port() != 0 {
-                    return Err(self.error(
-                        &["components", a.name.as_str(), "listen"],
-                        format!("{} is already the listen address of {}", a.listen, b.name),
-                    ));
-                }
+            let Some(addr) = a.listen.filter(|l| l.port() != 0) else {
+                continue;
+            };
+            if let Some(b) = components[..i].iter().find(|b| b.listen == Some(addr)) {
+                return Err(self.error(
+                    &["components", a.name.as_str(), "listen"],
+                    format!("{addr} is already the listen address of {}", b.name),
+                ));
             }
         }
         Ok(())
@@ -443,19 +699,27 @@ impl Validator<'_> {
     }
 }
 
-/// The first `{name}` in `value` that is not a known placeholder.
-fn unknown_placeholder(value: &str) -> Option<String> {
+/// The first `{name}` in `value` that is not one of `known`.
+fn unknown_placeholder(value: &str, known: &[&str]) -> Option<String> {
     let mut rest = value;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let close = after.find('}')?;
         let name = &after[..close];
-        if !PLACEHOLDERS.contains(&name) {
+        if !known.contains(&name) {
             return Some(name.to_owned());
         }
         rest = &after[close + 1..];
     }
     None
+}
+
+fn unknown_placeholder_message(unknown: &str, known: &[&str]) -> String {
+    let known: Vec<String> = known.iter().map(|p| format!("{{{p}}}")).collect();
+    format!(
+        "unknown placeholder {{{unknown}}}; known: {}",
+        known.join(", ")
+    )
 }
 
 #[cfg(test)]

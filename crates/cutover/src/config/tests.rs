@@ -37,11 +37,12 @@ fn accepts_the_issue_config_and_resolves_paths() {
         Path::new("/srv/app/.cutover/control.sock")
     );
     let backend = config.component("backend").unwrap();
-    assert_eq!(backend.listen, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(backend.health.interval.get(), Duration::from_millis(250));
-    assert_eq!(backend.health.healthy_threshold, 2);
+    assert_eq!(backend.listen, Some("127.0.0.1:8080".parse().unwrap()));
+    let process = backend.process().unwrap();
+    assert_eq!(process.health.interval.get(), Duration::from_millis(250));
+    assert_eq!(process.health.healthy_threshold, 2);
     assert_eq!(backend.keep_releases, 5);
-    assert!(backend.executes_artifact());
+    assert!(process.executes_artifact());
     assert_eq!(backend.stabilize.get(), Duration::from_secs(60));
 }
 
@@ -50,8 +51,8 @@ fn unknown_key_names_file_line_and_key() {
     check_error(
         "[components.backend]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\ncolour = \"blue\"\n",
         "/srv/app/cutover.toml:4:1: components.backend.colour: unknown field `colour`, expected one of \
-         `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, \
-         `keep_releases`, `stabilize`, `stabilize_checks`, `after`",
+         `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, \
+         `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`",
     );
 }
 
@@ -76,7 +77,7 @@ fn bad_address_and_types_are_located() {
     );
     check_error(
         "[components.api]\ncommand = [\"x\"]\n",
-        "/srv/app/cutover.toml:1:1: components.api: missing field `listen`",
+        "/srv/app/cutover.toml:1:13: components.api: missing field `listen`",
     );
 }
 
@@ -134,5 +135,76 @@ fn syntax_error_is_located() {
     check_error(
         "[daemon]\ndata_dir = \n",
         "/srv/app/cutover.toml:2:12: invalid string\nexpected `\"`, `'`",
+    );
+}
+
+/// The additions of the staged-pipeline issue, accepted as written.
+const PIPELINE_CONFIG: &str = r#"
+[components.backend]
+listen = "127.0.0.1:8080"
+command = ["{artifact}"]
+stabilize = "60s"                  # watch period after the switch; "0s" turns it off
+stabilize_checks = { unhealthy_threshold = 3, max_error_rate = 0.05, min_requests = 20 }
+
+[components.frontend]
+kind = "static"                    # "process" (the default) or "static" or "hook"
+listen = "127.0.0.1:3000"
+after = ["backend"]                # start only once backend is finalized and stable
+spa_fallback = "index.html"        # optional: unknown paths without a file extension get this file
+cache = [ { glob = "assets/**", control = "public, max-age=31536000, immutable" } ]
+
+[components.docs]
+kind = "hook"
+after = ["frontend"]
+run = ["./trigger.sh", "{release}"]
+verify = { url = "http://127.0.0.1:9/version", body_contains = "{release}", timeout = "10m", interval = "5s" }
+
+[pipeline]
+on_failure = "keep"                # or "rollback_all": a failed later stage also rolls back earlier ones
+"#;
+
+#[test]
+fn accepts_static_hook_and_pipeline_settings() {
+    let config = parse(PIPELINE_CONFIG).unwrap();
+    let order: Vec<_> = config.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(order, ["backend", "frontend", "docs"]);
+    let frontend = config.component("frontend").unwrap();
+    let ComponentKind::Static(site) = &frontend.kind else {
+        panic!("static expected")
+    };
+    assert_eq!(site.spa_fallback.as_deref(), Some("index.html"));
+    assert_eq!(site.cache[0].glob, "assets/**");
+    let docs = config.component("docs").unwrap();
+    assert!(docs.listen.is_none());
+    let ComponentKind::Hook(hook) = &docs.kind else {
+        panic!("hook expected")
+    };
+    assert_eq!(hook.run, ["./trigger.sh", "{release}"]);
+    assert_eq!(hook.verify.timeout.get(), Duration::from_secs(600));
+    assert_eq!(hook.workdir, Path::new("/srv/app"));
+    assert_eq!(config.pipeline.on_failure, OnFailure::Keep);
+    let rollback_all =
+        parse(&PIPELINE_CONFIG.replace("on_failure = \"keep\"", "on_failure = \"rollback_all\""))
+            .unwrap();
+    assert_eq!(rollback_all.pipeline.on_failure, OnFailure::RollbackAll);
+}
+
+#[test]
+fn keys_of_another_kind_are_refused() {
+    check_error(
+        "[components.web]\nkind = \"static\"\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\n",
+        "/srv/app/cutover.toml:4:1: components.web.command: `command` does not apply to kind = \"static\"",
+    );
+    check_error(
+        "[components.web]\nkind = \"hook\"\nrun = [\"x\"]\n",
+        "/srv/app/cutover.toml:1:13: components.web: missing field `verify` for kind = \"hook\"",
+    );
+    check_error(
+        "[components.web]\nkind = \"blue\"\n",
+        "/srv/app/cutover.toml:2:8: components.web.kind: unknown variant `blue`, expected one of `process`, `static`, `hook`",
+    );
+    check_error(
+        "[pipeline]\non_failure = \"panic\"\n",
+        "/srv/app/cutover.toml:2:14: pipeline.on_failure: unknown variant `panic`, expected `keep` or `rollback_all`",
     );
 }

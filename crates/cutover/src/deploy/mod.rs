@@ -1,0 +1,454 @@
+//! Deploys: moving one component to a release, and pipelines of them.
+//!
+//! ```text
+//!            commit phase            action
+//!  prepare   preparing     store + verify the artifact (old release serving, untouched)
+//!  start     starting      launch the instance on a private port, health gate
+//!  switch    switching     atomic route swap to the new instance
+//!  drain                   wait for the old instance's in-flight requests and tunnels
+//!  stabilize stabilizing   probes, 5xx/error ratio, liveness; old instance kept warm
+//!     |  failure ──> rolling_back: swap back to the warm old instance, stop the new one
+//!  finalize  finalizing    commit the new release as active, close pool, stop the old one
+//! ```
+//!
+//! Each phase is committed to the state database before its action, and the release recorded
+//! as active changes only in `finalize`: after a crash at any point, recovery brings the
+//! component back to the committed active release (see [`crate::daemon`]).
+
+mod hook;
+mod process;
+mod site;
+
+pub use process::{launch_dir, start_healthy};
+pub use site::load_site;
+
+use crate::component::{ComponentRuntime, DeployClaim};
+use crate::config::{ComponentKind, Config, OnFailure};
+use crate::health::GateFailure;
+use crate::protocol::{Event, EventKind};
+use crate::release::{ArtifactKind, ReleaseError, ReleaseId, ReleaseStore, StoredRelease};
+use crate::store::{DeployKind, Outcome, Phase, Store, StoreError};
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the daemon shares with every deploy.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub releases: ReleaseStore,
+}
+
+/// Sends progress events to the client that asked (if still connected) and keeps the
+/// significant ones in the deploy's event log.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    started: Instant,
+    store: Store,
+}
+
+impl EventSink {
+    pub fn new(tx: Option<mpsc::UnboundedSender<Event>>, store: Store) -> Self {
+        Self {
+            tx,
+            started: Instant::now(),
+            store,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn send(&self, kind: EventKind) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Event {
+                t_ms: self.started.elapsed().as_millis() as u64,
+                kind,
+            });
+        }
+    }
+
+    /// Streams the event and records it under `deploy_id`.
+    fn emit(&self, deploy_id: i64, kind: EventKind) {
+        let name = serde_json::to_value(&kind)
+            .ok()
+            .and_then(|v| v.get("event").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        if let Err(e) = self.store.add_event(deploy_id, &name, &kind.summary()) {
+            tracing::warn!("cannot record event: {e}");
+        }
+        tracing::info!(
+            deploy = deploy_id,
+            "{}: {}",
+            kind.component().unwrap_or("-"),
+            kind.summary()
+        );
+        self.send(kind);
+    }
+
+    /// Streams the event only (progress ticks not worth keeping).
+    fn progress(&self, kind: EventKind) {
+        self.send(kind);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Release(#[from] ReleaseError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the new instance: {0:#}")]
+    Launch(anyhow::Error),
+    #[error("health gate failed: {failure}{}", log_excerpt(log, tail))]
+    Unhealthy {
+        failure: GateFailure,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub(super) fn log_excerpt(log: &std::path::Path, tail: &str) -> String {
+    if tail.trim().is_empty() {
+        format!("\n  (the instance wrote nothing to {})", log.display())
+    } else {
+        let indented: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
+        format!(
+            "\n  last lines of {}:\n{}",
+            log.display(),
+            indented.join("\n")
+        )
+    }
+}
+
+/// One component's part of a pipeline.
+pub struct DeployPlan {
+    pub component: Arc<ComponentRuntime>,
+    /// Held for the whole pipeline; `None` for the undo steps of rollback_all, which run under
+    /// the claim of the stage they undo.
+    pub claim: Option<DeployClaim>,
+    pub kind: DeployKind,
+    pub release: ReleaseId,
+    /// The artifact to store; None when the release is already stored (rollback).
+    pub artifact: Option<PathBuf>,
+}
+
+/// Runs the stages in order; a stage starts only when the one before it finalized.
+pub async fn run_pipeline(
+    shared: Arc<Shared>,
+    pipeline_id: i64,
+    release: String,
+    plans: Vec<DeployPlan>,
+    who: String,
+    sink: EventSink,
+) -> Outcome {
+    sink.send(EventKind::PipelineStarted {
+        pipeline_id,
+        release,
+        components: plans
+            .iter()
+            .map(|p| p.component.name().to_owned())
+            .collect(),
+    });
+    let mut outcome = Outcome::Succeeded;
+    let mut reason = None;
+    // Stages that finalized, with the release each had before: what rollback_all undoes.
+    let mut done: Vec<(&DeployPlan, Option<ReleaseId>)> = Vec::new();
+    for plan in &plans {
+        let name = plan.component.name().to_owned();
+        let before = shared
+            .store
+            .component_state(&name)
+            .ok()
+            .and_then(|s| s.active)
+            .and_then(|a| ReleaseId::parse(&a).ok());
+        let (result, why) = deploy_one(&shared, Some(pipeline_id), plan, &who, &sink).await;
+        if result != Outcome::Succeeded {
+            outcome = result;
+            reason = Some(format!("{name}: {}", why.unwrap_or_default()));
+            break;
+        }
+        done.push((plan, before));
+    }
+    if outcome != Outcome::Succeeded && shared.config.pipeline.on_failure == OnFailure::RollbackAll
+    {
+        for (plan, before) in done.into_iter().rev() {
+            let Some(before) = before else {
+                sink.send(EventKind::Warning {
+                    component: Some(plan.component.name().to_owned()),
+                    message: "rollback_all: nothing to roll back to (this was the first release)"
+                        .into(),
+                });
+                continue;
+            };
+            let undo = DeployPlan {
+                component: plan.component.clone(),
+                claim: None,
+                kind: DeployKind::Rollback,
+                release: before,
+                artifact: None,
+            };
+            let (result, why) = deploy_one(&shared, Some(pipeline_id), &undo, &who, &sink).await;
+            if result != Outcome::Succeeded {
+                let note = format!(
+                    "; rollback_all of {} failed: {}",
+                    plan.component.name(),
+                    why.unwrap_or_default()
+                );
+                reason = Some(reason.unwrap_or_default() + &note);
+            }
+        }
+    }
+    if let Err(e) = shared
+        .store
+        .finish_pipeline(pipeline_id, outcome, reason.as_deref())
+    {
+        tracing::error!("cannot record the end of pipeline #{pipeline_id}: {e}");
+    }
+    sink.send(EventKind::PipelineFinished {
+        pipeline_id,
+        outcome,
+        reason,
+        duration_ms: sink.elapsed().as_millis() as u64,
+    });
+    outcome
+}
+
+/// Runs one deploy to its end and records the outcome. Returns the outcome and its reason.
+pub async fn deploy_one(
+    shared: &Shared,
+    pipeline_id: Option<i64>,
+    plan: &DeployPlan,
+    who: &str,
+    sink: &EventSink,
+) -> (Outcome, Option<String>) {
+    let component = plan.component.clone();
+    let from = shared
+        .store
+        .component_state(component.name())
+        .ok()
+        .and_then(|s| s.active)
+        .and_then(|a| ReleaseId::parse(&a).ok());
+    let deploy_id = match shared.store.begin_deploy(
+        pipeline_id,
+        &component.config.name,
+        plan.kind,
+        from.as_ref(),
+        &plan.release,
+        who,
+    ) {
+        Ok(id) => id,
+        Err(e) => return (Outcome::Failed, Some(e.to_string())),
+    };
+    if let Some(claim) = &plan.claim {
+        claim.set_deploy_id(deploy_id);
+    }
+    sink.emit(
+        deploy_id,
+        EventKind::DeployStarted {
+            component: component.name().to_owned(),
+            deploy_id,
+            kind: plan.kind,
+            from: from.as_ref().map(ToString::to_string),
+            to: plan.release.to_string(),
+        },
+    );
+    let run = Run {
+        shared,
+        component: &component,
+        deploy_id,
+        sink,
+    };
+    let (outcome, reason) = match run.execute(plan, from.as_ref()).await {
+        Ok((outcome, reason)) => (outcome, reason),
+        Err(e) => (Outcome::Failed, Some(e.to_string())),
+    };
+    if let Err(e) = shared
+        .store
+        .finish_deploy(deploy_id, outcome, reason.as_deref())
+    {
+        tracing::error!("cannot record the end of deploy #{deploy_id}: {e}");
+    }
+    sink.emit(
+        deploy_id,
+        EventKind::DeployFinished {
+            component: component.name().to_owned(),
+            deploy_id,
+            outcome,
+            reason: reason.clone(),
+        },
+    );
+    (outcome, reason)
+}
+
+/// One deploy in progress.
+struct Run<'a> {
+    shared: &'a Shared,
+    component: &'a Arc<ComponentRuntime>,
+    deploy_id: i64,
+    sink: &'a EventSink,
+}
+
+impl Run<'_> {
+    fn name(&self) -> String {
+        self.component.name().to_owned()
+    }
+
+    /// Commits the phase before its action starts.
+    async fn phase(&self, phase: Phase) -> Result<(), DeployError> {
+        self.shared.store.set_phase(self.deploy_id, phase)?;
+        failpoint(self.component.name(), phase).await;
+        Ok(())
+    }
+
+    fn warn(&self, message: String) {
+        self.sink.emit(
+            self.deploy_id,
+            EventKind::Warning {
+                component: Some(self.name()),
+                message,
+            },
+        );
+    }
+
+    async fn execute(
+        &self,
+        plan: &DeployPlan,
+        from: Option<&ReleaseId>,
+    ) -> Result<(Outcome, Option<String>), DeployError> {
+        let config = &self.component.config;
+        let serving = self.component.serving_release(&self.shared.store);
+        if from == Some(&plan.release) && serving.as_ref() == Some(&plan.release) {
+            return Ok((
+                Outcome::Succeeded,
+                Some(format!("{} is already active; nothing to do", plan.release)),
+            ));
+        }
+
+        // prepare: store and verify, while the old release keeps serving untouched.
+        self.phase(Phase::Preparing).await?;
+        let stored = match &plan.artifact {
+            Some(source) => self.store_artifact(source, &plan.release).await?,
+            None => match self.shared.releases.get(&config.name, &plan.release) {
+                Ok(stored) => stored,
+                // A hook may have nothing to store: the release lives elsewhere.
+                Err(ReleaseError::NotStored { .. })
+                    if matches!(config.kind, ComponentKind::Hook(_)) =>
+                {
+                    self.shared
+                        .releases
+                        .store_metadata_only(&config.name, &plan.release)?
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        self.shared.store.insert_release(&stored)?;
+        self.sink.emit(
+            self.deploy_id,
+            EventKind::Stored {
+                component: self.name(),
+                release: stored.id.to_string(),
+                sha256: stored.sha256.clone(),
+                size: stored.size,
+            },
+        );
+        match &config.kind {
+            ComponentKind::Process(process) => self.run_process(plan, process).await,
+            ComponentKind::Static(_) => self.run_static(plan).await,
+            ComponentKind::Hook(hook) => self.run_hook(plan, hook).await,
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Stores the artifact the way the component kind needs it (blocking I/O off the runtime).
+    async fn store_artifact(
+        &self,
+        source: &Path,
+        release: &ReleaseId,
+    ) -> Result<StoredRelease, DeployError> {
+        let releases = self.shared.releases.clone();
+        let config = self.component.config.clone();
+        let (id, source) = (release.clone(), source.to_owned());
+        let stored = tokio::task::spawn_blocking(move || -> Result<StoredRelease, DeployError> {
+            let name = &config.name;
+            let stored = match &config.kind {
+                ComponentKind::Static(_) => releases.store_bundle(name, &id, &source)?,
+                _ if crate::bundle::is_bundle(&source) => {
+                    releases.store_bundle(name, &id, &source)?
+                }
+                ComponentKind::Process(process) => {
+                    releases.store_file(name, &id, &source, process.executes_artifact())?
+                }
+                ComponentKind::Hook(_) => releases.store_file(name, &id, &source, false)?,
+            };
+            // A bundle must carry the program its command names.
+            if let (ComponentKind::Process(process), ArtifactKind::Bundle) =
+                (&config.kind, stored.kind)
+            {
+                let dir = releases.bundle_dir(name, &id);
+                let program =
+                    process.command[0].replace("{release_dir}", &dir.display().to_string());
+                if Path::new(&program).starts_with(&dir) {
+                    crate::release::check_program(Path::new(&program))?;
+                }
+            }
+            Ok(stored)
+        })
+        .await
+        .map_err(|e| DeployError::Launch(e.into()))??;
+        Ok(stored)
+    }
+}
+
+/// Test builds only: `CUTOVER_TEST_PAUSE_AFTER=component:phase` parks a deploy right after
+/// that phase is committed, so the crash-consistency tests can `kill -9` the daemon at each step.
+async fn failpoint(component: &str, phase: Phase) {
+    if cfg!(debug_assertions) {
+        if let Ok(target) = std::env::var("CUTOVER_TEST_PAUSE_AFTER") {
+            if target == format!("{component}:{}", phase.as_str()) {
+                tracing::warn!("failpoint: pausing after {target}");
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
+    }
+}
+
+/// Keeps `keep_releases` stored releases, always including the active and previous ones and
+/// whatever is serving; removes the oldest others.
+fn prune(shared: &Shared, component: &ComponentRuntime) -> Result<(), DeployError> {
+    let name = component.name();
+    let state = shared.store.component_state(name)?;
+    let serving = component
+        .serving_release(&shared.store)
+        .map(|r| r.to_string());
+    let protected = |id: &str| {
+        Some(id) == state.active.as_deref()
+            || Some(id) == state.previous.as_deref()
+            || Some(id) == serving.as_deref()
+    };
+    let releases = shared.store.releases(name)?;
+    let protected_count = releases.iter().filter(|r| protected(r.id.as_str())).count();
+    let room = component
+        .config
+        .keep_releases
+        .saturating_sub(protected_count);
+    for release in releases
+        .iter()
+        .filter(|r| !protected(r.id.as_str()))
+        .skip(room)
+    {
+        shared.store.mark_pruned(name, release.id.as_str())?;
+        shared
+            .releases
+            .remove(&component.config.name, &release.id)?;
+        tracing::info!(component = name, release = %release.id, "pruned release");
+    }
+    Ok(())
+}

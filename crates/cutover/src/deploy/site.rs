@@ -1,0 +1,63 @@
+//! The deploy of a static component: unpacked files, one atomic switch, no process.
+
+use super::{prune, DeployError, DeployPlan, Run};
+use crate::config::ComponentKind;
+use crate::protocol::EventKind;
+use crate::site::Site;
+use crate::store::{Outcome, Phase};
+use std::sync::Arc;
+
+impl Run<'_> {
+    pub(super) async fn run_static(
+        &self,
+        plan: &DeployPlan,
+    ) -> Result<(Outcome, Option<String>), DeployError> {
+        let config = &self.component.config;
+        let ComponentKind::Static(site_config) = &config.kind else {
+            unreachable!("run_static is only called for static components");
+        };
+        self.phase(Phase::Starting).await?;
+        let site = load_site(self.shared, config, site_config, &plan.release)?;
+        let pages = site.file_count();
+        self.phase(Phase::Switching).await?;
+        let old = self.component.site.switch(Some(Arc::new(site)));
+        self.sink.emit(
+            self.deploy_id,
+            EventKind::Switched {
+                component: self.name(),
+                from: old.as_ref().map(|o| o.release.to_string()),
+                to: format!("{} ({pages} files)", plan.release),
+            },
+        );
+        self.phase(Phase::Finalizing).await?;
+        self.shared
+            .store
+            .set_active(self.component.name(), plan.release.as_str())?;
+        if let Err(e) = prune(self.shared, self.component) {
+            self.warn(format!("release retention failed: {e}"));
+        }
+        Ok((Outcome::Succeeded, None))
+    }
+}
+
+/// Builds the servable view of a stored static release.
+pub fn load_site(
+    shared: &super::Shared,
+    config: &crate::config::ComponentConfig,
+    site_config: &crate::config::StaticConfig,
+    release: &crate::release::ReleaseId,
+) -> Result<Site, DeployError> {
+    let manifest = shared.releases.manifest(&config.name, release)?;
+    if let Some(fallback) = &site_config.spa_fallback {
+        if !manifest.contains_key(fallback) {
+            return Err(DeployError::Refused(format!(
+                "release {release} has no {fallback}, which spa_fallback names"
+            )));
+        }
+    }
+    let root = shared.releases.bundle_dir(&config.name, release);
+    // Canonical, so the containment check at serve time compares like with like.
+    let root = root.canonicalize().unwrap_or(root);
+    Site::new(release.clone(), root, manifest, site_config)
+        .map_err(|e| DeployError::Refused(format!("invalid cache glob: {e}")))
+}
