@@ -166,6 +166,12 @@ fn unpack_tar<R: Read>(
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
                 let mut out = File::create(&target).map_err(io_err("create", &target))?;
                 written += io::copy(&mut entry, &mut out).map_err(io_err("write", &target))?;
+                // Keep the archive's mtime: it is the file's Last-Modified when served.
+                if let Ok(mtime) = entry.header().mtime() {
+                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+                    out.set_modified(when)
+                        .map_err(io_err("set mtime of", &target))?;
+                }
                 out.sync_all().map_err(io_err("fsync", &target))?;
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                     .map_err(io_err("chmod", &target))?;
@@ -235,9 +241,15 @@ fn copy_dir(root: &Path, dir: &Path, dest: &Path) -> Result<u64, BundleError> {
                 fs::Permissions::from_mode(meta.permissions().mode() & 0o777),
             )
             .map_err(io_err("chmod", &target))?;
-            File::open(&target)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("fsync", &target))?;
+            let copy = File::options()
+                .write(true)
+                .open(&target)
+                .map_err(io_err("open", &target))?;
+            if let Ok(mtime) = meta.modified() {
+                copy.set_modified(mtime)
+                    .map_err(io_err("set mtime of", &target))?;
+            }
+            copy.sync_all().map_err(io_err("fsync", &target))?;
         } else {
             return Err(BundleError::Unsafe {
                 entry: relative.display().to_string(),

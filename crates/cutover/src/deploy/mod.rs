@@ -263,6 +263,7 @@ pub async fn deploy_one(
         shared,
         component: &component,
         deploy_id,
+        release: &plan.release,
         sink,
     };
     let (outcome, reason) = match run.execute(plan, from.as_ref()).await {
@@ -292,6 +293,7 @@ struct Run<'a> {
     shared: &'a Shared,
     component: &'a Arc<ComponentRuntime>,
     deploy_id: i64,
+    release: &'a ReleaseId,
     sink: &'a EventSink,
 }
 
@@ -303,7 +305,13 @@ impl Run<'_> {
     /// Commits the phase before its action starts.
     async fn phase(&self, phase: Phase) -> Result<(), DeployError> {
         self.shared.store.set_phase(self.deploy_id, phase)?;
-        failpoint(self.component.name(), phase).await;
+        failpoint(&format!(
+            "{}:{}:{}",
+            self.component.name(),
+            phase.as_str(),
+            self.release
+        ))
+        .await;
         Ok(())
     }
 
@@ -407,12 +415,13 @@ impl Run<'_> {
     }
 }
 
-/// Test builds only: `CUTOVER_TEST_PAUSE_AFTER=component:phase` parks a deploy right after
-/// that phase is committed, so the crash-consistency tests can `kill -9` the daemon at each step.
-async fn failpoint(component: &str, phase: Phase) {
+/// Test builds only: `CUTOVER_TEST_PAUSE_AFTER=component:phase:release` parks a deploy right
+/// after that phase is committed, so the crash-consistency tests can `kill -9` the daemon at
+/// each step. Compiled out of release builds.
+async fn failpoint(step: &str) {
     if cfg!(debug_assertions) {
         if let Ok(target) = std::env::var("CUTOVER_TEST_PAUSE_AFTER") {
-            if target == format!("{component}:{}", phase.as_str()) {
+            if target == step {
                 tracing::warn!("failpoint: pausing after {target}");
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }

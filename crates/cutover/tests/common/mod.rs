@@ -40,6 +40,8 @@ pub struct Daemon {
     pub config: PathBuf,
     child: Option<Child>,
     pub public: SocketAddr,
+    /// Extra environment for the next `spawn`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -53,6 +55,10 @@ impl Daemon {
     }
 
     pub fn start_with_config(config: &str) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("cutover-test-")
             .tempdir()
@@ -64,6 +70,10 @@ impl Daemon {
             config: path,
             child: None,
             public: "127.0.0.1:1".parse().unwrap(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         daemon.spawn();
         daemon
@@ -80,6 +90,7 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CUTOVER_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
