@@ -111,9 +111,28 @@ pub struct DeployHistory {
     pub events: Vec<EventRecord>,
 }
 
+/// One entry of a pipeline's timeline: an event of one of its deploys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: i64,
+    pub component: String,
+    pub deploy_id: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipelineHistory {
+    #[serde(flatten)]
+    pub pipeline: PipelineRecord,
+    /// Deploy ids of its stages (and of rollback_all's undo steps), in order.
+    pub deploys: Vec<i64>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistoryResponse {
-    pub pipelines: Vec<PipelineRecord>,
+    pub pipelines: Vec<PipelineHistory>,
     pub deploys: Vec<DeployHistory>,
 }
 
@@ -240,7 +259,11 @@ impl EventKind {
     /// One line for people: the CLI's plain output and the deploy's stored event log.
     pub fn summary(&self) -> String {
         use EventKind::*;
-        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let size = |bytes: u64| match bytes {
+            b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+            b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+            b => format!("{b} B"),
+        };
         match self {
             PipelineStarted {
                 pipeline_id,
@@ -271,12 +294,12 @@ impl EventKind {
             Stored {
                 release,
                 sha256,
-                size,
+                size: bytes,
                 ..
             } => format!(
-                "stored {release} (sha256 {}, {:.1} MiB)",
+                "stored {release} (sha256 {}, {})",
                 &sha256[..sha256.len().min(12)],
-                mib(*size)
+                size(*bytes)
             ),
             InstanceStarted {
                 release, pid, port, ..

@@ -96,15 +96,44 @@ pub fn releases(
 }
 
 pub fn history(store: &Store, limit: usize) -> Result<HistoryResponse, StoreError> {
-    let pipelines = store.pipelines(limit)?;
-    let deploys = store
-        .deploys(limit)?
+    let deploys: Vec<DeployHistory> = store
+        .deploys(limit.saturating_mul(4))?
         .into_iter()
         .map(|deploy| {
             let events = store.events(deploy.id).unwrap_or_default();
             DeployHistory { deploy, events }
         })
         .collect();
+    let pipelines = store
+        .pipelines(limit)?
+        .into_iter()
+        .map(|pipeline| {
+            let mut stages: Vec<&DeployHistory> = deploys
+                .iter()
+                .filter(|d| d.deploy.pipeline_id == Some(pipeline.id))
+                .collect();
+            stages.sort_by_key(|d| d.deploy.id);
+            let mut timeline: Vec<TimelineEntry> = stages
+                .iter()
+                .flat_map(|d| {
+                    d.events.iter().map(|e| TimelineEntry {
+                        at: e.at,
+                        component: d.deploy.component.clone(),
+                        deploy_id: d.deploy.id,
+                        kind: e.kind.clone(),
+                        message: e.message.clone(),
+                    })
+                })
+                .collect();
+            timeline.sort_by_key(|e| e.at);
+            PipelineHistory {
+                deploys: stages.iter().map(|d| d.deploy.id).collect(),
+                pipeline,
+                timeline,
+            }
+        })
+        .collect();
+    let deploys = deploys.into_iter().take(limit).collect();
     Ok(HistoryResponse { pipelines, deploys })
 }
 

@@ -5,7 +5,7 @@
 //! what the load clients saw.
 
 use super::client::{Client, ClientError};
-use super::output::Progress;
+use super::progress::Progress;
 use super::Exit;
 use crate::loadgen::{ClientKind, Load};
 use crate::protocol::*;

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod output;
+mod progress;
 
 use crate::config::Config;
 use crate::protocol::*;
@@ -287,7 +288,7 @@ async fn stream_pipeline<B: serde::Serialize>(
     request: &B,
     json: bool,
 ) -> anyhow::Result<Exit> {
-    let mut renderer = output::Progress::new(json);
+    let mut renderer = progress::Progress::new(json);
     let mut finished = None;
     let result = client
         .stream(path, request, |event| {

@@ -1,8 +1,7 @@
 //! What the CLI prints: tables for people, JSON for machines, and deploy progress.
 
 use crate::protocol::*;
-use crate::store::Outcome;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Prints `value` as JSON, or through `text` for people.
@@ -142,6 +141,49 @@ pub fn history(history: &HistoryResponse) -> String {
     if history.deploys.is_empty() {
         return "no deploys yet\n".into();
     }
+    let pipelines: Vec<Vec<String>> = history
+        .pipelines
+        .iter()
+        .map(|p| {
+            let p_deploys: Vec<String> = p.deploys.iter().map(|d| format!("#{d}")).collect();
+            let took = p
+                .pipeline
+                .ended_at
+                .map(|end| format!("{:.1}s", (end - p.pipeline.started_at) as f64 / 1000.0))
+                .unwrap_or_else(|| "running".into());
+            vec![
+                format!("#{}", p.pipeline.id),
+                time(p.pipeline.started_at),
+                p.pipeline.release.clone(),
+                p.pipeline.components.join(","),
+                p.pipeline
+                    .outcome
+                    .map_or("running", |o| o.as_str())
+                    .to_owned(),
+                took,
+                p_deploys.join(" "),
+                p.pipeline
+                    .reason
+                    .as_deref()
+                    .map(first_line)
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "PIPELINE",
+            "STARTED",
+            "RELEASE",
+            "COMPONENTS",
+            "OUTCOME",
+            "TOOK",
+            "DEPLOYS",
+            "REASON",
+        ],
+        &pipelines,
+    );
+    out.push('\n');
     let rows: Vec<Vec<String>> = history
         .deploys
         .iter()
@@ -168,7 +210,7 @@ pub fn history(history: &HistoryResponse) -> String {
             ]
         })
         .collect();
-    table(
+    out.push_str(&table(
         &[
             "DEPLOY",
             "STARTED",
@@ -181,91 +223,10 @@ pub fn history(history: &HistoryResponse) -> String {
             "REASON",
         ],
         &rows,
-    )
+    ));
+    out
 }
 
-fn first_line(text: &str) -> String {
+pub fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
-}
-
-/// Renders pipeline events as they arrive: JSON lines, or timestamped text.
-pub struct Progress {
-    json: bool,
-    tty: bool,
-    last_stabilizing: Option<u64>,
-    timeline: Vec<String>,
-}
-
-impl Progress {
-    pub fn new(json: bool) -> Self {
-        Self {
-            json,
-            tty: std::io::stdout().is_terminal(),
-            last_stabilizing: None,
-            timeline: Vec::new(),
-        }
-    }
-
-    pub fn event(&mut self, event: &Event) {
-        let mut out = std::io::stdout().lock();
-        if self.json {
-            let _ = serde_json::to_writer(&mut out, event);
-            let _ = writeln!(out);
-            let _ = out.flush();
-            return;
-        }
-        // Stabilization ticks arrive every second; without a terminal print one per 10 s.
-        if let EventKind::Stabilizing { elapsed_ms, .. } = &event.kind {
-            let every = if self.tty { 1_000 } else { 10_000 };
-            if self
-                .last_stabilizing
-                .is_some_and(|last| elapsed_ms - last < every)
-            {
-                return;
-            }
-            self.last_stabilizing = Some(*elapsed_ms);
-        }
-        if let EventKind::Switched { .. }
-        | EventKind::Stable { .. }
-        | EventKind::RolledBack { .. }
-        | EventKind::DeployFinished { .. } = &event.kind
-        {
-            self.timeline.push(line(event));
-        }
-        let _ = writeln!(out, "{}", line(event));
-        let _ = out.flush();
-    }
-
-    pub fn finish(&self) {
-        if self.json || self.timeline.is_empty() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\ntimeline:");
-        for entry in &self.timeline {
-            let _ = writeln!(out, "{entry}");
-        }
-    }
-}
-
-fn line(event: &Event) -> String {
-    let component = event.kind.component().unwrap_or("");
-    let summary = event.kind.summary();
-    let marker = match &event.kind {
-        EventKind::PipelineFinished {
-            outcome: Outcome::Succeeded,
-            ..
-        } => "done ",
-        EventKind::PipelineFinished { .. } => "FAILED ",
-        _ => "",
-    };
-    // The full reason was printed with the stage that failed; the pipeline line repeats its first line.
-    let summary = match &event.kind {
-        EventKind::PipelineFinished { .. } => first_line(&summary),
-        _ => summary,
-    };
-    format!(
-        "{:>7.1}s  {component:<10} {marker}{summary}",
-        event.t_ms as f64 / 1000.0
-    )
 }
