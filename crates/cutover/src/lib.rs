@@ -19,9 +19,13 @@
 //! - [`daemon`]: start-up, crash recovery, supervision, shutdown.
 //! - [`control`], [`protocol`], [`status`]: the control API on a unix socket and its schema.
 //! - [`shutdown`]: the daemon-wide stop signal.
+//! - [`services`]: PostgreSQL and Redis health with their real protocols; `docker compose up`.
+//! - [`migrate`]: golang-migrate compatible migrations.
+//! - [`checks`]: `cutover check` and the deploy gate (services, disk).
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
 pub mod bundle;
+pub mod checks;
 pub mod cli;
 pub mod component;
 pub mod config;

@@ -166,6 +166,17 @@ pub enum EventKind {
         sha256: String,
         size: u64,
     },
+    /// A migration step in progress (lock wait, file being applied).
+    Migrating {
+        component: String,
+        detail: String,
+    },
+    Migrated {
+        component: String,
+        /// Files applied by this deploy (none: the schema was already current).
+        applied: Vec<String>,
+        version: Option<u64>,
+    },
     InstanceStarted {
         component: String,
         release: String,
@@ -242,6 +253,8 @@ impl EventKind {
             DeployStarted { component, .. }
             | Stored { component, .. }
             | InstanceStarted { component, .. }
+            | Migrated { component, .. }
+            | Migrating { component, .. }
             | Probe { component, .. }
             | Healthy { component, .. }
             | Switched { component, .. }
@@ -301,6 +314,18 @@ impl EventKind {
                 &sha256[..sha256.len().min(12)],
                 size(*bytes)
             ),
+            Migrating { detail, .. } => detail.clone(),
+            Migrated {
+                applied, version, ..
+            } => match (applied.is_empty(), version) {
+                (true, Some(v)) => format!("schema already at version {v}; nothing to migrate"),
+                (true, None) => "no migrations".into(),
+                (false, v) => format!(
+                    "migrated to version {}: {}",
+                    v.map_or("?".into(), |v| v.to_string()),
+                    applied.join(", ")
+                ),
+            },
             InstanceStarted {
                 release, pid, port, ..
             } => {

@@ -32,6 +32,7 @@ pub enum StoreError {
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Preparing,
+    Migrating,
     Starting,
     Switching,
     Stabilizing,
@@ -84,7 +85,8 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(Phase { Preparing = "preparing", Starting = "starting", Switching = "switching",
+text_enum!(Phase { Preparing = "preparing",
+        Migrating = "migrating", Starting = "starting", Switching = "switching",
     Stabilizing = "stabilizing", Finalizing = "finalizing", RollingBack = "rolling_back", Done = "done" });
 text_enum!(Outcome { Succeeded = "succeeded", Failed = "failed", RolledBack = "rolled_back",
     Interrupted = "interrupted" });
@@ -186,7 +188,7 @@ CREATE TABLE IF NOT EXISTS deploys (
     who          TEXT NOT NULL,
     started_at   INTEGER NOT NULL,
     ended_at     INTEGER,
-    phase        TEXT NOT NULL CHECK (phase IN ('preparing', 'starting', 'switching', 'stabilizing',
+    phase        TEXT NOT NULL CHECK (phase IN ('preparing', 'migrating', 'starting', 'switching', 'stabilizing',
                                                  'finalizing', 'rolling_back', 'done')),
     outcome      TEXT CHECK (outcome IN ('succeeded', 'failed', 'rolled_back', 'interrupted')),
     reason       TEXT,

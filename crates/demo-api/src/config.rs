@@ -56,7 +56,10 @@ impl Config {
         // Empty counts as unset: `FOO=` is a common way to switch a knob off.
         let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
 
-        let release = get("RELEASE").unwrap_or_else(|| DEFAULT_RELEASE.to_owned());
+        // RELEASE, else the release cutover names in every instance's environment.
+        let release = get("RELEASE")
+            .or_else(|| get("CUTOVER_RELEASE"))
+            .unwrap_or_else(|| DEFAULT_RELEASE.to_owned());
         let release_header = HeaderValue::from_str(&release).map_err(|_| ConfigError {
             var: "RELEASE",
             value: Some(release.clone()),

@@ -21,6 +21,7 @@ mod readiness;
 mod routes;
 mod server;
 mod tracker;
+mod visits;
 mod websocket;
 
 use std::io::Write;

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::faults::Faults;
 use crate::readiness;
 use crate::tracker::Tracker;
+use crate::visits::Visits;
 use crate::websocket;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +28,7 @@ pub struct App {
     pub config: Config,
     pub faults: Faults,
     pub ws_sessions: Tracker,
+    pub visits: Visits,
 }
 
 impl App {
@@ -35,6 +37,7 @@ impl App {
             faults: Faults::new(&config, started),
             config,
             ws_sessions: Tracker::new(),
+            visits: Visits::from_env(),
         }
     }
 }
@@ -82,7 +85,16 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/headers") => headers(&req),
         (&Method::POST, "/echo") => echo(req),
         (&Method::GET, "/ws") => websocket::upgrade(req, &app.ws_sessions),
+        (&Method::GET, "/visits") => visits(app, false).await,
+        (&Method::POST, "/visits") => visits(app, true).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn visits(app: &App, record: bool) -> Response<Body> {
+    match app.visits.count(&app.config.release, record).await {
+        Ok(n) => text(StatusCode::OK, format!("{n}\n")),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod infra;
 mod output;
 mod progress;
 
@@ -90,12 +91,35 @@ enum Command {
         #[arg(long)]
         who: Option<String>,
     },
+    /// Check services, components and disk; exit 1 if anything required is unhealthy
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start infrastructure services (docker compose up -d) and wait until healthy
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+    /// Database migrations (golang-migrate compatible)
+    Migrate {
+        #[command(flatten)]
+        target: infra::MigrateTarget,
+        #[command(subcommand)]
+        command: infra::MigrateCommand,
+    },
     /// Run the demo: a daemon on embedded defaults in a temp dir, load, deploys and a rollback
     Demo {
         /// Keep the temp dir afterwards
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServicesCommand {
+    /// `docker compose up -d` the listed services (or all with `compose`), then wait for health
+    Up { services: Vec<String> },
 }
 
 pub fn main() -> ExitCode {
@@ -232,6 +256,11 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             output::print(json, &history, output::history)?;
             Ok(Exit::Ok)
         }
+        Command::Check { json } => infra::check(&config, &client, json).await,
+        Command::Services {
+            command: ServicesCommand::Up { services },
+        } => infra::services_up(&config, &services).await,
+        Command::Migrate { target, command } => infra::migrate(&config, &target, &command).await,
         Command::Demo { .. } => unreachable!("handled above"),
     }
 }

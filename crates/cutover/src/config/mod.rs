@@ -69,6 +69,9 @@ pub struct Config {
     /// Components in deploy order (dependencies first).
     pub components: Vec<ComponentConfig>,
     pub pipeline: PipelineConfig,
+    /// Infrastructure the components depend on (databases, caches), by name.
+    pub services: Vec<ServiceConfig>,
+    pub checks: ChecksConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +112,156 @@ pub struct ProcessConfig {
     pub env_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub stop_timeout: HumanDuration,
+    /// Services that must be healthy before a deploy of this component starts.
+    pub requires: Vec<String>,
+    pub migrations: Option<MigrationsConfig>,
+}
+
+/// Database migrations shipped inside each release bundle.
+#[derive(Clone, Debug)]
+pub struct MigrationsConfig {
+    /// Directory inside the release bundle.
+    pub dir: PathBuf,
+    /// The PostgreSQL service they run against.
+    pub service: String,
+    pub lock_timeout: HumanDuration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMigrations {
+    dir: PathBuf,
+    service: String,
+    #[serde(default = "default_lock_timeout")]
+    lock_timeout: HumanDuration,
+}
+
+fn default_lock_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+/// A service (database, cache) that cutover checks with its real protocol.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub kind: crate::services::ServiceKind,
+    pub url: UrlSource,
+    pub compose: Option<ComposeRef>,
+    /// Whether `cutover check` fails when this service is unhealthy.
+    pub required: bool,
+    pub timeout: HumanDuration,
+}
+
+/// Where a service's URL comes from; resolved when used, so secrets stay in their files.
+#[derive(Clone, Debug)]
+pub enum UrlSource {
+    Literal(String),
+    /// `url_env`, looked up in `env_file` first, then in the environment.
+    Env {
+        var: String,
+        env_file: Option<PathBuf>,
+    },
+}
+
+impl ServiceConfig {
+    /// The service's URL (may hold a password: never print it; see `services::redact_url`).
+    pub fn url(&self) -> Result<String, String> {
+        match &self.url {
+            UrlSource::Literal(url) => Ok(url.clone()),
+            UrlSource::Env { var, env_file } => {
+                if let Some(file) = env_file {
+                    let pairs =
+                        crate::supervisor::read_env_file(file).map_err(|e| e.to_string())?;
+                    if let Some((_, value)) = pairs.into_iter().find(|(k, _)| k == var) {
+                        return Ok(value);
+                    }
+                }
+                std::env::var(var).map_err(|_| {
+                    let from = env_file
+                        .as_ref()
+                        .map(|f| format!(" in {} or", f.display()))
+                        .unwrap_or_default();
+                    format!("{var} is not set{from} in the environment")
+                })
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeRef {
+    pub file: PathBuf,
+    pub service: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    kind: crate::services::ServiceKind,
+    url: Option<String>,
+    url_env: Option<String>,
+    env_file: Option<PathBuf>,
+    compose: Option<ComposeRef>,
+    #[serde(default = "default_true")]
+    required: bool,
+    #[serde(default = "default_service_timeout")]
+    timeout: HumanDuration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_service_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ChecksConfig {
+    pub disk: Vec<DiskCheck>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskCheck {
+    pub path: PathBuf,
+    pub min_free: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChecks {
+    #[serde(default)]
+    disk: Vec<RawDiskCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiskCheck {
+    path: PathBuf,
+    #[serde(deserialize_with = "byte_size")]
+    min_free: u64,
+}
+
+/// "1GiB", "500 MB", "1048576": sizes as people write them.
+fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(text) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid size {text:?}; write a number and a unit, e.g. \"1GiB\" or \"500MB\""
+                ))
+            }),
+    }
 }
 
 impl ProcessConfig {
@@ -250,6 +403,10 @@ struct RawConfig {
     components: BTreeMap<String, RawComponent>,
     #[serde(default)]
     pipeline: PipelineConfig,
+    #[serde(default)]
+    services: BTreeMap<String, RawService>,
+    #[serde(default)]
+    checks: RawChecks,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +463,8 @@ struct RawComponent {
     cache: Option<Vec<CacheRule>>,
     run: Option<Vec<String>>,
     verify: Option<VerifyConfig>,
+    requires: Option<Vec<String>>,
+    migrations: Option<RawMigrations>,
 }
 
 impl RawComponent {
@@ -324,6 +483,8 @@ impl RawComponent {
             ("cache", self.cache.is_some()),
             ("run", self.run.is_some()),
             ("verify", self.verify.is_some()),
+            ("requires", self.requires.is_some()),
+            ("migrations", self.migrations.is_some()),
         ];
         let allowed: &[&str] = match self.kind {
             RawKind::Process => &[
@@ -335,6 +496,8 @@ impl RawComponent {
                 "stop_timeout",
                 "stabilize",
                 "stabilize_checks",
+                "requires",
+                "migrations",
             ],
             RawKind::Static => &["listen", "spa_fallback", "cache"],
             RawKind::Hook => &["run", "verify"],
@@ -412,6 +575,10 @@ impl Config {
     pub fn component(&self, name: &str) -> Option<&ComponentConfig> {
         self.components.iter().find(|c| c.name.as_str() == name)
     }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
 }
 
 /// Checks that need more than one value at a time, with positions looked up in the source.
@@ -446,6 +613,22 @@ impl Validator<'_> {
         }
         self.check_listen_unique(&components)?;
         let components = self.order(components)?;
+        let mut services = Vec::new();
+        for (name, service) in raw.services {
+            services.push(self.service(&name, service)?);
+        }
+        self.check_service_refs(&components, &services)?;
+        let checks = ChecksConfig {
+            disk: raw
+                .checks
+                .disk
+                .into_iter()
+                .map(|d| DiskCheck {
+                    path: self.resolve(&d.path),
+                    min_free: d.min_free,
+                })
+                .collect(),
+        };
         Ok(Config {
             path: self.path.to_owned(),
             daemon: DaemonConfig {
@@ -454,6 +637,8 @@ impl Validator<'_> {
             },
             components,
             pipeline: raw.pipeline,
+            services,
+            checks,
         })
     }
 
@@ -567,7 +752,124 @@ impl Validator<'_> {
             env_file: raw.env_file.as_ref().map(|p| self.resolve(p)),
             health,
             stop_timeout: raw.stop_timeout.unwrap_or_else(default_stop_timeout),
+            requires: raw.requires.clone().unwrap_or_default(),
+            migrations: match &raw.migrations {
+                None => None,
+                Some(m) => {
+                    let inside = m.dir.components().all(|c| {
+                        matches!(
+                            c,
+                            std::path::Component::Normal(_) | std::path::Component::CurDir
+                        )
+                    });
+                    if !inside || m.dir.as_os_str().is_empty() {
+                        return Err(self.error(
+                            &["components", name, "migrations", "dir"],
+                            format!("migrations dir {:?} must be a relative path inside the release bundle", m.dir),
+                        ));
+                    }
+                    Some(MigrationsConfig {
+                        dir: m.dir.clone(),
+                        service: m.service.clone(),
+                        lock_timeout: m.lock_timeout,
+                    })
+                }
+            },
         })
+    }
+
+    fn service(&self, name: &str, raw: RawService) -> Result<ServiceConfig, ConfigError> {
+        let url = match (raw.url, raw.url_env) {
+            (Some(url), None) => {
+                if raw.env_file.is_some() {
+                    return Err(self.error(
+                        &["services", name, "env_file"],
+                        "env_file only applies with url_env",
+                    ));
+                }
+                UrlSource::Literal(url)
+            }
+            (None, Some(var)) => UrlSource::Env {
+                var,
+                env_file: raw.env_file.as_ref().map(|p| self.resolve(p)),
+            },
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    &["services", name, "url_env"],
+                    "give either url or url_env, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(self.error(&["services", name], "missing field `url` or `url_env`"))
+            }
+        };
+        Ok(ServiceConfig {
+            name: name.to_owned(),
+            kind: raw.kind,
+            url,
+            compose: raw.compose.map(|c| ComposeRef {
+                file: self.resolve(&c.file),
+                service: c.service,
+            }),
+            required: raw.required,
+            timeout: raw.timeout,
+        })
+    }
+
+    /// `requires` and `migrations.service` name configured services of the right kind.
+    fn check_service_refs(
+        &self,
+        components: &[ComponentConfig],
+        services: &[ServiceConfig],
+    ) -> Result<(), ConfigError> {
+        let known = || {
+            services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for component in components {
+            let Some(process) = component.process() else {
+                continue;
+            };
+            for required in &process.requires {
+                if !services.iter().any(|s| &s.name == required) {
+                    return Err(self.error(
+                        &["components", component.name.as_str(), "requires"],
+                        format!(
+                            "unknown service {required:?} in `requires`; configured: {}",
+                            known()
+                        ),
+                    ));
+                }
+            }
+            if let Some(migrations) = &process.migrations {
+                match services.iter().find(|s| s.name == migrations.service) {
+                    Some(s) if s.kind == crate::services::ServiceKind::Postgres => {}
+                    Some(_) => {
+                        return Err(self.error(
+                            &["components", component.name.as_str(), "migrations"],
+                            format!(
+                                "migrations need a postgres service; {:?} is not one",
+                                migrations.service
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(self.error(
+                            &["components", component.name.as_str(), "migrations"],
+                            format!(
+                                "unknown service {:?} in `migrations`; configured: {}",
+                                migrations.service,
+                                known()
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn static_site(&self, name: &str, raw: &RawComponent) -> Result<StaticConfig, ConfigError> {

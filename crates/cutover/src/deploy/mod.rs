@@ -339,6 +339,17 @@ impl Run<'_> {
             ));
         }
 
+        // The gate: nothing starts while the disk is nearly full or a required service is down.
+        if plan.kind == DeployKind::Deploy {
+            let requires = config
+                .process()
+                .map(|p| p.requires.as_slice())
+                .unwrap_or_default();
+            crate::checks::deploy_gate(&self.shared.config, requires)
+                .await
+                .map_err(|why| DeployError::Refused(format!("refused before starting: {why}")))?;
+        }
+
         // prepare: store and verify, while the old release keeps serving untouched.
         self.phase(Phase::Preparing).await?;
         let stored = match &plan.artifact {

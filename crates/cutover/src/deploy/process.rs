@@ -3,8 +3,9 @@
 
 use super::{prune, DeployError, DeployPlan, Run, Shared};
 use crate::component::{ComponentRuntime, Serving};
-use crate::config::ProcessConfig;
+use crate::config::{MigrationsConfig, ProcessConfig};
 use crate::health;
+use crate::migrate::{self, Migrations};
 use crate::protocol::EventKind;
 use crate::proxy::{StatsSnapshot, Upstream};
 use crate::release::{now_millis, ArtifactKind, ReleaseError, ReleaseId};
@@ -21,6 +22,14 @@ impl Run<'_> {
         process: &ProcessConfig,
     ) -> Result<(Outcome, Option<String>), DeployError> {
         let config = &self.component.config;
+        // migrate: before the new instance starts, while the old release keeps serving.
+        if let Some(migrations) = &process.migrations {
+            match plan.kind {
+                DeployKind::Deploy => self.migrate(plan, migrations).await?,
+                DeployKind::Rollback => self.warn_if_schema_ahead(plan, migrations).await,
+            }
+        }
+
         // start + health gate
         self.phase(Phase::Starting).await?;
         let deploy_id = self.deploy_id;
@@ -299,6 +308,107 @@ impl Run<'_> {
                 status,
             },
         );
+    }
+}
+
+impl Run<'_> {
+    fn migrations_of(
+        &self,
+        plan: &DeployPlan,
+        migrations: &MigrationsConfig,
+    ) -> Result<(String, Migrations), DeployError> {
+        let config = &self.component.config;
+        let service = self
+            .shared
+            .config
+            .service(&migrations.service)
+            .ok_or_else(|| {
+                DeployError::Refused(format!("unknown service {}", migrations.service))
+            })?;
+        let url = service.url().map_err(|e| {
+            DeployError::Refused(format!("cannot find the URL of {}: {e}", service.name))
+        })?;
+        let dir = self
+            .shared
+            .releases
+            .bundle_dir(&config.name, &plan.release)
+            .join(&migrations.dir);
+        let files = if dir.is_dir() {
+            Migrations::scan(&dir).map_err(|e| DeployError::Refused(e.to_string()))?
+        } else {
+            Migrations::empty(&dir)
+        };
+        Ok((url, files))
+    }
+
+    async fn migrate(
+        &self,
+        plan: &DeployPlan,
+        migrations: &MigrationsConfig,
+    ) -> Result<(), DeployError> {
+        self.phase(Phase::Migrating).await?;
+        let (url, files) = self.migrations_of(plan, migrations)?;
+        let mut options = migrate::Options::new(migrations.lock_timeout.get());
+        let sink = self.sink.clone();
+        let name = self.name();
+        options.progress = Some(std::sync::Arc::new(move |progress: &migrate::Progress| {
+            let detail = match progress {
+                migrate::Progress::WaitingForLock { holders } => {
+                    format!("waiting for the migration lock (held by {holders:?})")
+                }
+                migrate::Progress::LockAcquired => "migration lock acquired".into(),
+                migrate::Progress::Running { version, file, .. } => {
+                    format!(
+                        "applying {}",
+                        file.clone().unwrap_or_else(|| version.to_string())
+                    )
+                }
+                migrate::Progress::Done(step) => format!(
+                    "applied version {} in {:.0} ms",
+                    step.version, step.duration_ms
+                ),
+            };
+            sink.progress(EventKind::Migrating {
+                component: name.clone(),
+                detail,
+            });
+        }));
+        let steps = migrate::up(&url, &files, None, &options)
+            .await
+            .map_err(|e| {
+                DeployError::Refused(format!(
+                    "migration failed; the new release was not started: {e}"
+                ))
+            })?;
+        let applied: Vec<String> = steps.iter().filter_map(|s| s.file.clone()).collect();
+        self.sink.emit(
+            self.deploy_id,
+            EventKind::Migrated {
+                component: self.name(),
+                applied,
+                version: steps.last().and_then(|s| s.now_at).or(files.latest()),
+            },
+        );
+        Ok(())
+    }
+
+    /// A rollback never runs `down`; it says so when the schema is newer than the target knows.
+    async fn warn_if_schema_ahead(&self, plan: &DeployPlan, migrations: &MigrationsConfig) {
+        let Ok((url, files)) = self.migrations_of(plan, migrations) else {
+            return;
+        };
+        let options = migrate::Options::new(migrations.lock_timeout.get());
+        if let Ok(status) = migrate::status(&url, &files, &options).await {
+            if status.ahead_of_files() {
+                self.warn(format!(
+                    "the database schema is at version {}, newer than {}'s newest migration ({}); cutover never runs down migrations by itself: make sure {} works with the newer schema, or run `cutover migrate down`",
+                    status.version.unwrap_or_default(),
+                    plan.release,
+                    files.latest().map_or("none".into(), |v| v.to_string()),
+                    plan.release
+                ));
+            }
+        }
     }
 }
 

@@ -59,12 +59,22 @@ impl Daemon {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(config, env, |_| {})
+    }
+
+    /// Like `start_with_config`, with `prepare` run on the temp dir before the daemon starts.
+    pub fn start_with_config_and(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Self::start_full(config, &[], prepare)
+    }
+
+    fn start_full(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("cutover-test-")
             .tempdir()
             .unwrap();
         let path = dir.path().join("cutover.toml");
         std::fs::write(&path, config).unwrap();
+        prepare(dir.path());
         let mut daemon = Daemon {
             dir,
             config: path,

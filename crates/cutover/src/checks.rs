@@ -1,0 +1,100 @@
+//! What `cutover check` reports and what a deploy must pass before it starts: service health
+//! with the real protocols, and disk headroom (a full disk is the classic outage).
+
+use crate::config::{Config, ServiceConfig};
+use crate::services::{self, ServiceHealth, ServiceKind, ServiceStatus};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Free space of one configured path.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskReport {
+    pub path: PathBuf,
+    pub free: Option<u64>,
+    pub min_free: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Checks one service; a URL that cannot be resolved is reported, never printed.
+pub async fn check_service(service: &ServiceConfig) -> ServiceHealth {
+    let timeout = service.timeout.get();
+    let health = match service.url() {
+        Ok(url) => match service.kind {
+            ServiceKind::Postgres => services::check_postgres(&url, timeout).await,
+            ServiceKind::Redis => services::check_redis(&url, timeout).await,
+        },
+        Err(why) => ServiceHealth {
+            name: None,
+            kind: service.kind,
+            target: String::new(),
+            ok: false,
+            status: ServiceStatus::InvalidUrl,
+            detail: why,
+            version: None,
+            latency_ms: None,
+        },
+    };
+    health.named(&service.name)
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `path`.
+pub fn disk_free(path: &Path) -> Result<u64, String> {
+    let stat = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+pub fn check_disks(config: &Config) -> Vec<DiskReport> {
+    config
+        .checks
+        .disk
+        .iter()
+        .map(|check| match disk_free(&check.path) {
+            Ok(free) => DiskReport {
+                path: check.path.clone(),
+                free: Some(free),
+                min_free: check.min_free,
+                ok: free >= check.min_free,
+                error: None,
+            },
+            Err(e) => DiskReport {
+                path: check.path.clone(),
+                free: None,
+                min_free: check.min_free,
+                ok: false,
+                error: Some(e),
+            },
+        })
+        .collect()
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).to_string_as(true)
+}
+
+/// Why a deploy of a component may not start now: low disk, or a required service down.
+pub async fn deploy_gate(config: &Config, requires: &[String]) -> Result<(), String> {
+    for disk in check_disks(config) {
+        if !disk.ok {
+            let free = disk
+                .free
+                .map_or_else(|| disk.error.clone().unwrap_or_default(), human_bytes);
+            return Err(format!(
+                "only {free} free on {} (at least {} required by [checks] disk); free some space first",
+                disk.path.display(),
+                human_bytes(disk.min_free)
+            ));
+        }
+    }
+    for name in requires {
+        let Some(service) = config.service(name) else {
+            continue;
+        };
+        let health = check_service(service).await;
+        if !health.ok {
+            return Err(format!("required service {name} is unhealthy: {health}"));
+        }
+    }
+    Ok(())
+}

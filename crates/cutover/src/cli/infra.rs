@@ -1,0 +1,405 @@
+//! `cutover check`, `cutover services up`, `cutover migrate ...`: the infrastructure commands.
+
+use super::client::Client;
+use super::output::{print, table};
+use super::Exit;
+use crate::checks::{self, human_bytes, DiskReport};
+use crate::config::Config;
+use crate::migrate::{self, Migrations};
+use crate::protocol::StatusResponse;
+use crate::services::{self, compose, ServiceHealth};
+use anyhow::{bail, Context};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub services: Vec<ServiceCheck>,
+    pub components: Vec<ComponentCheck>,
+    pub disk: Vec<DiskReport>,
+}
+
+#[derive(Serialize)]
+pub struct ServiceCheck {
+    pub required: bool,
+    #[serde(flatten)]
+    pub health: ServiceHealth,
+}
+
+#[derive(Serialize)]
+pub struct ComponentCheck {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Result<Exit> {
+    let mut services = Vec::new();
+    for service in &config.services {
+        services.push(ServiceCheck {
+            required: service.required,
+            health: checks::check_service(service).await,
+        });
+    }
+    let status = client.get::<StatusResponse>("/v1/status").await.ok();
+    let components = config
+        .components
+        .iter()
+        .map(|c| {
+            let live = status
+                .as_ref()
+                .and_then(|s| s.components.iter().find(|x| x.name == c.name.as_str()));
+            match (&status, live) {
+                (None, _) => ComponentCheck {
+                    name: c.name.to_string(),
+                    ok: false,
+                    detail: "the daemon is not running".into(),
+                },
+                (Some(_), Some(live)) => match (&live.active, &live.serving_release) {
+                    (None, _) => ComponentCheck {
+                        name: c.name.to_string(),
+                        ok: true,
+                        detail: "nothing deployed yet".into(),
+                    },
+                    (Some(active), Some(serving)) => ComponentCheck {
+                        name: c.name.to_string(),
+                        ok: true,
+                        detail: if active == serving {
+                            format!("serving {serving}")
+                        } else {
+                            format!("serving {serving} (active {active}, deploy in progress)")
+                        },
+                    },
+                    (Some(active), None) => ComponentCheck {
+                        name: c.name.to_string(),
+                        ok: false,
+                        detail: format!("{active} is active but nothing is serving"),
+                    },
+                },
+                (Some(_), None) => ComponentCheck {
+                    name: c.name.to_string(),
+                    ok: false,
+                    detail: "unknown to the running daemon (restart it to load the new config)"
+                        .into(),
+                },
+            }
+        })
+        .collect::<Vec<_>>();
+    let disk = checks::check_disks(config);
+    let ok = services.iter().all(|s| s.health.ok || !s.required)
+        && components.iter().all(|c| c.ok)
+        && disk.iter().all(|d| d.ok);
+    let report = CheckReport {
+        ok,
+        services,
+        components,
+        disk,
+    };
+    print(json, &report, render_check)?;
+    Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+fn verdict(ok: bool, required: bool) -> &'static str {
+    match (ok, required) {
+        (true, _) => "ok",
+        (false, true) => "FAIL",
+        (false, false) => "warn",
+    }
+}
+
+fn render_check(report: &CheckReport) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for s in &report.services {
+        let h = &s.health;
+        let mut detail = h.detail.clone();
+        if let Some(version) = &h.version {
+            detail = format!("{detail} (version {version})");
+        }
+        rows.push(vec![
+            verdict(h.ok, s.required).into(),
+            "service".into(),
+            h.name.clone().unwrap_or_default(),
+            format!("{} {}", h.kind, h.target),
+            h.latency_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
+            detail,
+        ]);
+    }
+    for c in &report.components {
+        rows.push(vec![
+            verdict(c.ok, true).into(),
+            "component".into(),
+            c.name.clone(),
+            String::new(),
+            "-".into(),
+            c.detail.clone(),
+        ]);
+    }
+    for d in &report.disk {
+        let detail = match (d.free, &d.error) {
+            (Some(free), _) => format!(
+                "{} free (minimum {})",
+                human_bytes(free),
+                human_bytes(d.min_free)
+            ),
+            (None, Some(e)) => e.clone(),
+            (None, None) => String::new(),
+        };
+        rows.push(vec![
+            verdict(d.ok, true).into(),
+            "disk".into(),
+            d.path.display().to_string(),
+            String::new(),
+            "-".into(),
+            detail,
+        ]);
+    }
+    let mut out = table(&["", "CHECK", "NAME", "TARGET", "LATENCY", "DETAIL"], &rows);
+    out.push_str(if report.ok {
+        "\nall required checks pass\n"
+    } else {
+        "\nsome required checks FAIL\n"
+    });
+    out
+}
+
+/// `docker compose -f FILE up -d SERVICE...` per compose file, then our own health checks.
+pub async fn services_up(config: &Config, names: &[String]) -> anyhow::Result<Exit> {
+    let chosen: Vec<_> = if names.is_empty() {
+        config
+            .services
+            .iter()
+            .filter(|s| s.compose.is_some())
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                config
+                    .service(n)
+                    .with_context(|| format!("unknown service {n:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for service in &chosen {
+        let Some(compose) = &service.compose else {
+            bail!(
+                "service {} has no `compose` setting; cutover does not know how to start it",
+                service.name
+            );
+        };
+        by_file
+            .entry(compose.file.clone())
+            .or_default()
+            .push(compose.service.clone());
+    }
+    if by_file.is_empty() {
+        bail!("no service has a `compose` setting");
+    }
+    for (file, services) in &by_file {
+        let argv: Vec<String> = compose::up_argv(file, services)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        println!("running: {}", argv.join(" "));
+        compose::up(file, services).await?;
+    }
+    let mut failed = false;
+    for service in chosen {
+        let result = services::wait_healthy(
+            || checks::check_service(service),
+            Duration::from_secs(120),
+            Duration::from_secs(1),
+        )
+        .await;
+        match result {
+            Ok(health) => println!("ok    {health}"),
+            Err(health) => {
+                failed = true;
+                println!("FAIL  {health}");
+            }
+        }
+    }
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// The database's version, pending and changed files
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply pending migrations (all, or the next N)
+    Up { n: Option<usize> },
+    /// Revert the last N migrations (never automatic)
+    Down { n: usize },
+    /// Set the version and clear the dirty flag after a manual fix
+    Force { version: u64 },
+    /// Write the next {version}_{name}.up.sql / .down.sql pair
+    Create { name: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateTarget {
+    /// The component whose migrations to use [default: the one with `migrations` configured]
+    #[arg(long, global = true)]
+    component: Option<String>,
+    /// Migrations directory [default: the active release's, or ./<dir> for `create`]
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+pub async fn migrate(
+    config: &Config,
+    target: &MigrateTarget,
+    command: &MigrateCommand,
+) -> anyhow::Result<Exit> {
+    let candidates: Vec<_> = config
+        .components
+        .iter()
+        .filter_map(|c| {
+            c.process()
+                .and_then(|p| p.migrations.as_ref())
+                .map(|m| (c, m))
+        })
+        .filter(|(c, _)| {
+            target
+                .component
+                .as_deref()
+                .is_none_or(|name| c.name.as_str() == name)
+        })
+        .collect();
+    let (component, migrations) = match candidates.as_slice() {
+        [one] => *one,
+        [] => bail!(
+            "no component has `migrations` configured{}",
+            target
+                .component
+                .as_deref()
+                .map(|c| format!(" (looked for {c})"))
+                .unwrap_or_default()
+        ),
+        _ => bail!("several components have migrations; choose one with --component"),
+    };
+    let dir = match (&target.dir, command) {
+        (Some(dir), _) => dir.clone(),
+        (None, MigrateCommand::Create { .. }) => migrations.dir.clone(),
+        (None, _) => active_migrations_dir(config, component.name.as_str(), &migrations.dir)?,
+    };
+    if let MigrateCommand::Create { name } = command {
+        let (up, down) = migrate::create(&dir, name)?;
+        println!("created {}\ncreated {}", up.display(), down.display());
+        return Ok(Exit::Ok);
+    }
+    let service = config
+        .service(&migrations.service)
+        .expect("validated at load");
+    let url = service.url().map_err(anyhow::Error::msg)?;
+    let files = if dir.is_dir() {
+        Migrations::scan(&dir)?
+    } else {
+        bail!("no migrations directory at {}", dir.display())
+    };
+    let mut options = migrate::Options::new(migrations.lock_timeout.get());
+    options.progress = Some(std::sync::Arc::new(|p: &migrate::Progress| {
+        if let migrate::Progress::WaitingForLock { holders } = p {
+            eprintln!("waiting for the migration lock (held by {holders:?})");
+        }
+    }));
+    match command {
+        MigrateCommand::Status { json } => {
+            let status = migrate::status(&url, &files, &options).await?;
+            print(*json, &status, render_status)?;
+            Ok(if status.dirty || !status.changed.is_empty() {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            })
+        }
+        MigrateCommand::Up { n } => {
+            let steps = migrate::up(&url, &files, *n, &options).await?;
+            report_steps("applied", &steps);
+            Ok(Exit::Ok)
+        }
+        MigrateCommand::Down { n } => {
+            let steps = migrate::down(&url, &files, *n, &options).await?;
+            report_steps("reverted", &steps);
+            Ok(Exit::Ok)
+        }
+        MigrateCommand::Force { version } => {
+            migrate::force(&url, Some(*version), &options).await?;
+            println!("version forced to {version}; the dirty flag is cleared");
+            Ok(Exit::Ok)
+        }
+        MigrateCommand::Create { .. } => unreachable!("handled above"),
+    }
+}
+
+fn report_steps(verb: &str, steps: &[migrate::Step]) {
+    if steps.is_empty() {
+        println!("nothing to do");
+    }
+    for step in steps {
+        let file = step
+            .file
+            .clone()
+            .unwrap_or_else(|| format!("version {}", step.version));
+        println!(
+            "{verb} {file} ({:.0} ms); now at {}",
+            step.duration_ms,
+            step.now_at.map_or("no version".into(), |v| v.to_string())
+        );
+    }
+}
+
+fn render_status(status: &migrate::MigrateStatus) -> String {
+    let mut out = format!(
+        "version: {}{}\nnewest file: {}\n",
+        status.version.map_or("none".into(), |v| v.to_string()),
+        if status.dirty {
+            " (DIRTY: fix the database by hand, then `cutover migrate force VERSION`)"
+        } else {
+            ""
+        },
+        status.latest.map_or("none".into(), |v| v.to_string()),
+    );
+    if status.ahead_of_files() {
+        out.push_str("the database is ahead of these files (a rollback to an older release?)\n");
+    }
+    for p in &status.pending {
+        out.push_str(&format!(
+            "pending: {}\n",
+            p.file.clone().unwrap_or_else(|| p.version.to_string())
+        ));
+    }
+    for c in &status.changed {
+        out.push_str(&format!(
+            "CHANGED since applied: {} (recorded {}, now {})\n",
+            c.file,
+            &c.recorded_sha256[..12],
+            &c.sha256[..12]
+        ));
+    }
+    out
+}
+
+/// The migrations of the active release of `component`, from the release store.
+fn active_migrations_dir(config: &Config, component: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let store = crate::store::Store::open_read_only(&config.daemon.data_dir)?;
+    let active = store
+        .component_state(component)?
+        .active
+        .with_context(|| format!("{component} has no active release yet; pass --dir"))?;
+    Ok(config
+        .daemon
+        .data_dir
+        .join("releases")
+        .join(component)
+        .join(active)
+        .join("bundle")
+        .join(dir))
+}
