@@ -36,6 +36,7 @@ pub mod health;
 pub mod listener;
 pub mod loadgen;
 pub mod migrate;
+pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod release;

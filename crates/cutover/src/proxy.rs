@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -67,7 +67,9 @@ pub struct Upstream {
     inflight: AtomicUsize,
     idle: Notify,
     /// Pooled connections to the instance; taken (and so closed) by [`Upstream::close_pool`].
-    client: Mutex<Option<UpstreamClient>>,
+    client: ArcSwapOption<UpstreamClient>,
+    /// `addr` as a URI authority, built once: every proxied request needs it.
+    authority: http::uri::Authority,
 }
 
 impl Upstream {
@@ -78,21 +80,31 @@ impl Upstream {
             stats: UpstreamStats::default(),
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
-            client: Mutex::new(None),
+            client: ArcSwapOption::empty(),
+            authority: addr
+                .to_string()
+                .parse()
+                .expect("a socket address is a valid authority"),
         })
     }
 
-    fn client(&self) -> UpstreamClient {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert_with(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    /// The pool of connections to this instance, created on first use. Lock-free: it is read
+    /// on every request.
+    fn client(&self) -> Arc<UpstreamClient> {
+        if let Some(client) = self.client.load_full() {
+            return client;
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Arc::new(
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector)
-        })
-        .clone()
+                .build(connector),
+        );
+        // Two first requests racing may each build one; the loser's pool is simply dropped.
+        self.client.store(Some(client.clone()));
+        client
     }
 
     pub fn inflight(&self) -> usize {
@@ -121,7 +133,7 @@ impl Upstream {
     /// Drops the connection pool: idle keep-alive connections to the instance are closed now,
     /// before the instance gets SIGTERM. A later request would open a fresh pool.
     pub fn close_pool(&self) {
-        self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.client.store(None);
     }
 }
 
@@ -252,9 +264,14 @@ pub async fn handle(
     let path = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let uri: Uri = match format!("http://{}{}", upstream.addr, path).parse() {
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(upstream.authority.clone())
+        .path_and_query(path)
+        .build();
+    let uri: Uri = match uri {
         Ok(uri) => uri,
         Err(_) => {
             return local_response(StatusCode::BAD_REQUEST, "cutover: invalid request target")

@@ -187,11 +187,7 @@ impl ReleaseStore {
         component: &ComponentName,
         id: &ReleaseId,
     ) -> Result<StoredRelease, ReleaseError> {
-        let parent = self.root.join(component.as_str());
-        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
-        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let tmp = self.staging_dir(component, id)?;
         let release = StoredRelease {
             component: component.clone(),
             id: id.clone(),
@@ -200,12 +196,7 @@ impl ReleaseStore {
             stored_at: now_millis(),
             kind: ArtifactKind::File,
         };
-        let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
-        write_synced(&tmp.join("release.json"), &json, 0o644)?;
-        fs::create_dir(tmp.join("logs")).map_err(io_err("create", &tmp))?;
-        let dest = self.release_dir(component, id);
-        fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
-        sync_dir(&parent)?;
+        self.publish(&tmp, &release)?;
         Ok(release)
     }
 
@@ -220,13 +211,7 @@ impl ReleaseStore {
         if !source.exists() {
             return Err(ReleaseError::Missing(source.to_owned()));
         }
-        let parent = self.root.join(component.as_str());
-        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
-        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-        }
-        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let tmp = self.staging_dir(component, id)?;
         let result = self.fill_bundle(component, id, source, &tmp);
         let release = match result {
             Ok(release) => release,
@@ -247,9 +232,7 @@ impl ReleaseStore {
                 new: release.sha256,
             });
         }
-        let dest = self.release_dir(component, id);
-        fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
-        sync_dir(&parent)?;
+        self.publish(&tmp, &release)?;
         Ok(release)
     }
 
@@ -272,10 +255,6 @@ impl ReleaseStore {
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         write_synced(&tmp.join("manifest.json"), &json, 0o644)?;
-        let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
-        write_synced(&tmp.join("release.json"), &json, 0o644)?;
-        fs::create_dir(tmp.join("logs")).map_err(io_err("create", tmp))?;
-        sync_dir(tmp)?;
         Ok(release)
     }
 
@@ -323,13 +302,7 @@ impl ReleaseStore {
             });
         }
 
-        let parent = self.root.join(component.as_str());
-        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
-        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-        }
-        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let tmp = self.staging_dir(component, id)?;
 
         let artifact = tmp.join("artifact");
         let (sha256, size) = copy_hashing(source, &artifact)?;
@@ -341,16 +314,36 @@ impl ReleaseStore {
             stored_at: now_millis(),
             kind: ArtifactKind::File,
         };
-        let meta = tmp.join("release.json");
-        let json = serde_json::to_vec_pretty(&release).expect("release metadata serializes");
-        write_synced(&meta, &json, 0o644)?;
-        fs::create_dir(tmp.join("logs")).map_err(io_err("create", &tmp))?;
-        sync_dir(&tmp)?;
-
-        let dest = self.release_dir(component, id);
-        fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
-        sync_dir(&parent)?;
+        self.publish(&tmp, &release)?;
         Ok(release)
+    }
+
+    /// A fresh, empty directory beside where release `id` will live, to build it in.
+    fn staging_dir(
+        &self,
+        component: &ComponentName,
+        id: &ReleaseId,
+    ) -> Result<PathBuf, ReleaseError> {
+        let parent = self.root.join(component.as_str());
+        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+        let tmp = parent.join(format!(".tmp-{}-{}", id, std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        Ok(tmp)
+    }
+
+    /// Writes `release.json` and `logs/` into a staged release, fsyncs it and renames it into
+    /// place: the release appears whole or not at all.
+    fn publish(&self, tmp: &Path, release: &StoredRelease) -> Result<(), ReleaseError> {
+        let json = serde_json::to_vec_pretty(release).expect("release metadata serializes");
+        write_synced(&tmp.join("release.json"), &json, 0o644)?;
+        fs::create_dir(tmp.join("logs")).map_err(io_err("create", tmp))?;
+        sync_dir(tmp)?;
+        let dest = self.release_dir(&release.component, &release.id);
+        fs::rename(tmp, &dest).map_err(io_err("rename into place", &dest))?;
+        sync_dir(dest.parent().expect("a release dir has a parent"))
     }
 
     /// Removes a stored release. The directory is first renamed away, so the store never shows

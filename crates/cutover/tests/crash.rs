@@ -22,18 +22,6 @@ fn site(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
     root
 }
 
-fn address(daemon: &Daemon, component: &str) -> std::net::SocketAddr {
-    let status = daemon.status_json();
-    let entry = status["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == component)
-        .unwrap()
-        .clone();
-    entry["listen"].as_str().unwrap().parse().unwrap()
-}
-
 /// Pauses the v2 pipeline right after `step` is committed, kills the daemon, restarts it and
 /// checks what serves.
 fn crash_at(step: &str, backend_after: &str, frontend_after: &str) {
@@ -78,7 +66,7 @@ fn crash_at(step: &str, backend_after: &str, frontend_after: &str) {
     daemon.env.clear();
     daemon.spawn();
     let backend = daemon.public;
-    let frontend = address(&daemon, "frontend");
+    let frontend = daemon.listen_of("frontend");
     eventually(
         Duration::from_secs(2),
         &format!("backend serving {backend_after}"),

@@ -45,15 +45,7 @@ fn hook_runs_then_verifies_the_new_release() {
         shown.contains("docs") && shown.contains("switched traffic (none) -> v7"),
         "{shown}"
     );
-    let status = daemon.status_json();
-    let docs = status["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "docs")
-        .unwrap()
-        .clone();
-    assert_eq!(docs["active"], "v7");
+    assert_eq!(daemon.component_status("docs")["active"], "v7");
 }
 
 #[test]

@@ -49,17 +49,6 @@ fn site(dir: &Path, version: &str) -> PathBuf {
     root
 }
 
-fn public(daemon: &Daemon, component: &str) -> std::net::SocketAddr {
-    let status = daemon.status_json();
-    let entry = status["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == component)
-        .unwrap();
-    entry["listen"].as_str().unwrap().parse().unwrap()
-}
-
 fn deploy_all(daemon: &Daemon, release: &str, api: &Path, site: &Path) -> std::process::Output {
     daemon.cli(&[
         "deploy",
@@ -180,7 +169,7 @@ fn frontend_waits_until_the_backend_is_stable() {
     let dir = daemon.dir.path().to_owned();
     let out = deploy_all(&daemon, "v1", &demo_api(), &site(&dir, "v1"));
     assert!(out.status.success(), "{}", text(&out.stdout));
-    let frontend = public(&daemon, "frontend");
+    let frontend = daemon.listen_of("frontend");
     assert!(get(frontend, "/").2.contains("site v1"));
 
     let pipeline = {
@@ -236,7 +225,7 @@ fn a_failed_frontend_keeps_the_stable_backend_with_keep() {
         "v2",
         "keep: the backend stays on v2"
     );
-    assert!(get(public(&daemon, "frontend"), "/").2.contains("site v1"));
+    assert!(get(daemon.listen_of("frontend"), "/").2.contains("site v1"));
 }
 
 #[test]
@@ -285,7 +274,7 @@ fn deploying_only_the_frontend_leaves_the_backend_alone() {
         site(&dir, "v2").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    assert!(get(public(&daemon, "frontend"), "/").2.contains("site v2"));
+    assert!(get(daemon.listen_of("frontend"), "/").2.contains("site v2"));
     let status = daemon.status_json();
     assert_eq!(status["components"][0]["active"], "v1");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The deploy of a hook component (hosted elsewhere): run the trigger, then poll the verify URL
 //! until it shows the new release.
 
-use super::{log_excerpt, prune, DeployError, DeployPlan, Run};
+use super::{log_excerpt, DeployError, DeployPlan, Run};
 use crate::config::HookConfig;
 use crate::health;
 use crate::protocol::EventKind;
@@ -138,13 +138,6 @@ impl Run<'_> {
                 to: plan.release.to_string(),
             },
         );
-        self.phase(Phase::Finalizing).await?;
-        self.shared
-            .store
-            .set_active(self.component.name(), plan.release.as_str())?;
-        if let Err(e) = prune(self.shared, self.component) {
-            self.warn(format!("release retention failed: {e}"));
-        }
-        Ok((Outcome::Succeeded, None))
+        self.finalize(&plan.release).await
     }
 }

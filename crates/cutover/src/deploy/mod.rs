@@ -315,6 +315,32 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Commits `release` as active and applies retention: the end of every successful deploy.
+    async fn finalize(
+        &self,
+        release: &ReleaseId,
+    ) -> Result<(Outcome, Option<String>), DeployError> {
+        self.phase(Phase::Finalizing).await?;
+        self.shared
+            .store
+            .set_active(self.component.name(), release.as_str())?;
+        if let Err(e) = prune(self.shared, self.component) {
+            self.warn(format!("release retention failed: {e}"));
+        }
+        Ok((Outcome::Succeeded, None))
+    }
+
+    fn drained(&self, release: &ReleaseId, remaining: usize) {
+        self.sink.emit(
+            self.deploy_id,
+            EventKind::Drained {
+                component: self.name(),
+                release: release.to_string(),
+                remaining,
+            },
+        );
+    }
+
     fn warn(&self, message: String) {
         self.sink.emit(
             self.deploy_id,

@@ -1,7 +1,7 @@
 //! The deploy of a process component: a new instance beside the old one, health gate, switch,
 //! drain, stabilization with the old instance warm, finalize.
 
-use super::{prune, DeployError, DeployPlan, Run, Shared};
+use super::{DeployError, DeployPlan, Run, Shared};
 use crate::component::{ComponentRuntime, Serving};
 use crate::config::{MigrationsConfig, ProcessConfig};
 use crate::health;
@@ -88,14 +88,7 @@ impl Run<'_> {
         );
         if let Some(old) = &old {
             let remaining = old.upstream.drain(config.drain_timeout.get()).await;
-            self.sink.emit(
-                self.deploy_id,
-                EventKind::Drained {
-                    component: self.name(),
-                    release: old.instance.release.to_string(),
-                    remaining,
-                },
-            );
+            self.drained(&old.instance.release, remaining);
         }
 
         // stabilize (manual rollbacks skip it: the operator has already decided)
@@ -115,27 +108,15 @@ impl Run<'_> {
             }
         }
 
-        // finalize
-        self.phase(Phase::Finalizing).await?;
-        self.shared
-            .store
-            .set_active(self.component.name(), plan.release.as_str())?;
+        // finalize: the new release is committed as active, then the old instance goes.
         self.shared
             .store
             .set_instance_state(new.instance.id, InstanceState::Serving)?;
+        let finalized = self.finalize(&plan.release).await?;
         if let Some(old) = old {
             self.retire(&old).await;
         }
-        if let Err(e) = prune(self.shared, self.component) {
-            self.sink.emit(
-                self.deploy_id,
-                EventKind::Warning {
-                    component: Some(self.name()),
-                    message: format!("release retention failed: {e}"),
-                },
-            );
-        }
-        Ok((Outcome::Succeeded, None))
+        Ok(finalized)
     }
 
     /// Watches the new instance for the stabilization period.
@@ -282,14 +263,7 @@ impl Run<'_> {
             .map_or(Duration::from_secs(10), |p| p.stop_timeout.get());
         let remaining = old.upstream.drain(config.drain_timeout.get()).await;
         if remaining > 0 {
-            self.sink.emit(
-                self.deploy_id,
-                EventKind::Drained {
-                    component: self.name(),
-                    release: old.instance.release.to_string(),
-                    remaining,
-                },
-            );
+            self.drained(&old.instance.release, remaining);
         }
         old.upstream.close_pool();
         let status = old.instance.stop(stop_timeout).await;

@@ -1,6 +1,6 @@
 //! The deploy of a static component: unpacked files, one atomic switch, no process.
 
-use super::{prune, DeployError, DeployPlan, Run};
+use super::{DeployError, DeployPlan, Run};
 use crate::config::ComponentKind;
 use crate::protocol::EventKind;
 use crate::site::Site;
@@ -29,14 +29,7 @@ impl Run<'_> {
                 to: format!("{} ({pages} files)", plan.release),
             },
         );
-        self.phase(Phase::Finalizing).await?;
-        self.shared
-            .store
-            .set_active(self.component.name(), plan.release.as_str())?;
-        if let Err(e) = prune(self.shared, self.component) {
-            self.warn(format!("release retention failed: {e}"));
-        }
-        Ok((Outcome::Succeeded, None))
+        self.finalize(&plan.release).await
     }
 }
 

@@ -184,6 +184,27 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// One component's entry of `status --json`.
+    pub fn component_status(&self, name: &str) -> serde_json::Value {
+        let status = self.status_json();
+        let found = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned();
+        found.unwrap_or_else(|| panic!("no component {name} in {status}"))
+    }
+
+    /// The bound public address of a component.
+    pub fn listen_of(&self, name: &str) -> SocketAddr {
+        self.component_status(name)["listen"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
