@@ -73,8 +73,24 @@ pub fn human_bytes(bytes: u64) -> String {
     bytesize::ByteSize(bytes).to_string_as(true)
 }
 
-/// Why a deploy of a component may not start now: low disk, or a required service down.
-pub async fn deploy_gate(config: &Config, requires: &[String]) -> Result<(), String> {
+/// Why a deploy of a component may not start now: low disk, a bad env, or a required service
+/// down.
+pub async fn deploy_gate(
+    config: &Config,
+    component: &crate::config::ComponentConfig,
+) -> Result<(), String> {
+    let requires = component
+        .process()
+        .map(|p| p.requires.as_slice())
+        .unwrap_or_default();
+    let env = component_env(config, component);
+    let errors = env.error_messages();
+    if !errors.is_empty() {
+        return Err(format!(
+            "its environment is not ready: {}",
+            errors.join("; ")
+        ));
+    }
     for disk in check_disks(config) {
         if !disk.ok {
             let free = disk
@@ -97,4 +113,61 @@ pub async fn deploy_gate(config: &Config, requires: &[String]) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The env checks of one component: its env file (permissions, placeholders, required keys
+/// not set in `env`) and its `env` table (placeholders). Values are never included.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentEnv {
+    pub component: String,
+    pub file: Option<crate::ops::envcheck::EnvReport>,
+    pub problems: Vec<crate::ops::envcheck::Problem>,
+}
+
+impl ComponentEnv {
+    pub fn error_messages(&self) -> Vec<String> {
+        use crate::ops::envcheck::Severity;
+        self.file
+            .iter()
+            .flat_map(|f| f.problems.iter())
+            .chain(self.problems.iter())
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.message.clone())
+            .collect()
+    }
+}
+
+pub fn component_env(config: &Config, component: &crate::config::ComponentConfig) -> ComponentEnv {
+    use crate::ops::envcheck;
+    let name = component.name.to_string();
+    let (table, env_file) = match component.process() {
+        Some(p) => (p.env.clone(), p.env_file.clone()),
+        None => Default::default(),
+    };
+    let pairs: Vec<(String, String)> = table.into_iter().collect();
+    let production = config.daemon.production;
+    let from_file: Vec<String> = component
+        .required_env
+        .iter()
+        .filter(|k| !pairs.iter().any(|(key, v)| key == *k && !v.is_empty()))
+        .cloned()
+        .collect();
+    let file = env_file
+        .as_deref()
+        .map(|path| envcheck::check_env_file(path, &from_file, production));
+    let mut problems =
+        envcheck::check_vars(&format!("components.{name}.env"), &pairs, &[], production);
+    if env_file.is_none() {
+        problems.extend(envcheck::check_vars(
+            &format!("components.{name}.env"),
+            &pairs,
+            &from_file,
+            production,
+        ));
+    }
+    ComponentEnv {
+        component: name,
+        file,
+        problems,
+    }
 }

@@ -122,6 +122,10 @@ impl ComponentRuntime {
     pub fn switch_to(&self, next: Option<Serving>) -> Option<Serving> {
         let mut slot = lock(&self.serving);
         self.route.switch(next.as_ref().map(|s| s.upstream.clone()));
+        crate::metrics::active(
+            self.name(),
+            next.as_ref().map(|s| s.instance.release.as_str()),
+        );
         std::mem::replace(&mut *slot, next)
     }
 }

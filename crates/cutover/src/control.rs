@@ -358,14 +358,11 @@ fn launch_pipeline(
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = EventSink::new(Some(tx), shared.store.clone());
-    tokio::spawn(deploy::run_pipeline(
-        shared,
-        pipeline_id,
-        release,
-        plans,
-        who,
-        sink,
-    ));
+    let state = state.clone();
+    tokio::spawn(async move {
+        deploy::run_pipeline(shared, pipeline_id, release, plans, who, sink).await;
+        crate::sd::status(&crate::daemon::status_line(&state));
+    });
 
     let (mut body_tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);
     tokio::spawn(async move {

@@ -50,10 +50,21 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let store = Store::open(&data_dir)?;
+    let hooks: Vec<(String, Vec<String>)> = config
+        .notify
+        .iter()
+        .map(|n| (n.url.clone(), n.events.clone()))
+        .collect();
+    let notifier = if hooks.is_empty() {
+        None
+    } else {
+        Some(crate::ops::notify::Notifier::new(&hooks).context("invalid [[notify]] settings")?)
+    };
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
         store: store.clone(),
         releases: ReleaseStore::new(&data_dir),
+        notifier,
     });
 
     let mut components = Vec::new();
@@ -77,6 +88,12 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
 
     let interrupted = store.interrupt_open("the daemon stopped while this ran")?;
     for deploy in &interrupted {
+        shared.notify(
+            crate::ops::notify::EventKind::Interrupted,
+            &deploy.component,
+            Some(&deploy.to_release),
+            format!("deploy #{} of {} to {} was interrupted (the daemon stopped); recovered to the committed release", deploy.id, deploy.component, deploy.to_release),
+        );
         tracing::warn!(
             component = %deploy.component,
             "deploy #{} to {} was interrupted in phase {:?}; recovering to the committed active release",
@@ -130,15 +147,30 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         tracing::info!(component = component.name(), listen = ?component.listen, kind = component.config.kind_name(), "serving");
         tasks.spawn(server::serve(listener, frontend, shutdown.clone(), grace));
     }
+    if let Some(addr) = config.daemon.admin_listen {
+        let admin = listener::open("admin", addr, &mut Inherited::none())?;
+        tracing::info!(listen = %admin.local_addr()?, "admin listener: /metrics, /health");
+        tasks.spawn(server::serve(
+            admin,
+            Frontend::Admin,
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+    }
+    crate::admin::spawn_service_checks(shared.config.clone(), shutdown.clone());
+    crate::admin::spawn_log_rotation(store.clone(), config.daemon.log_max_size, shutdown.clone());
     tokio::spawn(control::serve(control, state.clone(), shutdown.clone()));
     tracing::info!(
         pid = std::process::id(),
         control = %config.daemon.control_socket.display(),
         "cutover daemon ready"
     );
+    crate::sd::ready(&status_line(&state));
+    crate::sd::spawn_watchdog(shutdown.clone());
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; draining");
+    crate::sd::stopping();
     shutdown_trigger.trigger();
     while tasks.join_next().await.is_some() {}
     for component in &components {
@@ -161,6 +193,23 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let _ = fs::remove_file(&config.daemon.control_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One line for systemd's STATUS=: what each component serves.
+pub fn status_line(state: &DaemonState) -> String {
+    let parts: Vec<String> = state
+        .components
+        .iter()
+        .map(|c| {
+            let serving = c.serving_release(&state.shared.store);
+            format!(
+                "{}={}",
+                c.name(),
+                serving.map_or("-".into(), |r| r.to_string())
+            )
+        })
+        .collect();
+    format!("serving {}", parts.join(" "))
 }
 
 async fn wait_for_signal() {
@@ -266,7 +315,7 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
     };
     if let Some(instance) = serving {
         component.switch_to(Some(Serving {
-            upstream: Upstream::new(instance.addr, instance.release.clone()),
+            upstream: Upstream::new(component.name(), instance.addr, instance.release.clone()),
             instance,
         }));
     }
@@ -338,7 +387,7 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
                     .store
                     .set_instance_state(instance.id, InstanceState::Serving);
                 let old = component.switch_to(Some(Serving {
-                    upstream: Upstream::new(instance.addr, release.clone()),
+                    upstream: Upstream::new(component.name(), instance.addr, release.clone()),
                     instance,
                 }));
                 if let Some(old) = old {

@@ -18,12 +18,16 @@
 //! - [`deploy`]: the deploy state machine and pipelines.
 //! - [`daemon`]: start-up, crash recovery, supervision, shutdown.
 //! - [`control`], [`protocol`], [`status`]: the control API on a unix socket and its schema.
+//! - [`sd`]: systemd's notify protocol (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the daemon-wide stop signal.
 //! - [`services`]: PostgreSQL and Redis health with their real protocols; `docker compose up`.
+//! - [`admin`]: the admin listener (`/metrics`, `/health`).
+//! - [`metrics`]: Prometheus metrics for `/metrics` on the admin listener.
 //! - [`migrate`]: golang-migrate compatible migrations.
 //! - [`checks`]: `cutover check` and the deploy gate (services, disk).
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
+pub mod admin;
 pub mod bundle;
 pub mod checks;
 pub mod cli;
@@ -35,11 +39,13 @@ pub mod deploy;
 pub mod health;
 pub mod listener;
 pub mod loadgen;
+pub mod metrics;
 pub mod migrate;
 pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod release;
+pub mod sd;
 pub mod server;
 pub mod services;
 pub mod shutdown;

@@ -61,6 +61,13 @@ impl Inherited {
         Inherited { by_name }
     }
 
+    /// No inherited sockets (for listeners systemd does not pass, like the admin one).
+    pub fn none() -> Inherited {
+        Inherited {
+            by_name: HashMap::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }

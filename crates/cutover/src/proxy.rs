@@ -70,11 +70,13 @@ pub struct Upstream {
     client: ArcSwapOption<UpstreamClient>,
     /// `addr` as a URI authority, built once: every proxied request needs it.
     authority: http::uri::Authority,
+    metrics: crate::metrics::UpstreamMetrics,
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr, release: ReleaseId) -> Arc<Self> {
+    pub fn new(component: &str, addr: SocketAddr, release: ReleaseId) -> Arc<Self> {
         Arc::new(Self {
+            metrics: crate::metrics::UpstreamMetrics::new(component, release.as_str()),
             addr,
             release,
             stats: UpstreamStats::default(),
@@ -140,8 +142,17 @@ impl Upstream {
 /// Marks one request or tunnel in flight on an upstream until dropped.
 struct InflightGuard(Arc<Upstream>);
 
+impl InflightGuard {
+    fn new(upstream: Arc<Upstream>) -> InflightGuard {
+        upstream.inflight.fetch_add(1, Ordering::SeqCst);
+        upstream.metrics.inflight.inc();
+        InflightGuard(upstream)
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
+        self.0.metrics.inflight.dec();
         if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -176,9 +187,7 @@ impl Route {
     /// this request counted, or the request sees the switch and moves to the new upstream.
     fn acquire(&self) -> Option<InflightGuard> {
         loop {
-            let upstream = self.current.load_full()?;
-            upstream.inflight.fetch_add(1, Ordering::SeqCst);
-            let guard = InflightGuard(upstream);
+            let guard = InflightGuard::new(self.current.load_full()?);
             let still_current = self
                 .current
                 .load()
@@ -287,6 +296,7 @@ pub async fn handle(
         headers.insert(header::UPGRADE, protocol);
     }
 
+    let started = std::time::Instant::now();
     let mut response = match upstream.client().request(req).await {
         Ok(response) => response,
         Err(e) => {
@@ -294,6 +304,7 @@ pub async fn handle(
                 .stats
                 .connect_errors
                 .fetch_add(1, Ordering::Relaxed);
+            upstream.metrics.errors.inc();
             tracing::warn!(component = %route.component, release = %upstream.release,
                 upstream = %upstream.addr, "upstream request failed: {e}");
             return local_response(
@@ -303,6 +314,11 @@ pub async fn handle(
         }
     };
     upstream.stats.requests.fetch_add(1, Ordering::Relaxed);
+    upstream.metrics.response(response.status().as_u16());
+    upstream
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
     if response.status().is_server_error() {
         upstream.stats.server_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -435,10 +451,12 @@ mod tests {
         let route = Route::new(ComponentName::parse("api").unwrap());
         assert!(route.acquire().is_none());
         let a = Upstream::new(
+            "api",
             "127.0.0.1:1".parse().unwrap(),
             ReleaseId::parse("a").unwrap(),
         );
         let b = Upstream::new(
+            "api",
             "127.0.0.1:2".parse().unwrap(),
             ReleaseId::parse("b").unwrap(),
         );

@@ -18,6 +18,8 @@ pub enum Frontend {
         component: String,
         site: Arc<SiteRoute>,
     },
+    /// The admin listener: `/metrics`, `/health`.
+    Admin,
 }
 
 impl Frontend {
@@ -25,6 +27,7 @@ impl Frontend {
         match self {
             Frontend::Proxy(route) => route.component.as_str(),
             Frontend::Static { component, .. } => component,
+            Frontend::Admin => "admin",
         }
     }
 }
@@ -61,6 +64,7 @@ pub async fn serve(
                 let response = match &frontend {
                     Frontend::Proxy(route) => proxy::handle(route, req, peer).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,
+                    Frontend::Admin => crate::admin::handle(&req),
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }

@@ -30,6 +30,7 @@ const DEFAULT_CACHE_CONTROL: &str = "no-cache";
 
 /// One release's files, ready to serve.
 pub struct Site {
+    pub component: String,
     pub release: ReleaseId,
     root: PathBuf,
     /// Content sha256 by relative path: the source of ETags.
@@ -37,10 +38,12 @@ pub struct Site {
     spa_fallback: Option<String>,
     cache_globs: GlobSet,
     cache_values: Vec<HeaderValue>,
+    metrics: crate::metrics::UpstreamMetrics,
 }
 
 impl Site {
     pub fn new(
+        component: &str,
         release: ReleaseId,
         root: PathBuf,
         manifest: BTreeMap<String, String>,
@@ -56,6 +59,8 @@ impl Site {
             );
         }
         Ok(Site {
+            metrics: crate::metrics::UpstreamMetrics::new(component, release.as_str()),
+            component: component.to_owned(),
             release,
             root,
             manifest,
@@ -102,6 +107,9 @@ impl SiteRoute {
 
     /// The atomic switch. Returns the site served before.
     pub fn switch(&self, next: Option<Arc<Site>>) -> Option<Arc<Site>> {
+        if let Some(site) = &next {
+            crate::metrics::active(&site.component, Some(site.release.as_str()));
+        }
         self.current.swap(next)
     }
 }
@@ -144,7 +152,12 @@ pub async fn handle<B>(route: &SiteRoute, req: Request<B>) -> Response<ProxyBody
             "cutover: no active release",
         );
     };
+    let started = std::time::Instant::now();
     let mut response = serve(&site, &req).await;
+    site.metrics.response(response.status().as_u16());
+    site.metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(site.release.as_str()) {
         response.headers_mut().insert("x-release", value);
     }

@@ -349,6 +349,21 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Rotates an instance log that grew past `max`: copy to `<log>.1`, then truncate in place.
+/// Copy-then-truncate because the instance holds the file open in append mode (and must keep
+/// it across a daemon crash): its next write lands at the new end. Lines written between the
+/// copy and the truncation are lost; that is the price of never signalling the app.
+pub fn rotate_log(path: &Path, max: u64) -> io::Result<bool> {
+    if fs::metadata(path)?.len() <= max {
+        return Ok(false);
+    }
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    fs::copy(path, &rotated)?;
+    fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
 /// The last `lines` lines of a file, reading at most 64 KiB from its end.
 pub fn tail_lines(path: &Path, lines: usize) -> io::Result<String> {
     let mut file = fs::File::open(path)?;

@@ -187,3 +187,61 @@ fn socket_names_match_components() {
         );
     }
 }
+
+/// What `cutover init` writes passes both checks too (the binary pointed at a real file).
+#[test]
+fn init_writes_units_that_pass_both_checks() {
+    let Some(tool) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cutover = env!("CARGO_BIN_EXE_cutover");
+    let out = Command::new(cutover)
+        .args(["init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let units = dir.path().join("deploy/systemd");
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let path = entry.unwrap().path();
+        // Point ExecStart at this test's real binary so `verify` can resolve it.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/local/bin/cutover", cutover);
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    paths.sort();
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cutover-backend.socket",
+            "cutover-frontend.socket",
+            "cutover.service"
+        ]
+    );
+    verify(&tool, &paths);
+    let rating = exposure(&tool, &units.join("cutover.service"));
+    assert!(rating <= 1.5, "exposure {rating}");
+    let socket = std::fs::read_to_string(units.join("cutover-backend.socket")).unwrap();
+    assert!(
+        socket.contains("ListenStream=127.0.0.1:8080")
+            && socket.contains("FileDescriptorName=backend"),
+        "{socket}"
+    );
+    let service = std::fs::read_to_string(units.join("cutover.service")).unwrap();
+    assert!(
+        service.contains("Type=notify") && service.contains("User=cutover"),
+        "{service}"
+    );
+}

@@ -454,3 +454,25 @@ fn detect_job_agrees_with_cutover_changed() {
     assert!(!manual("nonsense", "").status.success());
     assert!(!repo.join("pwned").exists());
 }
+
+/// The workflow `cutover generate github-workflow` prints (from the init template) lints clean.
+#[test]
+fn generated_from_the_cli_passes_actionlint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["generate", "github-workflow", "--config"])
+        .arg(dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("workflow_dispatch") && yaml.contains("concurrency"),
+        "{yaml}"
+    );
+    actionlint(&yaml);
+}

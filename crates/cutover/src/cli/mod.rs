@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod infra;
+mod operate;
 mod output;
 mod progress;
 
@@ -108,11 +109,60 @@ enum Command {
         #[command(subcommand)]
         command: infra::MigrateCommand,
     },
+    /// Scaffold cutover.toml, .env.production.example, systemd units and a GitHub workflow
+    Init {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite files that exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a systemd unit, socket units, the GitHub workflow or a documented config
+    Generate {
+        #[arg(value_enum)]
+        what: operate::Generated,
+    },
+    /// Components whose files changed between two commits (what CI should deploy)
+    Changed {
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        head: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Environment files: `cutover env check`
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Check the config and everything it points at; exit 1 on any error
+    Validate,
+    /// Show an instance's output (the serving one by default)
+    Logs {
+        component: String,
+        #[arg(long)]
+        release: Option<String>,
+        /// Keep printing new lines, across switches to new instances
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
     /// Run the demo: a daemon on embedded defaults in a temp dir, load, deploys and a rollback
     Demo {
         /// Keep the temp dir afterwards
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EnvCommand {
+    /// Validate env files against what components require (values are shown masked)
+    Check {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -167,8 +217,11 @@ fn init_tracing(daemon: bool) {
 }
 
 async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<Exit> {
-    if let Command::Demo { keep } = cli.command {
-        return demo::run(keep).await;
+    match &cli.command {
+        Command::Demo { keep } => return demo::run(*keep).await,
+        Command::Init { dir, force } => return operate::init(dir, *force),
+        Command::Generate { what } => return operate::generate(cli.config.as_deref(), *what),
+        _ => {}
     }
     let path = Config::locate(cli.config.as_deref());
     let config = Config::load(&path)?;
@@ -261,7 +314,30 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             command: ServicesCommand::Up { services },
         } => infra::services_up(&config, &services).await,
         Command::Migrate { target, command } => infra::migrate(&config, &target, &command).await,
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Changed { base, head, json } => operate::changed(&config, &base, &head, json),
+        Command::Env {
+            command: EnvCommand::Check { json },
+        } => operate::env_check(&config, json),
+        Command::Validate => operate::validate(&config),
+        Command::Logs {
+            component,
+            release,
+            follow,
+            lines,
+        } => {
+            operate::logs(
+                &config,
+                &client,
+                &component,
+                release.as_deref(),
+                follow,
+                lines,
+            )
+            .await
+        }
+        Command::Demo { .. } | Command::Init { .. } | Command::Generate { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

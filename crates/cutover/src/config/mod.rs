@@ -72,12 +72,56 @@ pub struct Config {
     /// Infrastructure the components depend on (databases, caches), by name.
     pub services: Vec<ServiceConfig>,
     pub checks: ChecksConfig,
+    pub systemd: SystemdConfig,
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     pub data_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// Where `/metrics` (Prometheus) is served, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// Production refuses placeholder secrets in env files (see `cutover env check`).
+    pub production: bool,
+    /// An instance log larger than this is rotated (copied to `.1`, then truncated).
+    pub log_max_size: u64,
+}
+
+/// How `cutover generate systemd` / `init` write the service unit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemdConfig {
+    pub user: String,
+    pub group: String,
+    pub binary: PathBuf,
+    /// Relax MemoryDenyWriteExecute for JIT runtimes (Node.js, JVM, .NET): releases run under
+    /// the daemon's hardening.
+    pub allow_jit: bool,
+    pub read_write_paths: Vec<PathBuf>,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        Self {
+            user: "cutover".into(),
+            group: "cutover".into(),
+            binary: PathBuf::from("/usr/local/bin/cutover"),
+            allow_jit: false,
+            read_write_paths: Vec::new(),
+        }
+    }
+}
+
+/// A webhook that hears about deploys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub url: String,
+    /// Event names (deploy_started, deploy_succeeded, deploy_failed, rollback, interrupted);
+    /// empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +135,13 @@ pub struct ComponentConfig {
     pub stabilize_checks: StabilizeChecks,
     pub after: Vec<ComponentName>,
     pub kind: ComponentKind,
+    /// Repository globs whose changes mean this component must be deployed (`cutover changed`).
+    pub paths: Vec<String>,
+    /// How CI builds the artifact (argv), and where the artifact is after the build.
+    pub build: Vec<String>,
+    pub artifact: Option<String>,
+    /// Variables that must be set (in `env` or `env_file`) before a deploy starts.
+    pub required_env: Vec<String>,
 }
 
 /// How a component's releases are run and served.
@@ -407,6 +458,10 @@ struct RawConfig {
     services: BTreeMap<String, RawService>,
     #[serde(default)]
     checks: RawChecks,
+    #[serde(default)]
+    systemd: SystemdConfig,
+    #[serde(default)]
+    notify: Vec<NotifyConfig>,
 }
 
 #[derive(Deserialize)]
@@ -415,6 +470,15 @@ struct RawDaemon {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     control_socket: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+    #[serde(default = "default_true")]
+    production: bool,
+    #[serde(default = "default_log_max_size", deserialize_with = "byte_size")]
+    log_max_size: u64,
+}
+
+fn default_log_max_size() -> u64 {
+    10 << 20
 }
 
 impl Default for RawDaemon {
@@ -422,6 +486,9 @@ impl Default for RawDaemon {
         Self {
             data_dir: default_data_dir(),
             control_socket: None,
+            admin_listen: None,
+            production: true,
+            log_max_size: default_log_max_size(),
         }
     }
 }
@@ -465,6 +532,13 @@ struct RawComponent {
     verify: Option<VerifyConfig>,
     requires: Option<Vec<String>>,
     migrations: Option<RawMigrations>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    build: Vec<String>,
+    artifact: Option<String>,
+    #[serde(default)]
+    required_env: Vec<String>,
 }
 
 impl RawComponent {
@@ -634,11 +708,16 @@ impl Validator<'_> {
             daemon: DaemonConfig {
                 data_dir,
                 control_socket,
+                admin_listen: raw.daemon.admin_listen,
+                production: raw.daemon.production,
+                log_max_size: raw.daemon.log_max_size,
             },
             components,
             pipeline: raw.pipeline,
             services,
             checks,
+            systemd: raw.systemd,
+            notify: self.notify(raw.notify)?,
         })
     }
 
@@ -682,6 +761,11 @@ impl Validator<'_> {
                 "unhealthy_threshold must be at least 1",
             ));
         }
+        for glob in &raw.paths {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(self.error(&key("paths"), format!("invalid glob {glob:?}: {e}")));
+            }
+        }
         let kind = match raw.kind {
             RawKind::Process => ComponentKind::Process(self.process(name, &raw)?),
             RawKind::Static => ComponentKind::Static(self.static_site(name, &raw)?),
@@ -700,6 +784,10 @@ impl Validator<'_> {
             stabilize_checks: checks,
             after: raw.after,
             kind,
+            paths: raw.paths,
+            build: raw.build,
+            artifact: raw.artifact,
+            required_env: raw.required_env,
         })
     }
 
@@ -776,6 +864,31 @@ impl Validator<'_> {
                 }
             },
         })
+    }
+
+    fn notify(&self, hooks: Vec<NotifyConfig>) -> Result<Vec<NotifyConfig>, ConfigError> {
+        const EVENTS: &[&str] = &[
+            "deploy_started",
+            "deploy_succeeded",
+            "deploy_failed",
+            "rollback",
+            "interrupted",
+        ];
+        for hook in &hooks {
+            if !hook.url.starts_with("http://") {
+                return Err(self.error(
+                    &["notify"],
+                    "notify url must be an http:// URL (https needs a TLS client cutover does not ship yet; use a local relay)",
+                ));
+            }
+            if let Some(unknown) = hook.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+                return Err(self.error(
+                    &["notify"],
+                    format!("unknown event {unknown:?}; known: {}", EVENTS.join(", ")),
+                ));
+            }
+        }
+        Ok(hooks)
     }
 
     fn service(&self, name: &str, raw: RawService) -> Result<ServiceConfig, ConfigError> {

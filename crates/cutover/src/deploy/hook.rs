@@ -138,6 +138,7 @@ impl Run<'_> {
                 to: plan.release.to_string(),
             },
         );
+        crate::metrics::active(self.component.name(), Some(plan.release.as_str()));
         self.finalize(&plan.release).await
     }
 }

@@ -39,6 +39,27 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub releases: ReleaseStore,
+    /// Webhooks; a failing one never blocks or fails a deploy.
+    pub notifier: Option<crate::ops::notify::Notifier>,
+}
+
+impl Shared {
+    pub fn notify(
+        &self,
+        kind: crate::ops::notify::EventKind,
+        component: &str,
+        release: Option<&str>,
+        message: String,
+    ) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(crate::ops::notify::NotifyEvent::new(
+                kind,
+                component,
+                release.map(str::to_owned),
+                message,
+            ));
+        }
+    }
 }
 
 /// Sends progress events to the client that asked (if still connected) and keeps the
@@ -249,6 +270,22 @@ pub async fn deploy_one(
     if let Some(claim) = &plan.claim {
         claim.set_deploy_id(deploy_id);
     }
+    let started = Instant::now();
+    use crate::ops::notify::EventKind as Notify;
+    let from_text = from
+        .as_ref()
+        .map_or("(none)".to_owned(), ToString::to_string);
+    shared.notify(
+        Notify::DeployStarted,
+        component.name(),
+        Some(plan.release.as_str()),
+        format!(
+            "{} {} {from_text} -> {} by {who}",
+            plan.kind.as_str(),
+            component.name(),
+            plan.release
+        ),
+    );
     sink.emit(
         deploy_id,
         EventKind::DeployStarted {
@@ -276,6 +313,22 @@ pub async fn deploy_one(
     {
         tracing::error!("cannot record the end of deploy #{deploy_id}: {e}");
     }
+    record_metrics(component.name(), plan.kind, outcome, started.elapsed());
+    let (kind, what) = match outcome {
+        Outcome::Succeeded => (Notify::DeploySucceeded, "is live".to_owned()),
+        Outcome::RolledBack => (Notify::Rollback, "was rolled back automatically".to_owned()),
+        Outcome::Failed | Outcome::Interrupted => (Notify::DeployFailed, "failed".to_owned()),
+    };
+    let why = reason
+        .as_deref()
+        .map(|r| format!(": {}", r.lines().next().unwrap_or_default()))
+        .unwrap_or_default();
+    shared.notify(
+        kind,
+        component.name(),
+        Some(plan.release.as_str()),
+        format!("{} {} {what}{why}", component.name(), plan.release),
+    );
     sink.emit(
         deploy_id,
         EventKind::DeployFinished {
@@ -365,13 +418,10 @@ impl Run<'_> {
             ));
         }
 
-        // The gate: nothing starts while the disk is nearly full or a required service is down.
+        // The gate: nothing starts while the disk is nearly full, the env is not ready, or a
+        // required service is down.
         if plan.kind == DeployKind::Deploy {
-            let requires = config
-                .process()
-                .map(|p| p.requires.as_slice())
-                .unwrap_or_default();
-            crate::checks::deploy_gate(&self.shared.config, requires)
+            crate::checks::deploy_gate(&self.shared.config, config)
                 .await
                 .map_err(|why| DeployError::Refused(format!("refused before starting: {why}")))?;
         }
@@ -450,6 +500,29 @@ impl Run<'_> {
         .map_err(|e| DeployError::Launch(e.into()))??;
         Ok(stored)
     }
+}
+
+fn record_metrics(component: &str, kind: DeployKind, outcome: Outcome, took: Duration) {
+    let m = crate::metrics::global();
+    let labels = |outcome: &str| crate::metrics::OutcomeLabels {
+        component: component.to_owned(),
+        kind: kind.as_str().to_owned(),
+        outcome: outcome.to_owned(),
+    };
+    m.deploys.get_or_create(&labels(outcome.as_str())).inc();
+    let rollback = match (kind, outcome) {
+        (_, Outcome::RolledBack) => Some("automatic"),
+        (DeployKind::Rollback, Outcome::Succeeded) => Some("manual"),
+        _ => None,
+    };
+    if let Some(how) = rollback {
+        m.rollbacks.get_or_create(&labels(how)).inc();
+    }
+    m.deploy_duration
+        .get_or_create(&crate::metrics::ComponentLabels {
+            component: component.to_owned(),
+        })
+        .observe(took.as_secs_f64());
 }
 
 /// Test builds only: `CUTOVER_TEST_PAUSE_AFTER=component:phase:release` parks a deploy right

@@ -74,7 +74,7 @@ impl Run<'_> {
         // switch
         self.phase(Phase::Switching).await?;
         let new = Serving {
-            upstream: Upstream::new(instance.addr, plan.release.clone()),
+            upstream: Upstream::new(self.component.name(), instance.addr, plan.release.clone()),
             instance,
         };
         let old = self.component.switch_to(Some(new.clone()));
@@ -95,7 +95,15 @@ impl Run<'_> {
         let watch = config.stabilize.get();
         if plan.kind == DeployKind::Deploy && !watch.is_zero() {
             self.phase(Phase::Stabilizing).await?;
-            match self.stabilize(&new, watch).await {
+            let stabilizing = Instant::now();
+            let verdict = self.stabilize(&new, watch).await;
+            crate::metrics::global()
+                .stabilization_duration
+                .get_or_create(&crate::metrics::ComponentLabels {
+                    component: self.name(),
+                })
+                .observe(stabilizing.elapsed().as_secs_f64());
+            match verdict {
                 Ok(stats) => self.sink.emit(
                     self.deploy_id,
                     EventKind::Stable {
@@ -211,7 +219,7 @@ impl Run<'_> {
                 match start_healthy(self.shared, self.component, &release, |_| {}, |_, _| {}).await
                 {
                     Ok((instance, _)) => Some(Serving {
-                        upstream: Upstream::new(instance.addr, release),
+                        upstream: Upstream::new(self.component.name(), instance.addr, release),
                         instance,
                     }),
                     Err(e) => {

@@ -51,6 +51,12 @@ pub fn load_site(
     let root = shared.releases.bundle_dir(&config.name, release);
     // Canonical, so the containment check at serve time compares like with like.
     let root = root.canonicalize().unwrap_or(root);
-    Site::new(release.clone(), root, manifest, site_config)
-        .map_err(|e| DeployError::Refused(format!("invalid cache glob: {e}")))
+    Site::new(
+        config.name.as_str(),
+        release.clone(),
+        root,
+        manifest,
+        site_config,
+    )
+    .map_err(|e| DeployError::Refused(format!("invalid cache glob: {e}")))
 }
