@@ -497,10 +497,16 @@ fn launch_with_socket(
         .arg(config)
         .env("CUTOVER_LOG", "info")
         .stderr(log);
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+    // SAFETY: only dup2/fcntl (async-signal-safe) between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set: clear it instead.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(fd, 3) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -52,7 +52,8 @@ fn unknown_key_names_file_line_and_key() {
         "[components.backend]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\ncolour = \"blue\"\n",
         "/srv/app/cutover.toml:4:1: components.backend.colour: unknown field `colour`, expected one of \
          `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, \
-         `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`, `requires`, `migrations`",
+         `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`, `requires`, `migrations`, `paths`, `build`, \
+         `artifact`, `required_env`",
     );
 }
 
