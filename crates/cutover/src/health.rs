@@ -173,40 +173,25 @@ pub async fn wait_healthy(
     }
 }
 
-/// GET an http:// URL and return its status and body (at most 1 MiB), for hook verification.
+/// GET an http:// or https:// URL and return its status and body (at most 1 MiB), for hook
+/// verification.
 pub async fn fetch_text(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("{url}: only http:// URLs can be verified"));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("{url} has no host"))?
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let client = crate::https::client::<Empty<Bytes>>(timeout)?;
+    let request = http::Request::get(uri)
+        .header(http::header::USER_AGENT, "cutover-verify")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
     let fetch = async {
-        let stream = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
-        let request = http::Request::get(path)
-            .header(
-                http::header::HOST,
-                uri.authority().map_or(host.clone(), |a| a.to_string()),
-            )
-            .header(http::header::USER_AGENT, "cutover-verify")
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let response = client.request(request).await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            text
+        })?;
         let status = response.status().as_u16();
         let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
             response.into_body(),

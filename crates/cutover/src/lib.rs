@@ -14,6 +14,7 @@
 //! - [`store`]: durable state in SQLite; the only module that touches it.
 //! - [`supervisor`]: release processes: launch, adopt after a crash, stop.
 //! - [`health`]: HTTP probes and the start-up gate.
+//! - [`https`]: the outbound HTTP(S) client (webhooks, hook verification).
 //! - [`component`]: one component at run time (route, serving instance, deploy claim).
 //! - [`deploy`]: the deploy state machine and pipelines.
 //! - [`daemon`]: start-up, crash recovery, supervision, shutdown.
@@ -37,6 +38,7 @@ pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod health;
+pub mod https;
 pub mod listener;
 pub mod loadgen;
 pub mod metrics;

@@ -582,3 +582,118 @@ fn a_daemon_crash_under_socket_activation_refuses_no_connection() {
     let _ = daemon.wait();
     kill_processes_under(dir.path());
 }
+
+/// A TLS server on loopback with a certificate from a throwaway CA; it records request bodies
+/// and answers every request with `live v7`.
+fn tls_server(dir: &Path) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then as many body bytes as Content-Length says.
+                    loop {
+                        let Ok(n) = tls.read(&mut buf).await else { return };
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                let _ = tx.send(text[end + 4..].to_owned());
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nlive v7").await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    (port, rx)
+}
+
+#[test]
+fn https_webhooks_and_verify_urls_use_the_system_trust_store() {
+    let certs = tempfile::tempdir().unwrap();
+    let (port, requests) = tls_server(certs.path());
+    let config = format!(
+        "[daemon]\ndata_dir = \".cutover\"\n\n[[notify]]\nurl = \"https://localhost:{port}/hooks/T000/B000/{SECRET}\"\n\n\
+         [components.docs]\nkind = \"hook\"\nrun = [\"true\"]\n\
+         verify = {{ url = \"https://127.0.0.1:{port}/version\", body_contains = \"{{release}}\", timeout = \"5s\", interval = \"200ms\" }}\n"
+    );
+    let ca = certs.path().join("ca.pem");
+    let daemon = Daemon::start_with_env(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let out = daemon.cli(&["deploy", "docs", "--release", "v7"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut events = Vec::new();
+    while let Ok(body) = requests.recv_timeout(Duration::from_secs(5)) {
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&body) {
+            events.push(event["event"].as_str().unwrap_or_default().to_owned());
+        }
+        if events.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(events, ["deploy_started", "deploy_succeeded"]);
+    assert!(
+        !daemon.log().contains(SECRET),
+        "the webhook's secret path is masked in logs"
+    );
+
+    // Without the CA in the trust store, the same URL is refused as untrusted.
+    let untrusted = Daemon::start_with_env(&config, &[("SSL_CERT_FILE", "/dev/null")]);
+    let out = untrusted.cli(&["deploy", "docs", "--release", "v7"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.to_ascii_lowercase().contains("certificate"),
+        "{shown}"
+    );
+}

@@ -875,11 +875,10 @@ impl Validator<'_> {
             "interrupted",
         ];
         for hook in &hooks {
-            if !hook.url.starts_with("http://") {
-                return Err(self.error(
-                    &["notify"],
-                    "notify url must be an http:// URL (https needs a TLS client cutover does not ship yet; use a local relay)",
-                ));
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(
+                    self.error(&["notify"], "notify url must be an http:// or https:// URL")
+                );
             }
             if let Some(unknown) = hook.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
                 return Err(self.error(

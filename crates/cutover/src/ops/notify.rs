@@ -17,15 +17,12 @@
 //! statuses are not. Failures are logged with tracing, with the URL masked ([`mask_url`]):
 //! webhook URLs carry their secret in the path or query string.
 //!
-//! Only `http://` is supported: the workspace has no TLS crate, so an `https://` URL is refused
-//! by [`Notifier::new`] with a message saying so (use an HTTP relay on loopback, or add
-//! hyper-rustls).
+//! `http://` and `https://` (Slack, Discord) URLs are supported, through [`crate::https`].
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::Client;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -176,8 +173,6 @@ impl Default for RetryPolicy {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotifyError {
-    #[error("notify url {url}: https is not supported (no TLS in this build): use an http:// relay on loopback")]
-    Https { url: String },
     #[error("notify url {url}: {why}")]
     Url { url: String, why: String },
     #[error("notify url {url}: unknown event {event:?} (events: {known})")]
@@ -230,9 +225,8 @@ impl Notifier {
             };
             let uri: Uri = url.parse().map_err(|_| err("not a valid URL"))?;
             match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => return Err(NotifyError::Https { url: masked }),
-                _ => return Err(err("use an http:// URL")),
+                Some("http" | "https") => {}
+                _ => return Err(err("use an http:// or https:// URL")),
             }
             let Some(authority) = uri.authority() else {
                 return Err(err("no host"));
@@ -353,12 +347,13 @@ enum Outcome {
 }
 
 async fn deliver(hook: &Hook, kind: EventKind, body: Bytes, policy: RetryPolicy) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(policy.timeout));
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector);
+    let client = match crate::https::client::<Full<Bytes>>(policy.timeout) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(url = %hook.masked, event = %kind, %error, "webhook not sent");
+            return;
+        }
+    };
     let attempts = policy.attempts.max(1);
     let mut backoff = policy.backoff;
     for attempt in 1..=attempts {
@@ -386,7 +381,7 @@ async fn deliver(hook: &Hook, kind: EventKind, body: Bytes, policy: RetryPolicy)
 }
 
 async fn attempt_once(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Client<crate::https::Connector, Full<Bytes>>,
     hook: &Hook,
     body: Bytes,
     timeout: Duration,
@@ -489,23 +484,21 @@ mod tests {
     }
 
     #[test]
-    fn refuses_https_unknown_events_and_credentials() {
+    fn accepts_https_refuses_unknown_events_and_credentials() {
         let hook = |url: &str, events: &[&str]| {
             vec![(
                 url.to_owned(),
                 events.iter().map(|e| e.to_string()).collect(),
             )]
         };
-        let e = Notifier::new(&hook("https://hooks.slack.com/services/T/B/secret", &[]))
-            .err()
-            .unwrap();
-        assert_eq!(
-            e,
-            NotifyError::Https {
-                url: "https://hooks.slack.com/services/****".into()
-            }
-        );
-        assert!(!e.to_string().contains("secret"));
+        assert!(Notifier::new(&hook("https://hooks.slack.com/services/T/B/secret", &[])).is_ok());
+        let e = Notifier::new(&hook(
+            "https://hooks.slack.com/services/T/B/secret",
+            &["nope"],
+        ))
+        .err()
+        .unwrap();
+        assert!(!e.to_string().contains("secret"), "{e}");
         assert!(matches!(
             Notifier::new(&hook("http://h/x", &["deploy_exploded"])),
             Err(NotifyError::Event { .. })

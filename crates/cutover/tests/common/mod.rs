@@ -116,11 +116,11 @@ impl Daemon {
             if out.status.success() {
                 let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
                 if !status["daemon"].is_null() {
-                    return status["components"][0]["listen"]
+                    // A hook-only config has no public address: keep the placeholder.
+                    let listen = status["components"][0]["listen"]
                         .as_str()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                        .unwrap_or_default();
+                    return listen.parse().unwrap_or(self.public);
                 }
             }
             if let Some(child) = self.child.as_mut() {
