@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
@@ -115,6 +115,12 @@ async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
+        (Method::POST, ["v1", "uploads"]) => {
+            match crate::upload::receive(&state.shared.config.daemon.data_dir, req).await {
+                Ok(path) => json(StatusCode::OK, &UploadResponse { path }),
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            }
+        }
         (Method::GET, ["v1", "releases", component]) => {
             match status::releases(&state.shared.store, &state.shared.config, component) {
                 Ok(releases) => json(StatusCode::OK, &releases),
@@ -248,7 +254,13 @@ fn start_deploy(
         });
     }
     let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
-    launch_pipeline(state, release.to_string(), names, plans, who)
+    let uploads = request
+        .artifacts
+        .values()
+        .filter(|p| crate::upload::is_upload(&state.shared.config.daemon.data_dir, p))
+        .cloned()
+        .collect();
+    launch_pipeline(state, uploads, release.to_string(), names, plans, who)
 }
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {
@@ -335,6 +347,7 @@ fn start_rollback(
     };
     launch_pipeline(
         state,
+        Vec::new(),
         release.to_string(),
         vec![component.name().to_owned()],
         vec![plan],
@@ -346,6 +359,7 @@ fn start_rollback(
 /// streams its events as NDJSON.
 fn launch_pipeline(
     state: &Arc<DaemonState>,
+    uploads: Vec<PathBuf>,
     release: String,
     names: Vec<String>,
     plans: Vec<DeployPlan>,
@@ -360,7 +374,10 @@ fn launch_pipeline(
     let sink = EventSink::new(Some(tx), shared.store.clone());
     let state = state.clone();
     tokio::spawn(async move {
-        deploy::run_pipeline(shared, pipeline_id, release, plans, who, sink).await;
+        deploy::run_pipeline(shared.clone(), pipeline_id, release, plans, who, sink).await;
+        for path in uploads {
+            crate::upload::remove(&shared.config.daemon.data_dir, &path);
+        }
         crate::sd::status(&crate::daemon::status_line(&state));
     });
 

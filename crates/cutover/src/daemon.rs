@@ -50,6 +50,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let store = Store::open(&data_dir)?;
+    crate::upload::clear(&data_dir);
     let hooks: Vec<(String, Vec<String>)> = config
         .notify
         .iter()

@@ -26,6 +26,7 @@
 //! - [`metrics`]: Prometheus metrics for `/metrics` on the admin listener.
 //! - [`migrate`]: golang-migrate compatible migrations.
 //! - [`checks`]: `cutover check` and the deploy gate (services, disk).
+//! - [`upload`]: artifacts sent over the control socket.
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
 pub mod admin;
@@ -55,3 +56,4 @@ pub mod site;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod upload;

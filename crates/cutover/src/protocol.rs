@@ -5,6 +5,7 @@
 //! | GET    | /v1/status                |                   | [`StatusResponse`]           |
 //! | GET    | /v1/releases/{component}  |                   | [`ReleasesResponse`]         |
 //! | GET    | /v1/history?limit=N       |                   | [`HistoryResponse`]          |
+//! | POST   | /v1/uploads               | artifact bytes    | [`UploadResponse`]           |
 //! | POST   | /v1/deploy                | [`DeployRequest`] | NDJSON stream of [`Event`]   |
 //! | POST   | /v1/rollback              | [`RollbackRequest`]| NDJSON stream of [`Event`]  |
 //!
@@ -32,6 +33,13 @@ pub struct DeployRequest {
     pub artifacts: BTreeMap<String, PathBuf>,
     /// Who asked, as the client describes itself (the daemon adds the peer's uid).
     pub who: String,
+}
+
+/// The answer to `POST /v1/uploads`: where the daemon stored the artifact; a `DeployRequest`
+/// then names this path.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub path: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

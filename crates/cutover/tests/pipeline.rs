@@ -235,11 +235,13 @@ fn a_failed_frontend_rolls_the_backend_back_with_rollback_all() {
     assert!(deploy_all(&daemon, "v1", &demo_api(), &site(&dir, "v1"))
         .status
         .success());
-    let out = deploy_all(&daemon, "v2", &demo_api(), &dir.join("missing-site"));
+    let broken = dir.join("not-a-site.txt");
+    std::fs::write(&broken, "just text").unwrap();
+    let out = deploy_all(&daemon, "v2", &demo_api(), &broken);
     let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
-        shown.contains("frontend: ") && shown.contains("does not exist"),
+        shown.contains("frontend: ") && shown.contains("is not a tar archive"),
         "{shown}"
     );
     assert_eq!(

@@ -76,6 +76,48 @@ impl Client {
         Err(ClientError::Refused { status, message })
     }
 
+    /// Streams a file to `POST /v1/uploads`; returns where the daemon stored it.
+    pub async fn upload(&self, file: &Path, name: &str, mode: u32) -> Result<PathBuf, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let reader = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("cannot read {}: {e}", file.display())))?;
+        let body = http_body_util::StreamBody::new(futures_util::StreamExt::map(
+            tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
+            |chunk| chunk.map(hyper::body::Frame::data),
+        ));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/uploads")
+            .header(http::header::HOST, "cutover")
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .header("x-cutover-name", name)
+            .header("x-cutover-mode", format!("{mode:o}"))
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Refused { status, message });
+        }
+        serde_json::from_slice::<crate::protocol::UploadResponse>(&bytes)
+            .map(|r| r.path)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let response = self.send(Method::GET, path, None).await?;
         let bytes = response.into_body().collect().await?.to_bytes();

@@ -62,6 +62,10 @@ enum Command {
         /// Who is deploying, for the history [default: $GITHUB_ACTOR or $USER]
         #[arg(long)]
         who: Option<String>,
+        /// Let the daemon read the artifact paths itself instead of sending the files (they
+        /// must then be readable by the daemon's user)
+        #[arg(long)]
+        no_upload: bool,
     },
     /// Show what is active and serving
     Status {
@@ -237,8 +241,14 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             artifacts,
             json,
             who,
+            no_upload,
         } => {
-            let artifacts = parse_artifacts(&config, &components, &artifacts)?;
+            let mut artifacts = parse_artifacts(&config, &components, &artifacts)?;
+            if !no_upload {
+                for path in artifacts.values_mut() {
+                    *path = upload(&client, path).await?;
+                }
+            }
             let request = DeployRequest {
                 components,
                 release,
@@ -375,6 +385,44 @@ fn parse_artifacts(
         }
     }
     Ok(artifacts)
+}
+
+/// Sends one artifact to the daemon: a file as it is, a directory as a tar archive (links kept
+/// as links, for the daemon to check).
+async fn upload(client: &Client, path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("artifact {} does not exist", path.display())
+        }
+        _ => anyhow::anyhow!("cannot read artifact {}: {e}", path.display()),
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact".into());
+    if meta.is_dir() {
+        let tar = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
+        let dir = path.to_owned();
+        let file = tar.reopen()?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+            builder.follow_symlinks(false);
+            builder.append_dir_all(".", &dir)?;
+            builder
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
+        })
+        .await??;
+        return Ok(client
+            .upload(tar.path(), &format!("{name}.tar"), 0o644)
+            .await?);
+    }
+    Ok(client
+        .upload(path, &name, meta.permissions().mode() & 0o777)
+        .await?)
 }
 
 fn default_who() -> String {
