@@ -72,10 +72,11 @@ pub fn status(status: &StatusResponse) -> String {
         .components
         .iter()
         .map(|c| {
-            let serving = match (&c.serving, &status.daemon) {
-                (Some(s), _) => format!("{} (pid {}, port {})", s.release, s.pid, s.port),
-                (None, Some(_)) => "nothing".into(),
-                (None, None) => "-".into(),
+            let serving = match (&c.serving, &c.serving_release, &status.daemon) {
+                (Some(s), _, _) => format!("{} (pid {}, port {})", s.release, s.pid, s.port),
+                (None, Some(release), _) => release.clone(),
+                (None, None, Some(_)) => "nothing".into(),
+                (None, None, None) => "-".into(),
             };
             let traffic = c
                 .stats
