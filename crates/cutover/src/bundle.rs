@@ -106,24 +106,32 @@ fn contained(path: &Path) -> Result<PathBuf, &'static str> {
     Ok(clean)
 }
 
-/// Whether a symlink at `link` (inside the release) pointing to `target` stays inside.
-fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for component in target.components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
+/// Whether a symlink may point at `target`: relative and never upward. A link can then only
+/// resolve below its own directory, and so can any chain of such links; checking `..` against
+/// the link's depth instead would be fooled by links to `.` (`up -> .`, then
+/// `x -> up/up/../..`), whose text depth is not their real depth.
+fn link_stays_inside(target: &Path) -> bool {
+    !target.as_os_str().is_empty()
+        && target
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Refuses an entry whose path goes through a symlink already unpacked: nothing is ever
+/// written or linked through a link.
+fn no_symlink_on_the_way(dest: &Path, path: &Path) -> Result<(), &'static str> {
+    let mut at = dest.to_path_buf();
+    let parts: Vec<_> = path.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        if at
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err("is inside a symlinked directory");
         }
-        if depth < 0 {
-            return false;
-        }
     }
-    true
+    Ok(())
 }
 
 fn unpack_tar<R: Read>(
@@ -146,16 +154,10 @@ fn unpack_tar<R: Read>(
             continue; // "./" itself
         }
         let target = dest.join(&path);
+        // No directory on the way may be a symlink planted by an earlier entry.
+        no_symlink_on_the_way(dest, &path).map_err(unsafe_entry)?;
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-            // A directory on the way must not be a symlink planted by an earlier entry.
-            if parent != dest
-                && parent
-                    .symlink_metadata()
-                    .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err(unsafe_entry("is inside a symlinked directory"));
-            }
         }
         let kind = entry.header().entry_type();
         match kind {
@@ -164,7 +166,12 @@ fn unpack_tar<R: Read>(
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                let mut out = File::create(&target).map_err(io_err("create", &target))?;
+                // create_new (O_EXCL) never follows a symlink left at the final component.
+                let mut out = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(io_err("create", &target))?;
                 written += io::copy(&mut entry, &mut out).map_err(io_err("write", &target))?;
                 // Keep the archive's mtime: it is the file's Last-Modified when served.
                 if let Ok(mtime) = entry.header().mtime() {
@@ -181,7 +188,7 @@ fn unpack_tar<R: Read>(
                     .link_name()
                     .map_err(io_err("read", source))?
                     .ok_or_else(|| unsafe_entry("is a symlink without a target"))?;
-                if !link_stays_inside(&path, &link) {
+                if !link_stays_inside(&link) {
                     return Err(unsafe_entry("is a symlink that points outside the release"));
                 }
                 std::os::unix::fs::symlink(&link, &target).map_err(io_err("create", &target))?;
@@ -192,6 +199,7 @@ fn unpack_tar<R: Read>(
                     .map_err(io_err("read", source))?
                     .ok_or_else(|| unsafe_entry("is a hard link without a target"))?;
                 let inside = contained(&link).map_err(unsafe_entry)?;
+                no_symlink_on_the_way(dest, &inside).map_err(unsafe_entry)?;
                 let from = dest.join(inside);
                 if from.symlink_metadata().map_or(true, |m| !m.is_file()) {
                     return Err(unsafe_entry(
@@ -224,7 +232,7 @@ fn copy_dir(root: &Path, dir: &Path, dest: &Path) -> Result<u64, BundleError> {
         let meta = fs::symlink_metadata(&path).map_err(io_err("inspect", &path))?;
         if meta.file_type().is_symlink() {
             let link = fs::read_link(&path).map_err(io_err("read link", &path))?;
-            if !link_stays_inside(relative, &link) {
+            if !link_stays_inside(&link) {
                 return Err(BundleError::Unsafe {
                     entry: relative.display().to_string(),
                     why: "is a symlink that points outside the release",
@@ -409,6 +417,35 @@ mod tests {
                 .to_string();
             assert!(err.contains(why), "{path}: {err}");
         }
+        // Links to "." cannot be chained to climb out (their text depth is not their real depth).
+        let err = unpack_bytes(&tar_with(&[
+            ("up", tar::EntryType::Symlink, b"", Some(".")),
+            (
+                "evil",
+                tar::EntryType::Symlink,
+                b"",
+                Some("up/up/up/up/../../../../state.db"),
+            ),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("points outside"), "{err}");
+        let err = unpack_bytes(&tar_with(&[
+            ("esc", tar::EntryType::Symlink, b"", Some("up")),
+            ("esc/deep/x", tar::EntryType::Regular, b"x", None),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("symlinked directory"), "{err}");
+        let err = unpack_bytes(&tar_with(&[(
+            "sibling",
+            tar::EntryType::Symlink,
+            b"",
+            Some("../x"),
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("points outside"), "{err}");
         // A symlinked directory planted first cannot be written through.
         let err = unpack_bytes(&tar_with(&[
             ("d", tar::EntryType::Symlink, b"", Some(".")),

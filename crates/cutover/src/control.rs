@@ -140,7 +140,23 @@ async fn route(
             }
         }
         (Method::POST, ["v1", "deploy"]) => match read_json::<DeployRequest>(req).await {
-            Ok(request) => start_deploy(state, request, uid),
+            Ok(request) => {
+                let data_dir = &state.shared.config.daemon.data_dir;
+                let uploads: Vec<PathBuf> = request
+                    .artifacts
+                    .values()
+                    .filter(|p| crate::upload::is_upload(data_dir, p))
+                    .cloned()
+                    .collect();
+                let response = start_deploy(state, request, uid);
+                // A refused deploy never runs: its uploads go now, not at the next restart.
+                if !response.status().is_success() {
+                    for path in &uploads {
+                        crate::upload::remove(data_dir, path);
+                    }
+                }
+                response
+            }
             Err(response) => response,
         },
         (Method::POST, ["v1", "rollback"]) => match read_json::<RollbackRequest>(req).await {
@@ -217,6 +233,15 @@ fn start_deploy(
         }
     }
     for path in request.artifacts.values() {
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("artifact path {} must not contain `..`", path.display()),
+            );
+        }
         if !path.is_absolute() {
             return error(
                 StatusCode::BAD_REQUEST,

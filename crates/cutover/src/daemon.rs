@@ -324,16 +324,28 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
 
 /// Restarts the serving instance if it dies outside a deploy (deploys watch their own).
 async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut shutdown: Shutdown) {
-    let mut backoff = Duration::from_millis(500);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
+    // Which instance we watch and since when: one that stayed up a while resets the backoff.
+    let mut watching: Option<(i64, std::time::Instant)> = None;
     loop {
         if shutdown.is_triggered() {
             return;
         }
         let watched = component.serving();
         if let Some(serving) = &watched {
+            let fresh = watching.is_none_or(|(id, _)| id != serving.instance.id);
+            if fresh {
+                watching = Some((serving.instance.id, std::time::Instant::now()));
+            }
             tokio::select! {
                 _ = serving.instance.exited() => {}
                 _ = shutdown.wait() => return,
+            }
+            // It ran a good while before dying: a new incident, not a crash loop.
+            if fresh && watching.is_some_and(|(_, since)| since.elapsed() > Duration::from_secs(30))
+            {
+                backoff = FIRST_BACKOFF;
             }
         }
         // Let a deploy that is running settle things itself.
@@ -350,7 +362,6 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
             _ => false,
         };
         if !still_dead {
-            backoff = Duration::from_millis(500);
             continue;
         }
         let Some(release) = shared
@@ -369,12 +380,21 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
         };
         if let Some(dead) = &watched {
             tracing::error!(component = component.name(), release = %release,
-                "the serving instance {}; restarting it", dead.instance.exit_status().unwrap_or_default());
+                "the serving instance {}; restarting it in {backoff:?}", dead.instance.exit_status().unwrap_or_default());
+            // Whatever the leader left behind in its group goes too (it may hold the port).
+            dead.instance.stop(Duration::ZERO).await;
             let _ = shared
                 .store
                 .set_instance_state(dead.instance.id, InstanceState::Stopped);
         }
-        let Ok(_claim) = component.claim(DeployInProgress {
+        // Back off before every restart, without holding the component: a release that starts
+        // and then crashes must not spin, and an operator's deploy or rollback may go first.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        let Ok(claim) = component.claim(DeployInProgress {
             deploy_id: 0,
             release: release.to_string(),
             who: "cutover (restart after exit)".into(),
@@ -382,6 +402,9 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
         }) else {
             continue;
         };
+        if component.serving().map(|s| s.instance.id) != now.as_ref().map(|s| s.instance.id) {
+            continue; // a deploy switched meanwhile
+        }
         match deploy::start_healthy(&shared, &component, &release, |_| {}, |_, _| {}).await {
             Ok((instance, _)) => {
                 let _ = shared
@@ -395,16 +418,11 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
                     old.upstream.close_pool();
                 }
                 tracing::info!(component = component.name(), release = %release, "restarted");
-                backoff = Duration::from_millis(500);
             }
             Err(e) => {
-                tracing::error!(component = component.name(), release = %release, "restart failed: {e}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::error!(component = component.name(), release = %release, "restart failed: {e}");
             }
         }
+        drop(claim);
     }
 }

@@ -176,7 +176,9 @@ pub async fn wait_healthy(
 /// GET an http:// or https:// URL and return its status and body (at most 1 MiB), for hook
 /// verification.
 pub async fn fetch_text(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {}: {e}", crate::ops::notify::mask_url(url)))?;
     let client = crate::https::client::<Empty<Bytes>>(timeout)?;
     let request = http::Request::get(uri)
         .header(http::header::USER_AGENT, "cutover-verify")

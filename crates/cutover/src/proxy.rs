@@ -101,7 +101,9 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Arc::new(
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Shorter than common backend keep-alive timeouts (Node's is 5 s): a pooled
+                // connection is dropped by us before the backend closes it under a request.
+                .pool_idle_timeout(Duration::from_secs(4))
                 .build(connector),
         );
         // Two first requests racing may each build one; the loser's pool is simply dropped.
@@ -348,9 +350,16 @@ pub async fn handle(
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
     let client_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {client_ip}"),
-        None => client_ip,
+    // Every earlier hop, across however many header lines it came in.
+    let previous: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if previous.is_empty() {
+        client_ip
+    } else {
+        format!("{}, {client_ip}", previous.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", value);
@@ -438,9 +447,13 @@ mod tests {
     fn appends_to_forwarded_for_chain() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
         headers.insert(header::HOST, HeaderValue::from_static("api.example"));
         add_forwarding_headers(&mut headers, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "203.0.113.9, 198.51.100.7, 127.0.0.1"
+        );
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example");
         assert_eq!(headers[header::VIA], "1.1 cutover");

@@ -180,9 +180,12 @@ async fn serve<B>(site: &Arc<Site>, req: &Request<B>) -> Response<ProxyBody> {
     let meta = tokio::fs::metadata(&path).await.ok();
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
         if !req.uri().path().ends_with('/') {
+            // Built from the normalized path: `//docs` must not become `//docs/`, which a
+            // browser reads as another host.
+            let normalized: String = parts.iter().map(|p| format!("/{p}")).collect();
             let location = match req.uri().query() {
-                Some(query) => format!("{}/?{query}", req.uri().path()),
-                None => format!("{}/", req.uri().path()),
+                Some(query) => format!("{normalized}/?{query}"),
+                None => format!("{normalized}/"),
             };
             let mut response = plain(StatusCode::MOVED_PERMANENTLY, "moved");
             if let Ok(value) = HeaderValue::from_str(&location) {

@@ -288,7 +288,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO releases (component, id, sha256, size, stored_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (component, id) DO UPDATE SET pruned_at = NULL",
+                 ON CONFLICT (component, id) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,
+                   stored_at = excluded.stored_at, kind = excluded.kind, pruned_at = NULL",
                 params![release.component.as_str(), release.id.as_str(), release.sha256,
                         release.size as i64, release.stored_at,
                         match release.kind { crate::release::ArtifactKind::Bundle => "bundle", crate::release::ArtifactKind::File => "file" }],

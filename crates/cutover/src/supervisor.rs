@@ -88,6 +88,8 @@ impl Instance {
     /// SIGTERM to the process group, SIGKILL after `timeout`. Returns how it ended.
     pub async fn stop(&self, timeout: Duration) -> String {
         if let Some(status) = self.exit_status() {
+            // The leader is gone; children it left in its group go now.
+            signal_group(self.pid, libc::SIGKILL);
             return status;
         }
         signal_group(self.pid, libc::SIGTERM);

@@ -26,7 +26,11 @@ pub fn clear(data_dir: &Path) {
 
 /// Whether `path` is an upload, which the pipeline using it may delete afterwards.
 pub fn is_upload(data_dir: &Path, path: &Path) -> bool {
+    // `starts_with` compares components, and `..` is one: refuse it outright.
     path.starts_with(uploads_dir(data_dir))
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// Removes the upload directory holding `path`.

@@ -177,6 +177,12 @@ fn serves_files_like_a_real_static_server() {
     let (status, headers, _) = request(addr, "GET /docs HTTP/1.1");
     assert_eq!(status, 301);
     assert_eq!(header(&headers, "location"), Some("/docs/"));
+    let (status, headers, _) = request(addr, "GET //docs HTTP/1.1");
+    assert_eq!(
+        (status, header(&headers, "location")),
+        (301, Some("/docs/")),
+        "no protocol-relative redirect"
+    );
     assert_eq!(request(addr, "GET /docs/ HTTP/1.1").2, b"<h1>docs</h1>\n");
     let (status, _, body) = request(addr, "GET /account/settings HTTP/1.1");
     assert_eq!(

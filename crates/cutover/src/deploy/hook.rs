@@ -84,6 +84,8 @@ impl Run<'_> {
         );
 
         let url = expand(&hook.verify.url);
+        // The URL may carry a token (query string, user info): messages show it masked.
+        let shown = crate::ops::notify::mask_url(&url);
         let expected = hook.verify.body_contains.as_deref().map(expand);
         let mut attempts = 0u32;
         let last = loop {
@@ -110,7 +112,7 @@ impl Run<'_> {
             self.sink.progress(EventKind::Probe {
                 component: self.name(),
                 ok,
-                detail: format!("verify {url}: {detail}"),
+                detail: format!("verify {shown}: {detail}"),
                 consecutive: u32::from(ok),
                 needed: 1,
             });
@@ -125,7 +127,7 @@ impl Run<'_> {
         };
         if let Some(detail) = last {
             return Err(DeployError::Refused(format!(
-                "verify of {url} did not pass within {} ({attempts} attempts; last: {detail})",
+                "verify of {shown} did not pass within {} ({attempts} attempts; last: {detail})",
                 hook.verify.timeout
             )));
         }

@@ -411,16 +411,22 @@ impl Run<'_> {
     ) -> Result<(Outcome, Option<String>), DeployError> {
         let config = &self.component.config;
         let serving = self.component.serving_release(&self.shared.store);
-        if from == Some(&plan.release) && serving.as_ref() == Some(&plan.release) {
-            return Ok((
+        // Deploying what already serves is a no-op, once the artifact proved to be the same
+        // bytes (storing refuses different bytes under a stored id).
+        let already_active = from == Some(&plan.release) && serving.as_ref() == Some(&plan.release);
+        let nothing_to_do = || {
+            Ok((
                 Outcome::Succeeded,
                 Some(format!("{} is already active; nothing to do", plan.release)),
-            ));
+            ))
+        };
+        if already_active && plan.artifact.is_none() {
+            return nothing_to_do();
         }
 
         // The gate: nothing starts while the disk is nearly full, the env is not ready, or a
         // required service is down.
-        if plan.kind == DeployKind::Deploy {
+        if plan.kind == DeployKind::Deploy && !already_active {
             crate::checks::deploy_gate(&self.shared.config, config)
                 .await
                 .map_err(|why| DeployError::Refused(format!("refused before starting: {why}")))?;
@@ -443,6 +449,9 @@ impl Run<'_> {
                 Err(e) => return Err(e.into()),
             },
         };
+        if already_active {
+            return nothing_to_do();
+        }
         self.shared.store.insert_release(&stored)?;
         self.sink.emit(
             self.deploy_id,
@@ -563,10 +572,12 @@ fn prune(shared: &Shared, component: &ComponentRuntime) -> Result<(), DeployErro
         .filter(|r| !protected(r.id.as_str()))
         .skip(room)
     {
+        // Files first, then the mark; one release failing to go does not stop the others.
+        if let Err(e) = shared.releases.remove(&component.config.name, &release.id) {
+            tracing::warn!(component = name, release = %release.id, "cannot prune: {e}");
+            continue;
+        }
         shared.store.mark_pruned(name, release.id.as_str())?;
-        shared
-            .releases
-            .remove(&component.config.name, &release.id)?;
         tracing::info!(component = name, release = %release.id, "pruned release");
     }
     Ok(())

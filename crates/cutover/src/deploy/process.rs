@@ -87,8 +87,18 @@ impl Run<'_> {
             },
         );
         if let Some(old) = &old {
-            let remaining = old.upstream.drain(config.drain_timeout.get()).await;
-            self.drained(&old.instance.release, remaining);
+            // The new instance is watched while the old one drains (a WebSocket may keep the
+            // drain going for drain_timeout): if it dies, traffic goes back at once.
+            let drained = tokio::select! {
+                remaining = old.upstream.drain(config.drain_timeout.get()) => Some(remaining),
+                status = new.instance.exited() => {
+                    let reason = format!("the new instance {status} while the old one drained");
+                    return self.roll_back(new, Some(old.clone()), reason).await;
+                }
+            };
+            if let Some(remaining) = drained {
+                self.drained(&old.instance.release, remaining);
+            }
         }
 
         // stabilize (manual rollbacks skip it: the operator has already decided)
