@@ -350,3 +350,25 @@ fn artifacts_are_sent_over_the_socket_and_cleaned_up() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(get(daemon.public, "/version").2, "v2");
 }
+
+#[test]
+fn other_bytes_under_the_active_release_id_are_refused() {
+    let daemon = Daemon::start(FAST_COMPONENT);
+    daemon.deploy_ok("v1", &demo_api());
+    let other = daemon.script("other", &format!("exec {}", demo_api().display()));
+    let out = daemon.deploy("v1", &other);
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("release v1 of backend is already stored with sha256"),
+        "{shown}"
+    );
+    // The same bytes again: nothing to do.
+    let out = daemon.deploy("v1", &demo_api());
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("v1 is already active; nothing to do"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -138,3 +138,36 @@ fn sigterm_finishes_in_flight_requests_and_stops_instances() {
         "the listener is closed"
     );
 }
+
+/// A release that keeps crashing is restarted with a growing backoff, and never locks the
+/// operator out: a fixed release can be deployed over it.
+#[test]
+fn a_crash_looping_release_can_be_replaced() {
+    let daemon = Daemon::start(FAST_COMPONENT);
+    let flaky = daemon.demo_with_env("flaky", "DEMO_CRASH_AFTER_MS=700");
+    daemon.deploy_ok("v1", &flaky);
+    std::thread::sleep(Duration::from_millis(2500));
+    // A restart may hold the component for the moment it takes to start one instance.
+    let mut deployed = false;
+    for _ in 0..20 {
+        let out = daemon.deploy("v2", &demo_api());
+        if out.status.success() {
+            deployed = true;
+            break;
+        }
+        assert!(
+            text(&out.stderr).contains("restart after exit"),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(deployed, "the operator was locked out by the restart loop");
+    assert_eq!(get(daemon.public, "/version").2, "v2");
+    assert!(
+        daemon.log().contains("restarting it in"),
+        "{}",
+        daemon.log()
+    );
+}
