@@ -41,12 +41,13 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    /// One HTTP/1.1 connection to the daemon's control socket.
+    async fn connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -54,9 +55,18 @@ impl Client {
                     socket: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let mut sender = self.connect().await?;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -78,16 +88,7 @@ impl Client {
 
     /// Streams a file to `POST /v1/uploads`; returns where the daemon stored it.
     pub async fn upload(&self, file: &Path, name: &str, mode: u32) -> Result<PathBuf, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let mut sender = self.connect().await?;
         let reader = tokio::fs::File::open(file)
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot read {}: {e}", file.display())))?;
