@@ -175,7 +175,7 @@ fn failed_deploys_leave_the_old_release_serving() {
     }
     // No instance of a failed release is left running.
     for release in ["crash", "never"] {
-        let leftovers = processes_matching(&format!("releases/backend/{release}"));
+        let leftovers = daemon.instances_of("backend", release);
         assert!(
             leftovers.is_empty(),
             "{release} left processes {leftovers:?}"

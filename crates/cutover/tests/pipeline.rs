@@ -107,7 +107,7 @@ fn rolled_back_under_load(
     let last = &history(&daemon)["deploys"][0];
     assert_eq!(last["outcome"], "rolled_back", "{last}");
     eventually(Duration::from_secs(5), "the bad instance to stop", || {
-        processes_matching("releases/backend/v2").is_empty()
+        daemon.instances_of("backend", "v2").is_empty()
     });
     (report, text, same_instance)
 }

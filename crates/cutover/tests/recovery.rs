@@ -65,8 +65,7 @@ fn an_interrupted_deploy_is_recorded_and_leaves_one_release() {
             .unwrap()
     });
     eventually(Duration::from_secs(5), "the v2 instance to start", || {
-        !processes_matching("slow-start").is_empty()
-            || !processes_matching("releases/backend/v2").is_empty()
+        !daemon.instances_of("backend", "v2").is_empty()
     });
     daemon.kill9();
     let out = deploy.join().unwrap();
@@ -89,7 +88,7 @@ fn an_interrupted_deploy_is_recorded_and_leaves_one_release() {
     assert_eq!(status["components"][0]["active"], "v1");
     // Exactly one release runs: the half-started v2 was killed.
     eventually(Duration::from_secs(3), "the v2 instance to be gone", || {
-        processes_matching("releases/backend/v2").is_empty()
+        daemon.instances_of("backend", "v2").is_empty()
     });
     let history: serde_json::Value =
         serde_json::from_slice(&daemon.cli(&["history", "--json"]).stdout).unwrap();

@@ -205,6 +205,14 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Live instances of `release` of `component` started by this daemon.
+    pub fn instances_of(&self, component: &str, release: &str) -> Vec<i32> {
+        processes_matching(&format!(
+            "{}/.cutover/releases/{component}/{release}",
+            self.dir.path().display()
+        ))
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -257,7 +265,8 @@ pub fn kill_processes_under(dir: &Path) {
     }
 }
 
-/// Pids of live processes whose command line or executable contains `needle`.
+/// Pids of live processes whose command line, executable or working directory contains
+/// `needle` (instances run in their release directory, whatever their command line).
 pub fn processes_matching(needle: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -266,6 +275,7 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let zombie = stat
             .rsplit(')')
@@ -273,7 +283,8 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
             .is_some_and(|r| r.trim_start().starts_with('Z'));
         if !zombie
             && (String::from_utf8_lossy(&cmdline).contains(needle)
-                || exe.to_string_lossy().contains(needle))
+                || exe.to_string_lossy().contains(needle)
+                || cwd.to_string_lossy().contains(needle))
         {
             found.push(pid);
         }
