@@ -72,7 +72,15 @@ impl Run<'_> {
         );
 
         // switch
-        self.phase(Phase::Switching).await?;
+        if let Err(e) = self.phase(Phase::Switching).await {
+            // Nothing routes to the new instance yet: stop it, the old release never noticed.
+            instance.stop(process.stop_timeout.get()).await;
+            let _ = self
+                .shared
+                .store
+                .set_instance_state(instance.id, InstanceState::Stopped);
+            return Err(e);
+        }
         let new = Serving {
             upstream: Upstream::new(self.component.name(), instance.addr, plan.release.clone()),
             instance,
@@ -104,7 +112,11 @@ impl Run<'_> {
         // stabilize (manual rollbacks skip it: the operator has already decided)
         let watch = config.stabilize.get();
         if plan.kind == DeployKind::Deploy && !watch.is_zero() {
-            self.phase(Phase::Stabilizing).await?;
+            if let Err(e) = self.phase(Phase::Stabilizing).await {
+                return self
+                    .roll_back(new, old, format!("cannot record the stabilization: {e}"))
+                    .await;
+            }
             let stabilizing = Instant::now();
             let verdict = self.stabilize(&new, watch).await;
             crate::metrics::global()
@@ -127,10 +139,25 @@ impl Run<'_> {
         }
 
         // finalize: the new release is committed as active, then the old instance goes.
-        self.shared
+        // If the new release cannot be committed, it must not stay serving uncommitted (the next
+        // daemon start would silently go back): swap back while the old instance is warm.
+        let committed = match self
+            .shared
             .store
-            .set_instance_state(new.instance.id, InstanceState::Serving)?;
-        let finalized = self.finalize(&plan.release).await?;
+            .set_instance_state(new.instance.id, InstanceState::Serving)
+        {
+            Ok(()) => self.finalize(&plan.release).await,
+            Err(e) => Err(e.into()),
+        };
+        let finalized = match committed {
+            Ok(finalized) => finalized,
+            Err(e) if old.is_some() => {
+                return self
+                    .roll_back(new, old, format!("cannot commit {}: {e}", plan.release))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(old) = old {
             self.retire(&old).await;
         }
@@ -208,7 +235,10 @@ impl Run<'_> {
         old: Option<Serving>,
         reason: String,
     ) -> Result<(Outcome, Option<String>), DeployError> {
-        self.phase(Phase::RollingBack).await?;
+        // Best effort: a rollback must happen even if the database cannot record it.
+        if let Err(e) = self.phase(Phase::RollingBack).await {
+            tracing::error!("cannot record the rollback phase: {e}");
+        }
         let config = &self.component.config;
         let back = match old {
             Some(old) if old.instance.exit_status().is_none() => Some(old),
