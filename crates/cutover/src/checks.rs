@@ -155,16 +155,14 @@ pub fn component_env(config: &Config, component: &crate::config::ComponentConfig
     let file = env_file
         .as_deref()
         .map(|path| envcheck::check_env_file(path, &from_file, production));
-    let mut problems =
-        envcheck::check_vars(&format!("components.{name}.env"), &pairs, &[], production);
-    if env_file.is_none() {
-        problems.extend(envcheck::check_vars(
-            &format!("components.{name}.env"),
-            &pairs,
-            &from_file,
-            production,
-        ));
-    }
+    // Without an env file, required keys can only come from the table.
+    let required_here: &[String] = if env_file.is_none() { &from_file } else { &[] };
+    let problems = envcheck::check_vars(
+        &format!("components.{name}.env"),
+        &pairs,
+        required_here,
+        production,
+    );
     ComponentEnv {
         component: name,
         file,

@@ -106,11 +106,7 @@ impl ComponentRuntime {
         match &self.config.kind {
             ComponentKind::Process(_) => self.serving().map(|s| s.instance.release),
             ComponentKind::Static(_) => self.site.current().map(|s| s.release.clone()),
-            ComponentKind::Hook(_) => store
-                .component_state(self.name())
-                .ok()
-                .and_then(|s| s.active)
-                .and_then(|a| ReleaseId::parse(&a).ok()),
+            ComponentKind::Hook(_) => store.active_release(self.name()),
         }
     }
 

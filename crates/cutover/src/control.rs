@@ -148,7 +148,7 @@ async fn route(
                     .filter(|p| crate::upload::is_upload(data_dir, p))
                     .cloned()
                     .collect();
-                let response = start_deploy(state, request, uid);
+                let response = start_deploy(state, request, &uploads, uid);
                 // A refused deploy never runs: its uploads go now, not at the next restart.
                 if !response.status().is_success() {
                     for path in &uploads {
@@ -187,9 +187,12 @@ fn who(claimed: &str, uid: Option<u32>) -> String {
 
 /// Validates a deploy request, claims its components and starts the pipeline in the
 /// background; the response streams its events.
+/// `uploads`: the request's artifacts that were sent over the socket; the pipeline removes them
+/// when it ends (the caller removes them if the deploy is refused).
 fn start_deploy(
     state: &Arc<DaemonState>,
     request: DeployRequest,
+    uploads: &[PathBuf],
     uid: Option<u32>,
 ) -> Response<Body> {
     let release = match ReleaseId::parse(&request.release) {
@@ -279,13 +282,14 @@ fn start_deploy(
         });
     }
     let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
-    let uploads = request
-        .artifacts
-        .values()
-        .filter(|p| crate::upload::is_upload(&state.shared.config.daemon.data_dir, p))
-        .cloned()
-        .collect();
-    launch_pipeline(state, uploads, release.to_string(), names, plans, who)
+    launch_pipeline(
+        state,
+        uploads.to_vec(),
+        release.to_string(),
+        names,
+        plans,
+        who,
+    )
 }
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {

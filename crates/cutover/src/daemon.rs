@@ -247,11 +247,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<fs::File> {
 /// Brings a component back to its committed active release after a start or crash.
 async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[InstanceRecord]) {
     let store = &shared.store;
-    let active = store
-        .component_state(component.name())
-        .ok()
-        .and_then(|s| s.active)
-        .and_then(|a| ReleaseId::parse(&a).ok());
+    let active = store.active_release(component.name());
     let health = match &component.config.kind {
         ComponentKind::Process(process) => &process.health,
         ComponentKind::Static(site_config) => {
@@ -364,13 +360,7 @@ async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut sh
         if !still_dead {
             continue;
         }
-        let Some(release) = shared
-            .store
-            .component_state(component.name())
-            .ok()
-            .and_then(|s| s.active)
-            .and_then(|a| ReleaseId::parse(&a).ok())
-        else {
+        let Some(release) = shared.store.active_release(component.name()) else {
             // Nothing deployed yet: wait for the first deploy.
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

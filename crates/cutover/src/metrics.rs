@@ -76,8 +76,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("cutover");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             requests: Family::default(),
             upstream_errors: Family::default(),
             inflight: Family::default(),
@@ -89,67 +88,64 @@ impl Metrics {
             stabilization_duration: Family::new_with_constructor(duration_buckets),
             service_up: Family::default(),
             service_latency: Family::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("cutover"),
         };
-        registry.register(
+        metrics.registry.register(
             "requests",
             "Proxied or served requests by status class",
             metrics.requests.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "upstream_errors",
             "Requests that got no answer from the instance",
             metrics.upstream_errors.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "inflight_requests",
             "Requests and tunnels in flight",
             metrics.inflight.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "request_duration_seconds",
             "Time to the response head",
             metrics.latency.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "active_release",
             "1 for the release serving each component",
             metrics.active_release.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "deploys",
             "Deploys by kind and outcome",
             metrics.deploys.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "rollbacks",
             "Rollbacks: automatic (stabilization) or manual",
             metrics.rollbacks.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "deploy_duration_seconds",
             "Deploy durations",
             metrics.deploy_duration.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "stabilization_duration_seconds",
             "Time spent stabilizing",
             metrics.stabilization_duration.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "service_up",
             "1 when the service's health check passes",
             metrics.service_up.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "service_check_latency_ms",
             "Latency of the last service health check",
             metrics.service_latency.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// The text exposition format.

@@ -352,6 +352,14 @@ impl Store {
         })
     }
 
+    /// The committed active release of a component, if any (unreadable state counts as none).
+    pub fn active_release(&self, component: &str) -> Option<ReleaseId> {
+        self.component_state(component)
+            .ok()
+            .and_then(|s| s.active)
+            .and_then(|a| ReleaseId::parse(&a).ok())
+    }
+
     /// Records `active` as the release to run after any restart; the one it replaces becomes
     /// `previous` (the default rollback target).
     pub fn set_active(&self, component: &str, active: &str) -> Result<(), StoreError> {

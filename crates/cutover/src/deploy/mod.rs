@@ -183,12 +183,7 @@ pub async fn run_pipeline(
     let mut done: Vec<(&DeployPlan, Option<ReleaseId>)> = Vec::new();
     for plan in &plans {
         let name = plan.component.name().to_owned();
-        let before = shared
-            .store
-            .component_state(&name)
-            .ok()
-            .and_then(|s| s.active)
-            .and_then(|a| ReleaseId::parse(&a).ok());
+        let before = shared.store.active_release(&name);
         let (result, why) = deploy_one(&shared, Some(pipeline_id), plan, &who, &sink).await;
         if result != Outcome::Succeeded {
             outcome = result;
@@ -250,12 +245,7 @@ pub async fn deploy_one(
     sink: &EventSink,
 ) -> (Outcome, Option<String>) {
     let component = plan.component.clone();
-    let from = shared
-        .store
-        .component_state(component.name())
-        .ok()
-        .and_then(|s| s.active)
-        .and_then(|a| ReleaseId::parse(&a).ok());
+    let from = shared.store.active_release(component.name());
     let deploy_id = match shared.store.begin_deploy(
         pipeline_id,
         &component.config.name,

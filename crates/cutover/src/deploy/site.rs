@@ -49,8 +49,6 @@ pub fn load_site(
         }
     }
     let root = shared.releases.bundle_dir(&config.name, release);
-    // Canonical, so the containment check at serve time compares like with like.
-    let root = root.canonicalize().unwrap_or(root);
     Site::new(
         config.name.as_str(),
         release.clone(),
