@@ -23,14 +23,7 @@ fn deploy_then_rollback_by_the_same_switch() {
     assert_eq!(status["components"][0]["previous"], "v1");
     assert_eq!(status["components"][0]["serving"]["release"], "v2");
 
-    let out = daemon.cli(&["releases", "backend", "--json"]);
-    let releases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<_> = releases["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let (ids, releases) = daemon.releases_json();
     assert_eq!(ids, ["v2", "v1"]);
     assert_eq!(releases["releases"][0]["active"], true);
     assert_eq!(
@@ -198,16 +191,7 @@ fn a_second_concurrent_deploy_is_refused_at_once() {
     let daemon = Daemon::start(FAST_COMPONENT);
     daemon.deploy_ok("v1", &demo_api());
     let slow = daemon.demo_with_env("slow", "DEMO_STARTUP_DELAY_MS=2500");
-    let config = daemon.config.clone();
-    let first = std::thread::spawn(move || {
-        std::process::Command::new(CUTOVER)
-            .args(["deploy", "backend", "--release", "v2", "--artifact"])
-            .arg(&slow)
-            .arg("--config")
-            .arg(config)
-            .output()
-            .unwrap()
-    });
+    let first = daemon.deploy_in_background("v2", &slow);
     eventually(Duration::from_secs(5), "the first deploy to start", || {
         !daemon.status_json()["components"][0]["deploying"].is_null()
     });
@@ -296,14 +280,7 @@ fn retention_keeps_active_and_previous() {
     for release in ["r1", "r2", "r3", "r4"] {
         daemon.deploy_ok(release, &demo_api());
     }
-    let out = daemon.cli(&["releases", "backend", "--json"]);
-    let releases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<_> = releases["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let (ids, _) = daemon.releases_json();
     assert_eq!(ids, ["r4", "r3"]);
     assert!(!daemon
         .dir

@@ -204,9 +204,10 @@ fn frontend_waits_until_the_backend_is_stable() {
     assert_eq!(pipeline["outcome"], "succeeded");
 }
 
-#[test]
-fn a_failed_frontend_keeps_the_stable_backend_with_keep() {
-    let daemon = Daemon::start_with_config(&config(FAST_COMPONENT, "keep"));
+/// Deploys v1 of both, then v2 whose frontend artifact is not a site: the backend stage
+/// finalizes, the frontend stage fails. Returns the daemon to inspect.
+fn frontend_fails_after_backend(on_failure: &str) -> Daemon {
+    let daemon = Daemon::start_with_config(&config(FAST_COMPONENT, on_failure));
     let dir = daemon.dir.path().to_owned();
     assert!(deploy_all(&daemon, "v1", &demo_api(), &site(&dir, "v1"))
         .status
@@ -220,6 +221,12 @@ fn a_failed_frontend_keeps_the_stable_backend_with_keep() {
         shown.contains("frontend: ") && shown.contains("is not a tar archive"),
         "{shown}"
     );
+    daemon
+}
+
+#[test]
+fn a_failed_frontend_keeps_the_stable_backend_with_keep() {
+    let daemon = frontend_fails_after_backend("keep");
     assert_eq!(
         get(daemon.public, "/version").2,
         "v2",
@@ -230,20 +237,7 @@ fn a_failed_frontend_keeps_the_stable_backend_with_keep() {
 
 #[test]
 fn a_failed_frontend_rolls_the_backend_back_with_rollback_all() {
-    let daemon = Daemon::start_with_config(&config(FAST_COMPONENT, "rollback_all"));
-    let dir = daemon.dir.path().to_owned();
-    assert!(deploy_all(&daemon, "v1", &demo_api(), &site(&dir, "v1"))
-        .status
-        .success());
-    let broken = dir.join("not-a-site.txt");
-    std::fs::write(&broken, "just text").unwrap();
-    let out = deploy_all(&daemon, "v2", &demo_api(), &broken);
-    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(
-        shown.contains("frontend: ") && shown.contains("is not a tar archive"),
-        "{shown}"
-    );
+    let daemon = frontend_fails_after_backend("rollback_all");
     assert_eq!(
         get(daemon.public, "/version").2,
         "v1",

@@ -54,16 +54,7 @@ fn an_interrupted_deploy_is_recorded_and_leaves_one_release() {
     let mut daemon = Daemon::start(FAST_COMPONENT);
     daemon.deploy_ok("v1", &demo_api());
     let slow = daemon.demo_with_env("slow-start", "DEMO_STARTUP_DELAY_MS=4000");
-    let config = daemon.config.clone();
-    let deploy = std::thread::spawn(move || {
-        std::process::Command::new(CUTOVER)
-            .args(["deploy", "backend", "--release", "v2", "--artifact"])
-            .arg(&slow)
-            .arg("--config")
-            .arg(config)
-            .output()
-            .unwrap()
-    });
+    let deploy = daemon.deploy_in_background("v2", &slow);
     eventually(Duration::from_secs(5), "the v2 instance to start", || {
         !daemon.instances_of("backend", "v2").is_empty()
     });

@@ -167,6 +167,38 @@ impl Daemon {
         ])
     }
 
+    /// Runs `cutover deploy` on its own thread, for tests that act while it runs.
+    pub fn deploy_in_background(
+        &self,
+        release: &str,
+        artifact: &Path,
+    ) -> std::thread::JoinHandle<Output> {
+        let (config, release, artifact) =
+            (self.config.clone(), release.to_owned(), artifact.to_owned());
+        std::thread::spawn(move || {
+            Command::new(CUTOVER)
+                .args(["deploy", "backend", "--release", &release, "--artifact"])
+                .arg(&artifact)
+                .arg("--config")
+                .arg(config)
+                .output()
+                .unwrap()
+        })
+    }
+
+    /// The kept release ids of `backend`, newest first, and the whole `releases --json`.
+    pub fn releases_json(&self) -> (Vec<String>, serde_json::Value) {
+        let out = self.cli(&["releases", "backend", "--json"]);
+        let releases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids = releases["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids, releases)
+    }
+
     /// Deploys and asserts success.
     pub fn deploy_ok(&self, release: &str, artifact: &Path) {
         let out = self.deploy(release, artifact);
