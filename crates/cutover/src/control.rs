@@ -115,12 +115,10 @@ async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
-        (Method::POST, ["v1", "uploads"]) => {
-            match crate::upload::receive(&state.shared.config.daemon.data_dir, req).await {
-                Ok(path) => json(StatusCode::OK, &UploadResponse { path }),
-                Err(e) => error(StatusCode::BAD_REQUEST, e),
-            }
-        }
+        (Method::POST, ["v1", "uploads"]) => match state.uploads.receive(req).await {
+            Ok(path) => json(StatusCode::OK, &UploadResponse { path }),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::GET, ["v1", "releases", component]) => {
             match status::releases(&state.shared.store, &state.shared.config, component) {
                 Ok(releases) => json(StatusCode::OK, &releases),
@@ -141,18 +139,19 @@ async fn route(
         }
         (Method::POST, ["v1", "deploy"]) => match read_json::<DeployRequest>(req).await {
             Ok(request) => {
-                let data_dir = &state.shared.config.daemon.data_dir;
+                // Only files this daemon received are uploads; a path the deployer named
+                // (`--no-upload`) is never removed, wherever it points.
                 let uploads: Vec<PathBuf> = request
                     .artifacts
                     .values()
-                    .filter(|p| crate::upload::is_upload(data_dir, p))
+                    .filter(|p| state.uploads.claim(p))
                     .cloned()
                     .collect();
                 let response = start_deploy(state, request, &uploads, uid);
                 // A refused deploy never runs: its uploads go now, not at the next restart.
                 if !response.status().is_success() {
                     for path in &uploads {
-                        crate::upload::remove(data_dir, path);
+                        state.uploads.remove(path);
                     }
                 }
                 response
@@ -405,7 +404,7 @@ fn launch_pipeline(
     tokio::spawn(async move {
         deploy::run_pipeline(shared.clone(), pipeline_id, release, plans, who, sink).await;
         for path in uploads {
-            crate::upload::remove(&shared.config.daemon.data_dir, &path);
+            state.uploads.remove(&path);
         }
         crate::sd::status(&crate::daemon::status_line(&state));
     });

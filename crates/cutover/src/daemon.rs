@@ -33,6 +33,8 @@ pub struct DaemonState {
     pub shared: Arc<Shared>,
     pub components: Vec<Arc<ComponentRuntime>>,
     pub started_at: i64,
+    /// Artifacts received over the control socket, removed when their pipeline ends.
+    pub uploads: crate::upload::Uploads,
 }
 
 impl DaemonState {
@@ -49,8 +51,18 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         .create(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
+    // Room first: a full disk must not keep the state database from opening.
+    if let Some(warning) = crate::diskspace::manage_reserve(&data_dir) {
+        tracing::error!("{warning}");
+    }
+    for leftover in ReleaseStore::new(&data_dir).sweep_leftovers() {
+        tracing::info!(
+            "removed {}, left by an interrupted store",
+            leftover.display()
+        );
+    }
     let store = Store::open(&data_dir)?;
-    crate::upload::clear(&data_dir);
+    let uploads = crate::upload::Uploads::open(&data_dir);
     let hooks: Vec<(String, Vec<String>)> = config
         .notify
         .iter()
@@ -87,7 +99,15 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         tracing::warn!("systemd passed a socket named {name:?}, but no component has that name");
     }
 
-    let interrupted = store.interrupt_open("the daemon stopped while this ran")?;
+    // Serving the committed releases matters more than recording what was interrupted.
+    let interrupted = store
+        .interrupt_open("the daemon stopped while this ran")
+        .unwrap_or_else(|e| {
+            tracing::error!(
+                "cannot record interrupted deploys (they stay open until the next start): {e}"
+            );
+            Vec::new()
+        });
     for deploy in &interrupted {
         shared.notify(
             crate::ops::notify::EventKind::Interrupted,
@@ -114,12 +134,14 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         let _ = store.set_instance_state(record.id, InstanceState::Stopped);
     }
 
+    let (shutdown_trigger, shutdown) = crate::shutdown::channel();
     let state = Arc::new(DaemonState {
         shared: shared.clone(),
         components: components.clone(),
         started_at: now_millis(),
+        uploads,
     });
-    let (shutdown_trigger, shutdown) = crate::shutdown::channel();
+    tokio::spawn(sweep_uploads(state.clone(), shutdown.clone()));
     let control = control::bind(&config.daemon.control_socket)?;
 
     let grace = components
@@ -194,6 +216,16 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let _ = fs::remove_file(&config.daemon.control_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes uploads nobody deployed (a CLI that died between its upload and its deploy).
+async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => state.uploads.sweep(crate::upload::UNUSED_UPLOAD_TTL),
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// One line for systemd's STATUS=: what each component serves.

@@ -10,6 +10,7 @@
 //! - [`proxy`]: the data plane; atomic upstream switch, drain, forwarding headers, tunnels.
 //! - [`site`]: static components, served by cutover itself.
 //! - [`release`]: the release store on disk (atomic, verified artifacts).
+//! - [`retention`]: which stored releases to keep.
 //! - [`bundle`]: safe unpacking of tar/tar.gz/directory artifacts.
 //! - [`store`]: durable state in SQLite; the only module that touches it.
 //! - [`supervisor`]: release processes: launch, adopt after a crash, stop.
@@ -26,6 +27,7 @@
 //! - [`metrics`]: Prometheus metrics for `/metrics` on the admin listener.
 //! - [`migrate`]: golang-migrate compatible migrations.
 //! - [`checks`]: `cutover check` and the deploy gate (services, disk).
+//! - [`diskspace`]: room for an artifact before it is copied; the space reserve.
 //! - [`upload`]: artifacts sent over the control socket.
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
@@ -38,6 +40,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deploy;
+pub mod diskspace;
 pub mod health;
 pub mod https;
 pub mod listener;
@@ -48,6 +51,7 @@ pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod release;
+pub mod retention;
 pub mod sd;
 pub mod server;
 pub mod services;

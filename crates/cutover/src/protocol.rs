@@ -104,6 +104,13 @@ pub struct ReleaseEntry {
     pub stored_at: i64,
     pub active: bool,
     pub previous: bool,
+    /// Whether it was ever the active release (retention keeps these first).
+    #[serde(default)]
+    pub was_active: bool,
+    /// How the latest finished deploy to it ended (`succeeded`, `failed`, `rolled_back`,
+    /// `interrupted`); none for a release stored by an older cutover.
+    #[serde(default)]
+    pub outcome: Option<crate::store::Outcome>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -196,7 +196,7 @@ impl ReleaseStore {
             stored_at: now_millis(),
             kind: ArtifactKind::File,
         };
-        self.publish(&tmp, &release)?;
+        discard_on_error(&tmp, self.publish(&tmp, &release))?;
         Ok(release)
     }
 
@@ -212,14 +212,7 @@ impl ReleaseStore {
             return Err(ReleaseError::Missing(source.to_owned()));
         }
         let tmp = self.staging_dir(component, id)?;
-        let result = self.fill_bundle(component, id, source, &tmp);
-        let release = match result {
-            Ok(release) => release,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
+        let release = discard_on_error(&tmp, self.fill_bundle(component, id, source, &tmp))?;
         if let Ok(existing) = self.get(component, id) {
             let _ = fs::remove_dir_all(&tmp);
             if existing.sha256 == release.sha256 {
@@ -232,7 +225,7 @@ impl ReleaseStore {
                 new: release.sha256,
             });
         }
-        self.publish(&tmp, &release)?;
+        discard_on_error(&tmp, self.publish(&tmp, &release))?;
         Ok(release)
     }
 
@@ -303,19 +296,50 @@ impl ReleaseStore {
         }
 
         let tmp = self.staging_dir(component, id)?;
+        // A copy cut short (a full disk) must not stay behind and keep the disk full.
+        discard_on_error(
+            &tmp,
+            (|| {
+                let (sha256, size) = copy_hashing(source, &tmp.join("artifact"))?;
+                let release = StoredRelease {
+                    component: component.clone(),
+                    id: id.clone(),
+                    sha256,
+                    size,
+                    stored_at: now_millis(),
+                    kind: ArtifactKind::File,
+                };
+                self.publish(&tmp, &release)?;
+                Ok(release)
+            })(),
+        )
+    }
 
-        let artifact = tmp.join("artifact");
-        let (sha256, size) = copy_hashing(source, &artifact)?;
-        let release = StoredRelease {
-            component: component.clone(),
-            id: id.clone(),
-            sha256,
-            size,
-            stored_at: now_millis(),
-            kind: ArtifactKind::File,
+    /// Removes what a store or a prune cut short by a crash left: the `.tmp-*` staging and
+    /// `.trash-*` directories this store creates, and nothing else. Run at daemon start-up, when
+    /// no store is in progress.
+    pub fn sweep_leftovers(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(components) = fs::read_dir(&self.root) else {
+            return removed;
         };
-        self.publish(&tmp, &release)?;
-        Ok(release)
+        for component in components.flatten() {
+            let Ok(entries) = fs::read_dir(component.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let ours = name.starts_with(".tmp-") || name.starts_with(".trash-");
+                if ours && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    match fs::remove_dir_all(entry.path()) {
+                        Ok(()) => removed.push(entry.path()),
+                        Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+                    }
+                }
+            }
+        }
+        removed
     }
 
     /// A fresh, empty directory beside where release `id` will live, to build it in.
@@ -523,6 +547,14 @@ fn sync_dir(dir: &Path) -> Result<(), ReleaseError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync", dir))
+}
+
+/// Removes a staging directory when building the release in it failed.
+fn discard_on_error<T>(tmp: &Path, result: Result<T, ReleaseError>) -> Result<T, ReleaseError> {
+    if result.is_err() {
+        let _ = fs::remove_dir_all(tmp);
+    }
+    result
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -77,16 +77,21 @@ pub fn releases(
         .component_state(component)
         .map_err(|e| e.to_string())?;
     let releases = store
-        .releases(component)
+        .release_records(component)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|r| ReleaseEntry {
-            active: state.active.as_deref() == Some(r.id.as_str()),
-            previous: state.previous.as_deref() == Some(r.id.as_str()),
-            id: r.id.to_string(),
-            sha256: r.sha256,
-            size: r.size,
-            stored_at: r.stored_at,
+        .map(|record| {
+            let r = record.release;
+            ReleaseEntry {
+                active: state.active.as_deref() == Some(r.id.as_str()),
+                previous: state.previous.as_deref() == Some(r.id.as_str()),
+                id: r.id.to_string(),
+                sha256: r.sha256,
+                size: r.size,
+                stored_at: r.stored_at,
+                was_active: record.last_active_at.is_some(),
+                outcome: record.last_outcome,
+            }
         })
         .collect();
     Ok(ReleasesResponse {

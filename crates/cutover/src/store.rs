@@ -144,6 +144,17 @@ pub struct InstanceRecord {
     pub started_at: i64,
 }
 
+/// A kept release with its history, as retention and `cutover releases` see it.
+#[derive(Clone, Debug)]
+pub struct ReleaseRecord {
+    pub release: StoredRelease,
+    /// When it last became the active release; None if it never was (failed, refused,
+    /// rolled back).
+    pub last_active_at: Option<i64>,
+    /// How the latest finished deploy to it ended.
+    pub last_outcome: Option<Outcome>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ComponentState {
     pub active: Option<String>,
@@ -237,12 +248,13 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(open_err)?;
+        let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| conn.pragma_update(None, "foreign_keys", "ON"))
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| upgrade_schema(&mut conn))
             .map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -295,18 +307,6 @@ impl Store {
                         match release.kind { crate::release::ArtifactKind::Bundle => "bundle", crate::release::ArtifactKind::File => "file" }],
             )
             .map(drop)
-        })
-    }
-
-    /// Kept (not pruned) releases of a component, newest first.
-    pub fn releases(&self, component: &str) -> Result<Vec<StoredRelease>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT component, id, sha256, size, stored_at, kind FROM releases
-                 WHERE component = ?1 AND pruned_at IS NULL ORDER BY stored_at DESC, rowid DESC",
-            )?;
-            let rows = stmt.query_map([component], release_from_row)?;
-            rows.collect()
         })
     }
 
@@ -364,15 +364,44 @@ impl Store {
     /// `previous` (the default rollback target).
     pub fn set_active(&self, component: &str, active: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let now = now_millis();
+            tx.execute(
                 "INSERT INTO components (name, active, previous, updated_at) VALUES (?1, ?2, NULL, ?3)
                  ON CONFLICT (name) DO UPDATE SET
                    previous = CASE WHEN components.active = excluded.active THEN components.previous
                                    ELSE components.active END,
                    active = excluded.active, updated_at = excluded.updated_at",
-                params![component, active, now_millis()],
-            )
-            .map(drop)
+                params![component, active, now],
+            )?;
+            // Retention keeps releases that were active before those that never were.
+            tx.execute(
+                "UPDATE releases SET last_active_at = ?3 WHERE component = ?1 AND id = ?2",
+                params![component, active, now],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Kept releases of a component with what retention and `cutover releases` need: when each
+    /// was last active (never: None) and how the last deploy to it ended. Newest first.
+    pub fn release_records(&self, component: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT component, id, sha256, size, stored_at, kind, last_active_at,
+                   (SELECT outcome FROM deploys d WHERE d.component = r.component AND d.to_release = r.id
+                      AND d.outcome IS NOT NULL ORDER BY d.id DESC LIMIT 1)
+                 FROM releases r WHERE component = ?1 AND pruned_at IS NULL
+                 ORDER BY stored_at DESC, rowid DESC",
+            )?;
+            let rows = stmt.query_map([component], |r| {
+                Ok(ReleaseRecord {
+                    release: release_from_row(r)?,
+                    last_active_at: r.get(6)?,
+                    last_outcome: opt_enum(r.get::<_, Option<String>>(7)?, Outcome::from_sql)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 
@@ -630,6 +659,28 @@ impl Store {
             .optional()
         })
     }
+}
+
+/// Brings a database written by an older cutover up to this schema (additive changes only).
+fn upgrade_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('releases') WHERE name = 'last_active_at'")?
+        .exists([])?;
+    if has_column {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE releases ADD COLUMN last_active_at INTEGER;
+         -- Releases that a finished deploy or rollback made active, and whatever is committed now.
+         UPDATE releases SET last_active_at = (
+             SELECT MAX(d.ended_at) FROM deploys d WHERE d.component = releases.component
+               AND d.to_release = releases.id AND d.outcome = 'succeeded');
+         UPDATE releases SET last_active_at = COALESCE(last_active_at, stored_at)
+           WHERE EXISTS (SELECT 1 FROM components c WHERE c.name = releases.component
+                           AND releases.id IN (c.active, c.previous));",
+    )?;
+    tx.commit()
 }
 
 const DEPLOY_SELECT: &str =

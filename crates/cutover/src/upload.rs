@@ -1,85 +1,161 @@
 //! Artifacts sent over the control socket (`POST /v1/uploads`), so `cutover deploy --artifact
 //! ./api` works from any directory even though the hardened daemon cannot see the deployer's
-//! home or /tmp. An upload lands in `data_dir/uploads/<id>/<name>` and is removed once the
-//! pipeline that used it ends (or at the next daemon start).
+//! home or /tmp. An upload lands in `data_dir/uploads/<id>/<name>`.
+//!
+//! Only what this daemon received is ever removed: [`Uploads`] remembers each upload it wrote,
+//! and removes exactly that upload's own directory, once the pipeline that used it ends, when
+//! the deploy naming it is refused, or when nobody deployed it within [`UNUSED_UPLOAD_TTL`]. A
+//! path a deployer names itself (`--no-upload`) is never an upload, wherever it points.
 
 use bytes::Buf;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// Largest accepted upload: a deploy artifact, not a disk image.
 pub const MAX_UPLOAD_BYTES: u64 = 8 << 30;
 
-pub fn uploads_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("uploads")
+/// An upload no deploy has claimed by then is removed (a CLI that died between upload and deploy).
+pub const UNUSED_UPLOAD_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The uploads this daemon received and has not removed yet.
+pub struct Uploads {
+    dir: PathBuf,
+    /// Upload file -> when it arrived and whether a deploy is using it.
+    live: Mutex<HashMap<PathBuf, Entry>>,
+    next: AtomicU64,
 }
 
-/// Stale uploads of a previous daemon (interrupted pipelines) go away at start-up.
-pub fn clear(data_dir: &Path) {
-    let _ = std::fs::remove_dir_all(uploads_dir(data_dir));
+struct Entry {
+    received: Instant,
+    in_use: bool,
 }
 
-/// Whether `path` is an upload, which the pipeline using it may delete afterwards.
-pub fn is_upload(data_dir: &Path, path: &Path) -> bool {
-    // `starts_with` compares components, and `..` is one: refuse it outright.
-    path.starts_with(uploads_dir(data_dir))
-        && !path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-}
+impl Uploads {
+    /// Stale uploads of a previous daemon (interrupted pipelines) go away here: `uploads/` is
+    /// cutover's own directory.
+    pub fn open(data_dir: &Path) -> Uploads {
+        let dir = data_dir.join("uploads");
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot clear stale uploads in {}: {e}", dir.display());
+            }
+        }
+        Uploads {
+            dir,
+            live: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        }
+    }
 
-/// Removes the upload directory holding `path`.
-pub fn remove(data_dir: &Path, path: &Path) {
-    if let (true, Some(dir)) = (is_upload(data_dir, path), path.parent()) {
-        let _ = std::fs::remove_dir_all(dir);
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `path` as used by a deploy if it is one of our uploads not in use yet; a deployer's
+    /// own path (or an upload another deploy already uses) is not ours to remove: false.
+    pub fn claim(&self, path: &Path) -> bool {
+        match self.live().get_mut(path) {
+            Some(entry) if !entry.in_use => {
+                entry.in_use = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes an upload this daemon received (its own `uploads/<id>/` directory); anything
+    /// else is left alone.
+    pub fn remove(&self, path: &Path) {
+        if self.live().remove(path).is_none() {
+            return;
+        }
+        let Some(dir) = path
+            .parent()
+            .filter(|d| d.parent() == Some(self.dir.as_path()))
+        else {
+            return;
+        };
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::warn!("cannot remove upload {}: {e}", dir.display());
+        }
+    }
+
+    /// Removes uploads that no deploy claimed within `ttl`.
+    pub fn sweep(&self, ttl: Duration) {
+        let expired: Vec<PathBuf> = self
+            .live()
+            .iter()
+            .filter(|(_, e)| !e.in_use && e.received.elapsed() >= ttl)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in expired {
+            tracing::info!("removing upload {} (never deployed)", path.display());
+            self.remove(&path);
+        }
+    }
+
+    /// Streams the request body to a new upload file; the file name and mode come from the
+    /// `x-cutover-name` and `x-cutover-mode` headers (so "not executable" is still detected).
+    pub async fn receive(&self, req: Request<Incoming>) -> Result<PathBuf, String> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let name = header("x-cutover-name").unwrap_or_else(|| "artifact".into());
+        let name = Path::new(&name)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.starts_with('.'))
+            .unwrap_or("artifact")
+            .to_owned();
+        let mode = stored_mode(header("x-cutover-mode").as_deref());
+        let dir = self.dir.join(format!(
+            "{}-{}",
+            crate::release::now_millis(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(name);
+        let written = async {
+            write_body(&path, req.into_body()).await?;
+            tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .await
+                .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
+        };
+        if let Err(e) = written.await {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        self.live().insert(
+            path.clone(),
+            Entry {
+                received: Instant::now(),
+                in_use: false,
+            },
+        );
+        Ok(path)
     }
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// Streams the request body to a new upload file; the file name and mode come from the
-/// `x-cutover-name` and `x-cutover-mode` headers (so "not executable" is still detected).
-pub async fn receive(data_dir: &Path, req: Request<Incoming>) -> Result<PathBuf, String> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let name = header("x-cutover-name").unwrap_or_else(|| "artifact".into());
-    let name = Path::new(&name)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| !n.starts_with('.'))
-        .unwrap_or("artifact")
-        .to_owned();
-    let mode = header("x-cutover-mode")
-        .and_then(|m| u32::from_str_radix(&m, 8).ok())
+/// The mode an upload is stored with: the sender's permission bits without setuid, setgid,
+/// sticky or group/world write (an artifact is read and run, never written by others).
+fn stored_mode(header: Option<&str>) -> u32 {
+    header
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
         .unwrap_or(0o644)
-        & 0o777;
-    let dir = uploads_dir(data_dir).join(format!(
-        "{}-{}",
-        crate::release::now_millis(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    let result = write_body(&path, req.into_body()).await;
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        return Err(e);
-    }
-    tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    Ok(path)
+        & 0o755
 }
 
 async fn write_body(path: &Path, mut body: Incoming) -> Result<(), String> {
@@ -107,4 +183,55 @@ async fn write_body(path: &Path, mut body: Incoming) -> Result<(), String> {
     file.sync_all()
         .await
         .map_err(|e| format!("cannot fsync {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_modes_drop_special_and_write_bits() {
+        assert_eq!(stored_mode(Some("7777")), 0o755);
+        assert_eq!(stored_mode(Some("0666")), 0o644);
+        assert_eq!(stored_mode(Some("755")), 0o755);
+        assert_eq!(stored_mode(Some("nonsense")), 0o644);
+        assert_eq!(stored_mode(None), 0o644);
+    }
+
+    #[test]
+    fn only_registered_uploads_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(tmp.path());
+        // A deployer's own paths, even inside uploads/ or naming the data dir, are never ours.
+        std::fs::create_dir_all(tmp.path().join("uploads/x")).unwrap();
+        std::fs::write(tmp.path().join("uploads/x/file"), b"keep").unwrap();
+        for foreign in [
+            tmp.path().join("uploads"),
+            tmp.path().join("uploads/x/file"),
+            tmp.path().to_owned(),
+        ] {
+            assert!(!uploads.claim(&foreign));
+            uploads.remove(&foreign);
+        }
+        assert!(tmp.path().join("uploads/x/file").exists());
+
+        let dir = tmp.path().join("uploads/1-0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("artifact");
+        std::fs::write(&path, b"x").unwrap();
+        uploads.live().insert(
+            path.clone(),
+            Entry {
+                received: Instant::now(),
+                in_use: false,
+            },
+        );
+        assert!(uploads.claim(&path));
+        assert!(!uploads.claim(&path), "one deploy at a time uses an upload");
+        uploads.sweep(Duration::ZERO);
+        assert!(path.exists(), "an upload in use is not swept");
+        uploads.remove(&path);
+        assert!(!dir.exists());
+        assert!(tmp.path().join("uploads").exists());
+    }
 }

@@ -131,11 +131,16 @@ pub fn releases(releases: &ReleasesResponse) -> String {
                 r.sha256[..r.sha256.len().min(12)].to_owned(),
                 size(r.size),
                 time(r.stored_at),
+                r.outcome
+                    .map_or("-".to_owned(), |o| o.as_str().replace('_', " ")),
                 mark.to_owned(),
             ]
         })
         .collect();
-    table(&["RELEASE", "SHA256", "SIZE", "STORED", ""], &rows)
+    table(
+        &["RELEASE", "SHA256", "SIZE", "STORED", "OUTCOME", ""],
+        &rows,
+    )
 }
 
 pub fn history(history: &HistoryResponse) -> String {

@@ -303,6 +303,9 @@ pub async fn deploy_one(
     {
         tracing::error!("cannot record the end of deploy #{deploy_id}: {e}");
     }
+    if let Err(e) = prune(shared, &component, &plan.release) {
+        run.warn(format!("release retention failed: {e}"));
+    }
     record_metrics(component.name(), plan.kind, outcome, started.elapsed());
     let (kind, what) = match outcome {
         Outcome::Succeeded => (Notify::DeploySucceeded, "is live".to_owned()),
@@ -367,9 +370,6 @@ impl Run<'_> {
         self.shared
             .store
             .set_active(self.component.name(), release.as_str())?;
-        if let Err(e) = prune(self.shared, self.component) {
-            self.warn(format!("release retention failed: {e}"));
-        }
         Ok((Outcome::Succeeded, None))
     }
 
@@ -470,7 +470,13 @@ impl Run<'_> {
         let releases = self.shared.releases.clone();
         let config = self.component.config.clone();
         let (id, source) = (release.clone(), source.to_owned());
+        let data_dir = self.shared.config.daemon.data_dir.clone();
+        let headroom = crate::diskspace::headroom(&self.shared.config);
         let stored = tokio::task::spawn_blocking(move || -> Result<StoredRelease, DeployError> {
+            // Refused before a byte is copied: a store that fills the disk takes the state
+            // database (and so every later deploy) down with it.
+            crate::diskspace::ensure_room(&data_dir, &source, headroom)
+                .map_err(DeployError::Refused)?;
             let name = &config.name;
             let stored = match &config.kind {
                 ComponentKind::Static(_) => releases.store_bundle(name, &id, &source)?,
@@ -538,37 +544,33 @@ async fn failpoint(step: &str) {
     }
 }
 
-/// Keeps `keep_releases` stored releases, always including the active and previous ones and
-/// whatever is serving; removes the oldest others.
-fn prune(shared: &Shared, component: &ComponentRuntime) -> Result<(), DeployError> {
+/// Applies retention (see [`crate::retention`]) after a deploy of `component` to `latest` ended,
+/// whatever its outcome: failed releases must not pile up on the disk either.
+fn prune(
+    shared: &Shared,
+    component: &ComponentRuntime,
+    latest: &ReleaseId,
+) -> Result<(), DeployError> {
     let name = component.name();
     let state = shared.store.component_state(name)?;
-    let serving = component
-        .serving_release(&shared.store)
-        .map(|r| r.to_string());
-    let protected = |id: &str| {
-        Some(id) == state.active.as_deref()
-            || Some(id) == state.previous.as_deref()
-            || Some(id) == serving.as_deref()
-    };
-    let releases = shared.store.releases(name)?;
-    let protected_count = releases.iter().filter(|r| protected(r.id.as_str())).count();
-    let room = component
-        .config
-        .keep_releases
-        .saturating_sub(protected_count);
-    for release in releases
-        .iter()
-        .filter(|r| !protected(r.id.as_str()))
-        .skip(room)
-    {
+    let serving = component.serving_release(&shared.store);
+    let committed: Vec<ReleaseId> = [state.active, state.previous]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| ReleaseId::parse(&id).ok())
+        .collect();
+    let mut protected: Vec<&ReleaseId> = committed.iter().chain(serving.as_ref()).collect();
+    protected.push(latest);
+    let records = shared.store.release_records(name)?;
+    let candidates: Vec<crate::retention::Candidate> = records.iter().map(Into::into).collect();
+    for id in crate::retention::to_prune(&candidates, &protected, component.config.keep_releases) {
         // Files first, then the mark; one release failing to go does not stop the others.
-        if let Err(e) = shared.releases.remove(&component.config.name, &release.id) {
-            tracing::warn!(component = name, release = %release.id, "cannot prune: {e}");
+        if let Err(e) = shared.releases.remove(&component.config.name, &id) {
+            tracing::warn!(component = name, release = %id, "cannot prune: {e}");
             continue;
         }
-        shared.store.mark_pruned(name, release.id.as_str())?;
-        tracing::info!(component = name, release = %release.id, "pruned release");
+        shared.store.mark_pruned(name, id.as_str())?;
+        tracing::info!(component = name, release = %id, "pruned release");
     }
     Ok(())
 }
