@@ -9,6 +9,7 @@ use crate::store::Store;
 use crate::supervisor::Instance;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub struct ComponentRuntime {
     pub config: ComponentConfig,
@@ -58,7 +59,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ComponentRuntime {
     pub fn new(config: ComponentConfig, listen: Option<SocketAddr>) -> Arc<Self> {
         Arc::new(Self {
-            route: Route::new(config.name.clone()),
+            route: Route::new(
+                config.name.clone(),
+                config
+                    .process()
+                    .map_or(Duration::from_secs(60), |p| p.upstream_timeout.get()),
+            ),
             site: Arc::new(SiteRoute::new()),
             config,
             listen,

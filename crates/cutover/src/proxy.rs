@@ -38,8 +38,18 @@ pub struct UpstreamStats {
     pub requests: AtomicU64,
     /// Responses with a 5xx status.
     pub server_errors: AtomicU64,
-    /// Requests that got no response at all (connection refused, reset, timeout).
+    /// Requests that got no response at all (connection refused, reset).
     pub connect_errors: AtomicU64,
+    /// Requests whose response headers did not come within `upstream_timeout` (answered 504).
+    pub timeouts: AtomicU64,
+    /// Responses cut short: the body ended before its declared length or last chunk, or the
+    /// connection broke mid-body. The client already had the head, so only we can count it.
+    pub broken_bodies: AtomicU64,
+    /// Requests sent that have no response headers yet.
+    waiting: AtomicUsize,
+    /// When a response head last arrived, or waiting went from none to some (ms on
+    /// [`clock_ms`]): with `waiting`, says how long the instance has answered nothing.
+    last_progress_ms: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,11 +60,70 @@ pub struct StatsSnapshot {
 
 impl UpstreamStats {
     pub fn snapshot(&self) -> StatsSnapshot {
-        let errors = self.connect_errors.load(Ordering::Relaxed);
+        let unanswered =
+            self.connect_errors.load(Ordering::Relaxed) + self.timeouts.load(Ordering::Relaxed);
         StatsSnapshot {
-            requests: self.requests.load(Ordering::Relaxed) + errors,
-            failed: self.server_errors.load(Ordering::Relaxed) + errors,
+            requests: self.requests.load(Ordering::Relaxed) + unanswered,
+            failed: self.server_errors.load(Ordering::Relaxed)
+                + unanswered
+                + self.broken_bodies.load(Ordering::Relaxed),
         }
+    }
+
+    fn begin_wait(&self) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.last_progress_ms.store(clock_ms(), Ordering::SeqCst);
+        }
+    }
+
+    fn end_wait(&self, answered: bool) {
+        if answered {
+            self.last_progress_ms.store(clock_ms(), Ordering::SeqCst);
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Requests waiting for response headers, and for how long no response head has arrived
+    /// while some waited; None when nothing waits.
+    pub fn stall(&self) -> Option<(usize, Duration)> {
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if waiting == 0 {
+            return None;
+        }
+        let since = self.last_progress_ms.load(Ordering::SeqCst);
+        Some((
+            waiting,
+            Duration::from_millis(clock_ms().saturating_sub(since)),
+        ))
+    }
+}
+
+/// Milliseconds on a monotonic clock local to this process (atomics cannot hold an `Instant`).
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Counts one request as waiting for its response head until dropped (a client that goes
+/// away mid-wait drops the future, and with it this).
+struct WaitGuard<'a> {
+    stats: &'a UpstreamStats,
+    answered: bool,
+}
+
+impl<'a> WaitGuard<'a> {
+    fn new(stats: &'a UpstreamStats) -> Self {
+        stats.begin_wait();
+        WaitGuard {
+            stats,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.end_wait(self.answered);
     }
 }
 
@@ -165,13 +234,16 @@ impl Drop for InflightGuard {
 pub struct Route {
     pub component: ComponentName,
     current: ArcSwapOption<Upstream>,
+    /// How long a request waits for response headers before the client gets a 504.
+    upstream_timeout: Duration,
 }
 
 impl Route {
-    pub fn new(component: ComponentName) -> Arc<Self> {
+    pub fn new(component: ComponentName, upstream_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             component,
             current: ArcSwapOption::empty(),
+            upstream_timeout,
         })
     }
 
@@ -299,9 +371,13 @@ pub async fn handle(
     }
 
     let started = std::time::Instant::now();
-    let mut response = match upstream.client().request(req).await {
-        Ok(response) => response,
-        Err(e) => {
+    let mut waiting = WaitGuard::new(&upstream.stats);
+    let sent = tokio::time::timeout(route.upstream_timeout, upstream.client().request(req)).await;
+    waiting.answered = matches!(sent, Ok(Ok(_)));
+    drop(waiting);
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
             upstream
                 .stats
                 .connect_errors
@@ -312,6 +388,20 @@ pub async fn handle(
             return local_response(
                 StatusCode::BAD_GATEWAY,
                 &format!("cutover: upstream {} unavailable", route.component),
+            );
+        }
+        Err(_) => {
+            upstream.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            upstream.metrics.errors.inc();
+            tracing::warn!(component = %route.component, release = %upstream.release,
+                upstream = %upstream.addr, "no response headers within {:?}", route.upstream_timeout);
+            return local_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "cutover: upstream {} did not answer within {}",
+                    route.component,
+                    humantime::format_duration(route.upstream_timeout)
+                ),
             );
         }
     };
@@ -343,7 +433,8 @@ pub async fn handle(
     strip_hop_by_hop(&mut parts.headers);
     let body = TrackedBody {
         inner: body,
-        _guard: guard,
+        guard,
+        broken: false,
     };
     Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
 }
@@ -394,10 +485,12 @@ async fn tunnel(
     drop(guard);
 }
 
-/// A response body that keeps its request counted in flight until it is fully sent or dropped.
+/// A response body that keeps its request counted in flight until it is fully sent or dropped,
+/// and counts a body the upstream cut short (hyper reports a premature end as an error).
 struct TrackedBody<B> {
     inner: B,
-    _guard: InflightGuard,
+    guard: InflightGuard,
+    broken: bool,
 }
 
 impl<B: Body + Unpin> Body for TrackedBody<B> {
@@ -408,7 +501,18 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            if !self.broken {
+                self.broken = true;
+                let upstream = &self.guard.0;
+                upstream.stats.broken_bodies.fetch_add(1, Ordering::Relaxed);
+                upstream.metrics.errors.inc();
+                tracing::warn!(release = %upstream.release, upstream = %upstream.addr,
+                    "the upstream cut a response short");
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -461,7 +565,10 @@ mod tests {
 
     #[tokio::test]
     async fn acquire_follows_switch_and_drain_waits() {
-        let route = Route::new(ComponentName::parse("api").unwrap());
+        let route = Route::new(
+            ComponentName::parse("api").unwrap(),
+            Duration::from_secs(60),
+        );
         assert!(route.acquire().is_none());
         let a = Upstream::new(
             "api",

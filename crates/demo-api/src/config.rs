@@ -22,6 +22,11 @@ pub struct Config {
     pub crash_after: Option<Duration>,
     pub fail_after: Option<Duration>,
     pub error_rate: f64,
+    /// Every request but the health checks waits forever (a release that accepts and hangs).
+    pub hang: bool,
+    /// Every response but the health checks is cut short: a declared length, half a body,
+    /// then the connection closes.
+    pub truncate: bool,
     /// Servers `/health/ready` probes (from `DATABASE_URL` and `REDIS_URL`).
     pub dependencies: Vec<Dependency>,
 }
@@ -83,6 +88,8 @@ impl Config {
             crash_after: knob(&get, "DEMO_CRASH_AFTER_MS", parse_millis, MILLIS)?,
             fail_after: knob(&get, "DEMO_FAIL_AFTER_MS", parse_millis, MILLIS)?,
             error_rate: knob(&get, "DEMO_ERROR_RATE", parse_rate, RATE)?.unwrap_or(0.0),
+            hang: knob(&get, "DEMO_HANG", parse_flag, FLAG)?.unwrap_or(false),
+            truncate: knob(&get, "DEMO_TRUNCATE", parse_flag, FLAG)?.unwrap_or(false),
             dependencies,
         })
     }

@@ -68,6 +68,12 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             "injected error (DEMO_ERROR_RATE)\n",
         );
     }
+    if !is_health && config.hang {
+        std::future::pending::<()>().await;
+    }
+    if !is_health && config.truncate {
+        return truncated();
+    }
     if is_health && config.never_healthy {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +147,19 @@ fn chunked(req: &Request<Incoming>) -> Response<Body> {
     // No length is known, so hyper sends it with chunked transfer encoding.
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(StreamBody::new(frames).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// Declares 64 bytes, sends 10, then fails the body: hyper closes the connection mid-response.
+fn truncated() -> Response<Body> {
+    let frames = stream::iter([
+        Ok(Frame::data(Bytes::from_static(b"truncated "))),
+        Err(BoxError::from("cut short on purpose (DEMO_TRUNCATE)")),
+    ]);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, "64")
         .body(StreamBody::new(frames).boxed_unsync())
         .expect("static response parts are valid")
 }

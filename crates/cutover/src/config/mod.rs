@@ -166,6 +166,9 @@ pub struct ProcessConfig {
     /// Services that must be healthy before a deploy of this component starts.
     pub requires: Vec<String>,
     pub migrations: Option<MigrationsConfig>,
+    /// How long the proxy waits for an instance's response headers before it answers 504
+    /// (and counts a failure): a request that hangs must not hang forever.
+    pub upstream_timeout: HumanDuration,
 }
 
 /// Database migrations shipped inside each release bundle.
@@ -431,6 +434,10 @@ pub struct StabilizeChecks {
     pub max_error_rate: f64,
     /// Requests needed before the error rate is judged at all (avoids 1-of-1 = 100%).
     pub min_requests: u64,
+    /// Requests waiting this long for response headers while none arrives fail the release:
+    /// one that accepts connections and never answers serves nothing, so its error rate alone
+    /// would never judge it.
+    pub stall_timeout: HumanDuration,
 }
 
 impl Default for StabilizeChecks {
@@ -439,6 +446,7 @@ impl Default for StabilizeChecks {
             unhealthy_threshold: 3,
             max_error_rate: 0.05,
             min_requests: 20,
+            stall_timeout: HumanDuration::from_secs(10),
         }
     }
 }
@@ -520,6 +528,7 @@ struct RawComponent {
     #[serde(default = "default_drain_timeout")]
     drain_timeout: HumanDuration,
     stop_timeout: Option<HumanDuration>,
+    upstream_timeout: Option<HumanDuration>,
     #[serde(default = "default_keep_releases")]
     keep_releases: usize,
     stabilize: Option<HumanDuration>,
@@ -551,6 +560,7 @@ impl RawComponent {
             ("env_file", self.env_file.is_some()),
             ("health", self.health.is_some()),
             ("stop_timeout", self.stop_timeout.is_some()),
+            ("upstream_timeout", self.upstream_timeout.is_some()),
             ("stabilize", self.stabilize.is_some()),
             ("stabilize_checks", self.stabilize_checks.is_some()),
             ("spa_fallback", self.spa_fallback.is_some()),
@@ -568,6 +578,7 @@ impl RawComponent {
                 "env_file",
                 "health",
                 "stop_timeout",
+                "upstream_timeout",
                 "stabilize",
                 "stabilize_checks",
                 "requires",
@@ -840,6 +851,9 @@ impl Validator<'_> {
             env_file: raw.env_file.as_ref().map(|p| self.resolve(p)),
             health,
             stop_timeout: raw.stop_timeout.unwrap_or_else(default_stop_timeout),
+            upstream_timeout: raw
+                .upstream_timeout
+                .unwrap_or_else(|| HumanDuration::from_secs(60)),
             requires: raw.requires.clone().unwrap_or_default(),
             migrations: match &raw.migrations {
                 None => None,

@@ -193,6 +193,14 @@ impl Run<'_> {
                     ));
                 }
             }
+            if let Some((waiting, since)) = new.upstream.stats.stall() {
+                if since >= checks.stall_timeout.get() {
+                    return Err(format!(
+                        "no response for {} while {waiting} request(s) waited for one",
+                        humantime::format_duration(Duration::from_secs(since.as_secs()))
+                    ));
+                }
+            }
             let stats = new.upstream.stats.snapshot();
             if stats.requests >= checks.min_requests.max(1) {
                 let rate = stats.failed as f64 / stats.requests as f64;

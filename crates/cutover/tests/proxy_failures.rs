@@ -1,0 +1,96 @@
+//! The proxy sees every failure: a release that hangs or cuts its responses short fails its
+//! stabilization and is rolled back, and no request through cutover hangs forever.
+
+mod common;
+
+use common::*;
+use cutover::loadgen::{ClientKind, Load};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn watched(stabilize: &str) -> String {
+    FAST_COMPONENT.replace(
+        "stabilize = \"0s\"",
+        &format!(
+            "stabilize = \"{stabilize}\"\nupstream_timeout = \"3s\"\n\
+             stabilize_checks = {{ unhealthy_threshold = 3, max_error_rate = 0.05, min_requests = 20, stall_timeout = \"2s\" }}"
+        ),
+    )
+}
+
+/// A GET on a fresh connection with a client-side deadline: (status, elapsed), or the error.
+fn get_within(
+    addr: std::net::SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("{e} after {:?}", started.elapsed()))?;
+    let head = String::from_utf8_lossy(&raw);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, started.elapsed()))
+}
+
+// The first deploy stabilizes too: keep the window short, the failures show within it.
+
+/// Regression: a release that accepts connections and never answers was declared
+/// "stable (0 requests, 0 failed)", and then every request hung.
+#[test]
+fn a_release_that_hangs_is_rolled_back_and_requests_get_a_timely_504() {
+    let daemon = Daemon::start(&watched("8s"));
+    daemon.deploy_ok("v1", &demo_api());
+    let hanging = daemon.demo_with_env("hanging", "DEMO_HANG=1");
+    let deploy = daemon.deploy_in_background("v2", &hanging);
+    eventually(Duration::from_secs(10), "v2 to be switched in", || {
+        daemon.component_status("backend")["serving"]["release"] == "v2"
+    });
+    // A request the hanging release takes: answered by cutover, not left hanging.
+    let (status, took) = get_within(daemon.public, "/version", Duration::from_secs(15)).unwrap();
+    assert_eq!(status, 504, "a request to a hanging release");
+    assert!(took < Duration::from_secs(10), "the 504 took {took:?}");
+
+    let out = deploy.join().unwrap();
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("rolled back to v1"), "{shown}");
+    assert!(shown.contains("no response for"), "{shown}");
+    assert_eq!(get(daemon.public, "/version").2, "v1");
+    let history: serde_json::Value =
+        serde_json::from_slice(&daemon.cli(&["history", "--json"]).stdout).unwrap();
+    assert_eq!(history["deploys"][0]["outcome"], "rolled_back");
+}
+
+/// Regression: a release that closes mid-response was "stable (287 requests, 0 failed)"
+/// while every client got a truncated body.
+#[test]
+fn a_release_that_cuts_responses_short_is_rolled_back() {
+    let daemon = Daemon::start(&watched("8s"));
+    daemon.deploy_ok("v1", &demo_api());
+    let truncating = daemon.demo_with_env("truncating", "DEMO_TRUNCATE=1");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let load = runtime.block_on(async {
+        Load::start(daemon.public, "/version", &[ClientKind::NewConnection; 4])
+    });
+    let out = daemon.deploy("v2", &truncating);
+    let report = runtime.block_on(load.stop());
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("rolled back to v1"), "{shown}");
+    assert!(shown.contains("error rate"), "{shown}");
+    assert!(report.by_release.get("v1").copied().unwrap_or(0) > 0);
+    assert_eq!(get(daemon.public, "/version").2, "v1");
+}
