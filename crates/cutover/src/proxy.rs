@@ -135,6 +135,10 @@ pub struct Upstream {
     /// Requests and tunnels using this upstream right now.
     inflight: AtomicUsize,
     idle: Notify,
+    /// Set once the drain of this upstream is over: open tunnels close then (see
+    /// [`Upstream::close_tunnels`]).
+    tunnels_closing: std::sync::atomic::AtomicBool,
+    tunnels_close: Notify,
     /// Pooled connections to the instance; taken (and so closed) by [`Upstream::close_pool`].
     client: ArcSwapOption<UpstreamClient>,
     /// `addr` as a URI authority, built once: every proxied request needs it.
@@ -151,6 +155,8 @@ impl Upstream {
             stats: UpstreamStats::default(),
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
+            tunnels_closing: std::sync::atomic::AtomicBool::new(false),
+            tunnels_close: Notify::new(),
             client: ArcSwapOption::empty(),
             authority: addr
                 .to_string()
@@ -200,6 +206,23 @@ impl Upstream {
             {
                 return self.inflight();
             }
+        }
+    }
+
+    /// Ends the tunnels (WebSockets) still open on this upstream: the drain gave them their
+    /// time, and they must not keep the old instance's shutdown waiting.
+    pub fn close_tunnels(&self) {
+        self.tunnels_closing.store(true, Ordering::SeqCst);
+        self.tunnels_close.notify_waiters();
+    }
+
+    async fn tunnels_closed(&self) {
+        loop {
+            let notified = self.tunnels_close.notified();
+            if self.tunnels_closing.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -479,8 +502,15 @@ async fn tunnel(
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!("tunnel closed: {e}");
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = copied {
+                tracing::debug!("tunnel closed: {e}");
+            }
+        }
+        _ = guard.0.tunnels_closed() => {
+            tracing::debug!(release = %guard.0.release, "tunnel closed: its drain is over");
+        }
     }
     drop(guard);
 }

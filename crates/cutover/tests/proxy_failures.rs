@@ -94,3 +94,62 @@ fn a_release_that_cuts_responses_short_is_rolled_back() {
     assert!(report.by_release.get("v1").copied().unwrap_or(0) > 0);
     assert_eq!(get(daemon.public, "/version").2, "v1");
 }
+
+/// Regression: an open WebSocket made a deploy wait for drain_timeout twice (after the switch,
+/// then again at finalize) and then for the old instance's own shutdown grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_is_drained_once_then_closed() {
+    use futures_util::StreamExt;
+    let config = FAST_COMPONENT
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"2s\"")
+        .replace("stabilize = \"0s\"", "stabilize = \"2s\"");
+    let daemon = std::sync::Arc::new(Daemon::start(&config));
+    daemon.deploy_ok("v1", &demo_api());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", daemon.public))
+        .await
+        .unwrap();
+    let deployer = {
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            let api = demo_api();
+            daemon.cli(&[
+                "deploy",
+                "backend",
+                "--release",
+                "v2",
+                "--json",
+                "--artifact",
+                api.to_str().unwrap(),
+            ])
+        })
+    };
+    // The tunnel is closed by cutover once the drain is over, not left to the old release.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel to v1 was never closed");
+    let out = deployer.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let drained: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "drained" && e["release"] == "v1")
+        .collect();
+    assert_eq!(
+        drained.len(),
+        1,
+        "one bounded drain per switch: {drained:?}"
+    );
+    assert_eq!(
+        drained[0]["remaining"], 1,
+        "the tunnel was still open at the timeout"
+    );
+    assert_eq!(get(daemon.public, "/version").2, "v2");
+}

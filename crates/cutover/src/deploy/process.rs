@@ -86,6 +86,8 @@ impl Run<'_> {
             instance,
         };
         let old = self.component.switch_to(Some(new.clone()));
+        // One drain per switch: what finalize still waits for is what is left of it.
+        let drain_deadline = Instant::now() + config.drain_timeout.get();
         self.sink.emit(
             self.deploy_id,
             EventKind::Switched {
@@ -159,7 +161,7 @@ impl Run<'_> {
             Err(e) => return Err(e),
         };
         if let Some(old) = old {
-            self.retire(&old).await;
+            self.retire(&old, drain_deadline).await;
         }
         Ok(finalized)
     }
@@ -306,21 +308,25 @@ impl Run<'_> {
             },
         );
         let _ = config;
-        self.retire(&new).await;
+        self.retire(&new, Instant::now() + config.drain_timeout.get())
+            .await;
         Ok((Outcome::RolledBack, Some(reason)))
     }
 
-    /// Drains an instance that no longer gets traffic, closes our pooled connections to it,
-    /// then stops it.
-    pub(super) async fn retire(&self, old: &Serving) {
+    /// Drains an instance that no longer gets traffic (until `drain_deadline`), closes the
+    /// tunnels still open and our pooled connections to it, then stops it.
+    pub(super) async fn retire(&self, old: &Serving, drain_deadline: Instant) {
         let config = &self.component.config;
         let stop_timeout = config
             .process()
             .map_or(Duration::from_secs(10), |p| p.stop_timeout.get());
-        let remaining = old.upstream.drain(config.drain_timeout.get()).await;
-        if remaining > 0 {
+        let left = drain_deadline.saturating_duration_since(Instant::now());
+        let remaining = old.upstream.drain(left).await;
+        // With no time left, the drain after the switch already said what remained.
+        if remaining > 0 && !left.is_zero() {
             self.drained(&old.instance.release, remaining);
         }
+        old.upstream.close_tunnels();
         old.upstream.close_pool();
         let status = old.instance.stop(stop_timeout).await;
         if let Err(e) = self
