@@ -2,8 +2,10 @@
 //! store, refusing anything that could write or point outside the release.
 //!
 //! Refused: absolute paths, `..` components, symlinks whose target leaves the release, hard
-//! links to outside, devices and FIFOs. Set-id bits are dropped. The tar crate parses; the
-//! containment rules are ours because `unpack_in` alone still follows pre-existing symlinks.
+//! links to outside, devices and FIFOs, and more bytes or entries than [`Limits`] allow.
+//! Set-id, sticky and group/world write bits are dropped (files become 0755 or 0644 at most).
+//! Hard links stay links. The tar crate parses; the containment rules are ours because
+//! `unpack_in` alone still follows pre-existing symlinks.
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -26,6 +28,81 @@ pub enum BundleError {
     },
     #[error("{} is empty: a bundle needs at least one file", .0.display())]
     Empty(PathBuf),
+    #[error("bundle entry {entry:?} is refused: it is a hard link to {target:?}, {why}")]
+    HardLink {
+        entry: String,
+        target: String,
+        why: &'static str,
+    },
+    #[error("{} unpacks to more than {limit} {what} ([daemon] bundle_max_{key} in cutover.toml)", bundle.display())]
+    TooLarge {
+        bundle: PathBuf,
+        limit: String,
+        what: &'static str,
+        key: &'static str,
+    },
+}
+
+/// The most one bundle may unpack to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 4 << 30,
+            max_entries: 200_000,
+        }
+    }
+}
+
+/// Counts what an unpack wrote against its [`Limits`].
+struct Budget<'a> {
+    limits: Limits,
+    source: &'a Path,
+    bytes: u64,
+    entries: u64,
+}
+
+impl Budget<'_> {
+    fn entry(&mut self) -> Result<(), BundleError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(BundleError::TooLarge {
+                bundle: self.source.to_owned(),
+                limit: self.limits.max_entries.to_string(),
+                what: "entries",
+                key: "entries",
+            });
+        }
+        Ok(())
+    }
+
+    /// The most bytes the next file may still have.
+    fn room(&self) -> u64 {
+        self.limits.max_bytes.saturating_sub(self.bytes)
+    }
+
+    fn wrote(&mut self, bytes: u64) -> Result<(), BundleError> {
+        self.bytes += bytes;
+        if self.bytes > self.limits.max_bytes {
+            return Err(BundleError::TooLarge {
+                bundle: self.source.to_owned(),
+                limit: crate::checks::human_bytes(self.limits.max_bytes),
+                what: "bytes",
+                key: "size",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The mode a file is stored with: no set-id, sticky or group/world write bits.
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o755
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BundleError + 'a {
@@ -56,11 +133,18 @@ fn is_tar(head: &[u8]) -> bool {
     head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
-/// Unpacks `source` into `dest` (which must not exist yet). Returns the bytes written.
-pub fn unpack(source: &Path, dest: &Path) -> Result<u64, BundleError> {
+/// Unpacks `source` into `dest` (which must not exist yet), within `limits`. Returns the bytes
+/// written.
+pub fn unpack(source: &Path, dest: &Path, limits: Limits) -> Result<u64, BundleError> {
     fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-    let written = if source.is_dir() {
-        copy_dir(source, source, dest)?
+    let mut budget = Budget {
+        limits,
+        source,
+        bytes: 0,
+        entries: 0,
+    };
+    if source.is_dir() {
+        copy_dir(source, source, dest, &mut budget)?;
     } else {
         let file = File::open(source).map_err(io_err("open", source))?;
         let mut reader = BufReader::new(file);
@@ -73,15 +157,16 @@ pub fn unpack(source: &Path, dest: &Path) -> Result<u64, BundleError> {
         if is_gzip(&head[..n]) {
             unpack_tar(
                 tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file))),
-                source,
                 dest,
+                &mut budget,
             )?
         } else if is_bundle(source) {
-            unpack_tar(tar::Archive::new(BufReader::new(file)), source, dest)?
+            unpack_tar(tar::Archive::new(BufReader::new(file)), dest, &mut budget)?
         } else {
             return Err(BundleError::NotABundle(source.to_owned()));
         }
-    };
+    }
+    let written = budget.bytes;
     if fs::read_dir(dest)
         .map_err(io_err("list", dest))?
         .next()
@@ -136,13 +221,14 @@ fn no_symlink_on_the_way(dest: &Path, path: &Path) -> Result<(), &'static str> {
 
 fn unpack_tar<R: Read>(
     mut archive: tar::Archive<R>,
-    source: &Path,
     dest: &Path,
-) -> Result<u64, BundleError> {
-    let mut written = 0;
+    budget: &mut Budget<'_>,
+) -> Result<(), BundleError> {
+    let source = budget.source;
     let entries = archive.entries().map_err(io_err("read", source))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err("read", source))?;
+        budget.entry()?;
         let raw_path = entry.path().map_err(io_err("read", source))?.into_owned();
         let name = raw_path.display().to_string();
         let unsafe_entry = |why| BundleError::Unsafe {
@@ -165,14 +251,17 @@ fn unpack_tar<R: Read>(
                 fs::create_dir_all(&target).map_err(io_err("create", &target))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+                let mode = safe_mode(entry.header().mode().unwrap_or(0o644));
                 // create_new (O_EXCL) never follows a symlink left at the final component.
                 let mut out = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&target)
                     .map_err(io_err("create", &target))?;
-                written += io::copy(&mut entry, &mut out).map_err(io_err("write", &target))?;
+                // Read at most one byte past the budget: a bomb stops there, not at a full disk.
+                let copied = io::copy(&mut (&mut entry).take(budget.room() + 1), &mut out)
+                    .map_err(io_err("write", &target))?;
+                budget.wrote(copied)?;
                 // Keep the archive's mtime: it is the file's Last-Modified when served.
                 if let Ok(mtime) = entry.header().mtime() {
                     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
@@ -198,15 +287,19 @@ fn unpack_tar<R: Read>(
                     .link_name()
                     .map_err(io_err("read", source))?
                     .ok_or_else(|| unsafe_entry("is a hard link without a target"))?;
-                let inside = contained(&link).map_err(unsafe_entry)?;
-                no_symlink_on_the_way(dest, &inside).map_err(unsafe_entry)?;
+                let refused = |why| BundleError::HardLink {
+                    entry: name.clone(),
+                    target: link.display().to_string(),
+                    why,
+                };
+                let inside = contained(&link).map_err(refused)?;
+                no_symlink_on_the_way(dest, &inside).map_err(refused)?;
                 let from = dest.join(inside);
                 if from.symlink_metadata().map_or(true, |m| !m.is_file()) {
-                    return Err(unsafe_entry(
-                        "is a hard link to something not in the release",
-                    ));
+                    return Err(refused("which is not a file unpacked before it"));
                 }
-                written += fs::copy(&from, &target).map_err(io_err("copy", &target))?;
+                // A link, as in the archive: the bytes are stored once.
+                fs::hard_link(&from, &target).map_err(io_err("link", &target))?;
             }
             tar::EntryType::XHeader
             | tar::EntryType::XGlobalHeader
@@ -215,17 +308,22 @@ fn unpack_tar<R: Read>(
             _ => return Err(unsafe_entry("is a device, FIFO or other special file")),
         }
     }
-    Ok(written)
+    Ok(())
 }
 
-fn copy_dir(root: &Path, dir: &Path, dest: &Path) -> Result<u64, BundleError> {
-    let mut written = 0;
+fn copy_dir(
+    root: &Path,
+    dir: &Path,
+    dest: &Path,
+    budget: &mut Budget<'_>,
+) -> Result<(), BundleError> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(io_err("list", dir))?
         .collect::<Result<_, _>>()
         .map_err(io_err("list", dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
+        budget.entry()?;
         let path = entry.path();
         let relative = path.strip_prefix(root).expect("walk stays under root");
         let target = dest.join(relative);
@@ -241,12 +339,14 @@ fn copy_dir(root: &Path, dir: &Path, dest: &Path) -> Result<u64, BundleError> {
             std::os::unix::fs::symlink(&link, &target).map_err(io_err("create", &target))?;
         } else if meta.is_dir() {
             fs::create_dir(&target).map_err(io_err("create", &target))?;
-            written += copy_dir(root, &path, dest)?;
+            copy_dir(root, &path, dest, budget)?;
         } else if meta.is_file() {
-            written += fs::copy(&path, &target).map_err(io_err("copy", &target))?;
+            // Checked before copying: a directory's sizes are known up front.
+            budget.wrote(meta.len())?;
+            fs::copy(&path, &target).map_err(io_err("copy", &target))?;
             fs::set_permissions(
                 &target,
-                fs::Permissions::from_mode(meta.permissions().mode() & 0o777),
+                fs::Permissions::from_mode(safe_mode(meta.permissions().mode())),
             )
             .map_err(io_err("chmod", &target))?;
             let copy = File::options()
@@ -265,7 +365,7 @@ fn copy_dir(root: &Path, dir: &Path, dest: &Path) -> Result<u64, BundleError> {
             });
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// sha256 of every regular file under `dir`, by path relative to it (for ETags, and as the
@@ -336,7 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("site.tar");
         fs::write(&archive, bytes).unwrap();
-        unpack(&archive, &dir.path().join("out")).map(|_| dir)
+        unpack(&archive, &dir.path().join("out"), Limits::default()).map(|_| dir)
     }
 
     #[test]
@@ -463,15 +563,118 @@ mod tests {
         fs::create_dir_all(src.join("assets")).unwrap();
         fs::write(src.join("index.html"), "hi").unwrap();
         fs::write(src.join("assets/a.css"), "body{}").unwrap();
-        unpack(&src, &dir.path().join("out")).unwrap();
+        unpack(&src, &dir.path().join("out"), Limits::default()).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("out/assets/a.css")).unwrap(),
             "body{}"
         );
         std::os::unix::fs::symlink("/etc/passwd", src.join("leak")).unwrap();
-        let err = unpack(&src, &dir.path().join("out2"))
+        let err = unpack(&src, &dir.path().join("out2"), Limits::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("points outside"), "{err}");
+    }
+
+    #[test]
+    fn hard_links_stay_links_and_their_errors_name_the_target() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = unpack_bytes(&tar_with(&[
+            ("a", tar::EntryType::Regular, b"data", None),
+            ("b", tar::EntryType::Link, b"", Some("a")),
+        ]))
+        .unwrap();
+        let (a, b) = (
+            fs::metadata(dir.path().join("out/a")).unwrap(),
+            fs::metadata(dir.path().join("out/b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "a hard link was unpacked as a copy");
+        let err = unpack_bytes(&tar_with(&[(
+            "b",
+            tar::EntryType::Link,
+            b"",
+            Some("missing"),
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"b\"")
+                && err.contains("hard link to \"missing\"")
+                && err.contains("not a file unpacked before it"),
+            "{err}"
+        );
+        let err = unpack_bytes(&tar_with(&[("h", tar::EntryType::Link, b"", Some("../x"))]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hard link to \"../x\"") && err.contains("`..`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modes_lose_special_and_foreign_write_bits() {
+        assert_eq!(safe_mode(0o7777), 0o755);
+        assert_eq!(safe_mode(0o666), 0o644);
+        assert_eq!(safe_mode(0o4755), 0o755);
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o7777);
+        header.set_size(1);
+        header.set_path("run").unwrap();
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        let dir = unpack_bytes(&builder.into_inner().unwrap()).unwrap();
+        let mode = fs::metadata(dir.path().join("out/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn limits_stop_bombs_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("bomb.tar");
+        fs::write(
+            &archive,
+            tar_with(&[
+                ("a", tar::EntryType::Regular, &[0u8; 600], None),
+                ("b", tar::EntryType::Regular, &[0u8; 600], None),
+            ]),
+        )
+        .unwrap();
+        let small = Limits {
+            max_bytes: 1000,
+            max_entries: 10,
+        };
+        let err = unpack(&archive, &dir.path().join("out"), small)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("more than 1000 B bytes") || err.contains("more than"),
+            "{err}"
+        );
+        assert!(err.contains("bundle_max_size"), "{err}");
+        let few = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 1,
+        };
+        let err = unpack(&archive, &dir.path().join("out2"), few)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("more than 1 entries") && err.contains("bundle_max_entries"),
+            "{err}"
+        );
+        // A directory is judged before a byte is copied.
+        let src = dir.path().join("site");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("big"), vec![0u8; 2000]).unwrap();
+        let err = unpack(&src, &dir.path().join("out3"), small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bundle_max_size"), "{err}");
+        assert!(!dir.path().join("out3/big").exists());
     }
 }

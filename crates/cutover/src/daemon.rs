@@ -76,7 +76,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
         store: store.clone(),
-        releases: ReleaseStore::new(&data_dir),
+        releases: ReleaseStore::new(&data_dir).with_bundle_limits(config.daemon.bundle_limits),
         notifier,
     });
 

@@ -143,13 +143,21 @@ pub fn now_millis() -> i64 {
 #[derive(Clone, Debug)]
 pub struct ReleaseStore {
     root: PathBuf,
+    bundle_limits: crate::bundle::Limits,
 }
 
 impl ReleaseStore {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             root: data_dir.join("releases"),
+            bundle_limits: crate::bundle::Limits::default(),
         }
+    }
+
+    /// The most a bundle may unpack to (`[daemon] bundle_max_size` / `bundle_max_entries`).
+    pub fn with_bundle_limits(mut self, limits: crate::bundle::Limits) -> Self {
+        self.bundle_limits = limits;
+        self
     }
 
     pub fn release_dir(&self, component: &ComponentName, id: &ReleaseId) -> PathBuf {
@@ -236,7 +244,7 @@ impl ReleaseStore {
         source: &Path,
         tmp: &Path,
     ) -> Result<StoredRelease, ReleaseError> {
-        let size = crate::bundle::unpack(source, &tmp.join("bundle"))?;
+        let size = crate::bundle::unpack(source, &tmp.join("bundle"), self.bundle_limits)?;
         let manifest = crate::bundle::manifest(&tmp.join("bundle"))?;
         let release = StoredRelease {
             component: component.clone(),

@@ -86,6 +86,8 @@ pub struct DaemonConfig {
     pub production: bool,
     /// An instance log larger than this is rotated (copied to `.1`, then truncated).
     pub log_max_size: u64,
+    /// Most a bundle may unpack to: a bomb is refused, not unpacked until the disk is full.
+    pub bundle_limits: crate::bundle::Limits,
 }
 
 /// How `cutover generate systemd` / `init` write the service unit.
@@ -483,6 +485,18 @@ struct RawDaemon {
     production: bool,
     #[serde(default = "default_log_max_size", deserialize_with = "byte_size")]
     log_max_size: u64,
+    #[serde(default = "default_bundle_max_size", deserialize_with = "byte_size")]
+    bundle_max_size: u64,
+    #[serde(default = "default_bundle_max_entries")]
+    bundle_max_entries: u64,
+}
+
+fn default_bundle_max_size() -> u64 {
+    crate::bundle::Limits::default().max_bytes
+}
+
+fn default_bundle_max_entries() -> u64 {
+    crate::bundle::Limits::default().max_entries
 }
 
 fn default_log_max_size() -> u64 {
@@ -497,6 +511,8 @@ impl Default for RawDaemon {
             admin_listen: None,
             production: true,
             log_max_size: default_log_max_size(),
+            bundle_max_size: default_bundle_max_size(),
+            bundle_max_entries: default_bundle_max_entries(),
         }
     }
 }
@@ -722,6 +738,10 @@ impl Validator<'_> {
                 admin_listen: raw.daemon.admin_listen,
                 production: raw.daemon.production,
                 log_max_size: raw.daemon.log_max_size,
+                bundle_limits: crate::bundle::Limits {
+                    max_bytes: raw.daemon.bundle_max_size,
+                    max_entries: raw.daemon.bundle_max_entries,
+                },
             },
             components,
             pipeline: raw.pipeline,
