@@ -143,9 +143,10 @@ impl Watch {
         let before = self.restarts.len() as u32;
         let roll_back = self.policy.rollback && before >= self.policy.max_restarts;
         let delay = match before {
-            // The first restart, and a rollback to a release that was fine before, go at once.
-            _ if roll_back => Duration::ZERO,
+            // The first restart, and the first try of a rollback to a release that was fine
+            // before, go at once; a rollback that keeps failing backs off like restarts do.
             0 => Duration::ZERO,
+            n if roll_back && n == self.policy.max_restarts => Duration::ZERO,
             n => FIRST_BACKOFF
                 .saturating_mul(1u32 << (n - 1).min(16))
                 .min(MAX_BACKOFF),
@@ -254,6 +255,10 @@ mod tests {
         let (delay, roll_back) = restart(&watch.apply(Input::Exited, t + Duration::from_secs(3)));
         assert!(roll_back, "the fourth failure within the window rolls back");
         assert_eq!(delay, Duration::ZERO);
+        // A rollback that cannot start its release is tried again, backing off.
+        let mut failed = watch.clone();
+        let retry = restart(&failed.apply(Input::RestartFailed, t + Duration::from_secs(4)));
+        assert_eq!(retry, (Duration::from_secs(4), true));
         // The rolled-back release starts with a clean count.
         watch.apply(Input::Replaced { rolled_back: true }, t);
         assert_eq!(
