@@ -128,12 +128,12 @@ fn timed_get(addr: SocketAddr, path: &str, timeout: Duration) -> (Result<u16, St
 fn a_frozen_instance_is_reported_unhealthy_and_replaced() {
     let (hook, events) = receiver();
     let admin = free_port();
-    // Every instance takes 1.5 s to listen, so the replacement's start is visible in status.
+    // Every instance takes 3 s to listen, so the replacement's start is visible in status.
     let daemon = Daemon::start_with_config(&config(
         &format!("admin_listen = \"127.0.0.1:{admin}\"\n\n[[notify]]\nurl = \"http://127.0.0.1:{hook}/hook\"\nevents = [\"unhealthy\", \"recovered\"]\n"),
         WATCHED,
     ));
-    let slow_start = daemon.demo_with_env("slow-start", "DEMO_STARTUP_DELAY_MS=1500");
+    let slow_start = daemon.demo_with_env("slow-start", "DEMO_STARTUP_DELAY_MS=3000");
     daemon.deploy_ok("v1", &slow_start);
     assert_eq!(check(&daemon).0, Some(0), "healthy before the freeze");
     eventually(Duration::from_secs(5), "status shows it healthy", || {
@@ -222,11 +222,11 @@ fn a_frozen_instance_is_reported_unhealthy_and_replaced() {
 #[test]
 fn a_release_whose_health_turns_500_is_reported_and_restarted() {
     let daemon = Daemon::start_with_config(&config("", WATCHED));
-    // Healthy for 3 s after it starts, then every request (health included) answers 500; each
-    // instance takes 1 s to listen.
+    // Healthy for 2 s after it listens, then every request (health included) answers 500; each
+    // instance takes 2 s to listen (the window in which status shows the restart).
     let failing = daemon.demo_with_env(
         "failing",
-        "DEMO_STARTUP_DELAY_MS=1000 DEMO_FAIL_AFTER_MS=3000",
+        "DEMO_STARTUP_DELAY_MS=2000 DEMO_FAIL_AFTER_MS=4000",
     );
     daemon.deploy_ok("v1", &failing);
     let first = serving_pid(&daemon).unwrap();
