@@ -6,6 +6,25 @@ use crate::services::{self, ServiceHealth, ServiceKind, ServiceStatus};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// Why the instance serving a component is not fine, as the daemon's watchdog reports it.
+pub fn serving_health_problem(status: &crate::protocol::ComponentStatus) -> Option<String> {
+    use crate::protocol::HealthState;
+    let health = status.health.as_ref()?;
+    if health.state != HealthState::Unhealthy {
+        return None;
+    }
+    let release = status.serving_release.as_deref().unwrap_or("the release");
+    let why = health
+        .reason
+        .clone()
+        .or_else(|| health.last_probe.clone())
+        .unwrap_or_else(|| "failing health probes".into());
+    Some(format!(
+        "{release} is UNHEALTHY: {why} (restarted {} times recently; a restart is under way)",
+        health.restarts
+    ))
+}
+
 /// Free space of one configured path.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiskReport {

@@ -25,6 +25,8 @@ pub struct ComponentRuntime {
     serving: Mutex<Option<Serving>>,
     /// The deploy that owns this component right now; a second one is refused.
     deploying: Mutex<Option<DeployInProgress>>,
+    /// What the watchdog last saw of the serving instance (process components).
+    pub health: crate::watchdog::HealthBoard,
 }
 
 #[derive(Clone)]
@@ -70,6 +72,7 @@ impl ComponentRuntime {
             listen,
             serving: Mutex::new(None),
             deploying: Mutex::new(None),
+            health: Default::default(),
         })
     }
 

@@ -1,4 +1,5 @@
-//! `cutover serve`: start-up, crash recovery, supervision and graceful shutdown.
+//! `cutover serve`: start-up, crash recovery, graceful shutdown; the serving instances are
+//! watched by [`crate::watchdog`].
 //!
 //! Start-up order: take the data-dir lock, open state, open public sockets (inherited or bound),
 //! recover each component to its committed active release (adopting instances that outlived a
@@ -15,11 +16,9 @@ use crate::control;
 use crate::deploy::{self, Shared};
 use crate::health;
 use crate::listener::{self, Inherited};
-use crate::protocol::DeployInProgress;
 use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
 use crate::server::{self, Frontend};
-use crate::shutdown::Shutdown;
 use crate::store::{InstanceRecord, InstanceState, Store};
 use crate::supervisor;
 use anyhow::Context;
@@ -155,11 +154,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         let Some(listener) = listener else { continue };
         let frontend = match &component.config.kind {
             ComponentKind::Process(_) => {
-                tokio::spawn(supervise(
-                    shared.clone(),
-                    component.clone(),
-                    shutdown.clone(),
-                ));
+                crate::watchdog::spawn(shared.clone(), component.clone(), shutdown.clone());
                 Frontend::Proxy(component.route.clone())
             }
             _ => Frontend::Static {
@@ -219,7 +214,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
 }
 
 /// Removes uploads nobody deployed (a CLI that died between its upload and its deploy).
-async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: Shutdown) {
+async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: crate::shutdown::Shutdown) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => state.uploads.sweep(crate::upload::UNUSED_UPLOAD_TTL),
@@ -347,104 +342,5 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
             upstream: Upstream::new(component.name(), instance.addr, instance.release.clone()),
             instance,
         }));
-    }
-}
-
-/// Restarts the serving instance if it dies outside a deploy (deploys watch their own).
-async fn supervise(shared: Arc<Shared>, component: Arc<ComponentRuntime>, mut shutdown: Shutdown) {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-    let mut backoff = FIRST_BACKOFF;
-    // Which instance we watch and since when: one that stayed up a while resets the backoff.
-    let mut watching: Option<(i64, std::time::Instant)> = None;
-    loop {
-        if shutdown.is_triggered() {
-            return;
-        }
-        let watched = component.serving();
-        if let Some(serving) = &watched {
-            let fresh = watching.is_none_or(|(id, _)| id != serving.instance.id);
-            if fresh {
-                watching = Some((serving.instance.id, std::time::Instant::now()));
-            }
-            tokio::select! {
-                _ = serving.instance.exited() => {}
-                _ = shutdown.wait() => return,
-            }
-            // It ran a good while before dying: a new incident, not a crash loop.
-            if fresh && watching.is_some_and(|(_, since)| since.elapsed() > Duration::from_secs(30))
-            {
-                backoff = FIRST_BACKOFF;
-            }
-        }
-        // Let a deploy that is running settle things itself.
-        while component.deploying().is_some() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
-        let now = component.serving();
-        let still_dead = match (&watched, &now) {
-            (Some(w), Some(n)) => w.instance.id == n.instance.id,
-            (None, None) => true,
-            _ => false,
-        };
-        if !still_dead {
-            continue;
-        }
-        let Some(release) = shared.store.active_release(component.name()) else {
-            // Nothing deployed yet: wait for the first deploy.
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait() => return,
-            }
-            continue;
-        };
-        if let Some(dead) = &watched {
-            tracing::error!(component = component.name(), release = %release,
-                "the serving instance {}; restarting it in {backoff:?}", dead.instance.exit_status().unwrap_or_default());
-            // Whatever the leader left behind in its group goes too (it may hold the port).
-            dead.instance.stop(Duration::ZERO).await;
-            let _ = shared
-                .store
-                .set_instance_state(dead.instance.id, InstanceState::Stopped);
-        }
-        // Back off before every restart, without holding the component: a release that starts
-        // and then crashes must not spin, and an operator's deploy or rollback may go first.
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-        let Ok(claim) = component.claim(DeployInProgress {
-            deploy_id: 0,
-            release: release.to_string(),
-            who: "cutover (restart after exit)".into(),
-            started_at: now_millis(),
-        }) else {
-            continue;
-        };
-        if component.serving().map(|s| s.instance.id) != now.as_ref().map(|s| s.instance.id) {
-            continue; // a deploy switched meanwhile
-        }
-        match deploy::start_healthy(&shared, &component, &release, |_| {}, |_, _| {}).await {
-            Ok((instance, _)) => {
-                let _ = shared
-                    .store
-                    .set_instance_state(instance.id, InstanceState::Serving);
-                let old = component.switch_to(Some(Serving {
-                    upstream: Upstream::new(component.name(), instance.addr, release.clone()),
-                    instance,
-                }));
-                if let Some(old) = old {
-                    old.upstream.close_pool();
-                }
-                tracing::info!(component = component.name(), release = %release, "restarted");
-            }
-            Err(e) => {
-                tracing::error!(component = component.name(), release = %release, "restart failed: {e}");
-            }
-        }
-        drop(claim);
     }
 }

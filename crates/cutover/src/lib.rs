@@ -18,7 +18,9 @@
 //! - [`https`]: the outbound HTTP(S) client (webhooks, hook verification).
 //! - [`component`]: one component at run time (route, serving instance, deploy claim).
 //! - [`deploy`]: the deploy state machine and pipelines.
-//! - [`daemon`]: start-up, crash recovery, supervision, shutdown.
+//! - [`daemon`]: start-up, crash recovery, shutdown.
+//! - [`watchdog`]: probes the serving instances between deploys; restarts, holds requests,
+//!   rolls a crash loop back.
 //! - [`control`], [`protocol`], [`status`]: the control API on a unix socket and its schema.
 //! - [`sd`]: systemd's notify protocol (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the daemon-wide stop signal.
@@ -61,3 +63,4 @@ pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod upload;
+pub mod watchdog;

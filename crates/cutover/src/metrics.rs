@@ -72,6 +72,16 @@ pub struct Metrics {
     pub stabilization_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     pub service_up: Family<ServiceLabels, Gauge>,
     pub service_latency: Family<ServiceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while the serving instance passes its health probes, 0 while it is down or failing.
+    pub instance_healthy: Family<ComponentLabels, Gauge>,
+    /// Restarts of a serving instance by the watchdog, by cause (`exited`, `unhealthy`).
+    pub restarts: Family<CauseLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub component: String,
+    pub cause: String,
 }
 
 impl Metrics {
@@ -88,6 +98,8 @@ impl Metrics {
             stabilization_duration: Family::new_with_constructor(duration_buckets),
             service_up: Family::default(),
             service_latency: Family::default(),
+            instance_healthy: Family::default(),
+            restarts: Family::default(),
             registry: Registry::with_prefix("cutover"),
         };
         metrics.registry.register(
@@ -144,6 +156,16 @@ impl Metrics {
             "service_check_latency_ms",
             "Latency of the last service health check",
             metrics.service_latency.clone(),
+        );
+        metrics.registry.register(
+            "instance_healthy",
+            "1 while the serving instance of a process component passes its health probes",
+            metrics.instance_healthy.clone(),
+        );
+        metrics.registry.register(
+            "instance_restarts",
+            "Restarts of a serving instance by the watchdog, by cause",
+            metrics.restarts.clone(),
         );
         metrics
     }

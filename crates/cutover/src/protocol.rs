@@ -87,6 +87,46 @@ pub struct ComponentStatus {
     pub deploying: Option<DeployInProgress>,
     /// Requests answered by the serving instance since it started serving.
     pub stats: Option<StatsSnapshot>,
+    /// What the watchdog saw of the serving instance (process components, daemon up, no deploy
+    /// in progress).
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+}
+
+/// Health of the serving instance as the watchdog probes it between deploys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub state: HealthState,
+    /// Failed probes in a row (0 after a success).
+    pub consecutive_failures: u32,
+    /// The last probe: when (ms since the epoch), whether it passed, and what it saw.
+    pub last_probe_at: Option<i64>,
+    pub last_probe_ok: Option<bool>,
+    pub last_probe: Option<String>,
+    /// Why it is unhealthy (a failing probe, or how the process ended).
+    pub reason: Option<String>,
+    /// Restarts by the watchdog within the restart window.
+    pub restarts: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Not probed yet since it started serving.
+    Unknown,
+    Healthy,
+    /// Dead, or failed `unhealthy_threshold` probes in a row; a restart is pending or running.
+    Unhealthy,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unknown => "unknown",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

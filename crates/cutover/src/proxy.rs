@@ -259,6 +259,11 @@ pub struct Route {
     current: ArcSwapOption<Upstream>,
     /// How long a request waits for response headers before the client gets a 504.
     upstream_timeout: Duration,
+    /// Milliseconds a request may wait for a replacement while the serving instance is down
+    /// and the watchdog restarts it (0: not held). One atomic load per request when unset.
+    hold_ms: AtomicU64,
+    /// Wakes held requests when the route changes or the hold ends.
+    changed: Notify,
 }
 
 impl Route {
@@ -267,6 +272,8 @@ impl Route {
             component,
             current: ArcSwapOption::empty(),
             upstream_timeout,
+            hold_ms: AtomicU64::new(0),
+            changed: Notify::new(),
         })
     }
 
@@ -275,8 +282,54 @@ impl Route {
     }
 
     /// The atomic switch: every request from now on goes to `next`. Returns the previous one.
+    /// Ends a hold: held requests go to `next` at once.
     pub fn switch(&self, next: Option<Arc<Upstream>>) -> Option<Arc<Upstream>> {
-        self.current.swap(next)
+        let previous = self.current.swap(next);
+        self.release_hold();
+        previous
+    }
+
+    /// From now on new requests wait (each up to `limit`) for the next [`Route::switch`] or
+    /// [`Route::release_hold`] instead of going to the current upstream, which is down.
+    pub fn hold(&self, limit: Duration) {
+        self.hold_ms.store(
+            limit.as_millis().clamp(1, u64::MAX as u128) as u64,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Held requests go on to whatever the route points at now.
+    pub fn release_hold(&self) {
+        self.hold_ms.store(0, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.hold_ms.load(Ordering::SeqCst) != 0
+    }
+
+    /// [`Route::acquire`], after waiting out a hold (bounded by the hold's limit).
+    async fn acquire_after_hold(&self) -> Option<InflightGuard> {
+        let limit = self.hold_ms.load(Ordering::SeqCst);
+        if limit != 0 {
+            let deadline = Instant::now() + Duration::from_millis(limit);
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                // Registered before the check, so a release between the two is not missed.
+                changed.as_mut().enable();
+                if !self.is_held() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline.into(), changed)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        self.acquire()
     }
 
     /// Picks the current upstream and counts the request in flight on it. The re-check after
@@ -355,7 +408,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    let Some(guard) = route.acquire() else {
+    let Some(guard) = route.acquire_after_hold().await else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("cutover: no active release of {}", route.component),
@@ -591,6 +644,43 @@ mod tests {
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example");
         assert_eq!(headers[header::VIA], "1.1 cutover");
+    }
+
+    #[tokio::test]
+    async fn a_held_route_waits_for_the_switch_within_its_limit() {
+        let route = Route::new(
+            ComponentName::parse("api").unwrap(),
+            Duration::from_secs(60),
+        );
+        let dead = Upstream::new(
+            "api",
+            "127.0.0.1:1".parse().unwrap(),
+            ReleaseId::parse("a").unwrap(),
+        );
+        let fresh = Upstream::new(
+            "api",
+            "127.0.0.1:2".parse().unwrap(),
+            ReleaseId::parse("a").unwrap(),
+        );
+        route.switch(Some(dead.clone()));
+        route.hold(Duration::from_secs(10));
+        let waiting = {
+            let route = route.clone();
+            tokio::spawn(async move { route.acquire_after_hold().await.map(|g| g.0.addr) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a held request waits");
+        route.switch(Some(fresh.clone()));
+        assert_eq!(waiting.await.unwrap(), Some(fresh.addr));
+        assert!(!route.is_held());
+
+        // The limit bounds the wait: then the request goes to what the route has.
+        route.hold(Duration::from_millis(30));
+        let started = Instant::now();
+        let got = route.acquire_after_hold().await.map(|g| g.0.addr);
+        assert_eq!(got, Some(fresh.addr));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

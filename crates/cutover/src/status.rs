@@ -25,6 +25,9 @@ pub fn online(state: &DaemonState) -> StatusResponse {
                     port: s.instance.addr.port(),
                 }),
                 deploying: component.deploying(),
+                health: serving
+                    .as_ref()
+                    .and_then(|s| component.health.get(s.instance.id)),
                 stats: serving.map(|s| s.upstream.stats.snapshot()),
             }
         })
@@ -53,6 +56,7 @@ pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreEr
             serving_release: None,
             deploying: None,
             stats: None,
+            health: None,
         });
     }
     Ok(StatusResponse {
@@ -158,6 +162,7 @@ pub fn offline_empty(config: &Config) -> StatusResponse {
                 serving_release: None,
                 deploying: None,
                 stats: None,
+                health: None,
             })
             .collect(),
     }

@@ -64,6 +64,13 @@ pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Resu
                         ok: true,
                         detail: "nothing deployed yet".into(),
                     },
+                    (Some(_), Some(_)) if checks::serving_health_problem(live).is_some() => {
+                        ComponentCheck {
+                            name: c.name.to_string(),
+                            ok: false,
+                            detail: checks::serving_health_problem(live).unwrap_or_default(),
+                        }
+                    }
                     (Some(active), Some(serving)) => ComponentCheck {
                         name: c.name.to_string(),
                         ok: true,

@@ -82,6 +82,13 @@ pub fn status(status: &StatusResponse) -> String {
                 .stats
                 .map(|s| format!("{} req, {} failed", s.requests, s.failed))
                 .unwrap_or_else(|| "-".into());
+            let health = c.health.as_ref().map_or_else(
+                || "-".into(),
+                |h| match h.consecutive_failures {
+                    0 => h.state.as_str().to_owned(),
+                    n => format!("{} ({n} failed)", h.state.as_str()),
+                },
+            );
             let deploying = c
                 .deploying
                 .as_ref()
@@ -93,6 +100,7 @@ pub fn status(status: &StatusResponse) -> String {
                 c.active.clone().unwrap_or_else(|| "(none)".into()),
                 c.previous.clone().unwrap_or_else(|| "-".into()),
                 serving,
+                health,
                 traffic,
                 deploying,
             ]
@@ -105,6 +113,7 @@ pub fn status(status: &StatusResponse) -> String {
             "ACTIVE",
             "PREVIOUS",
             "SERVING",
+            "HEALTH",
             "TRAFFIC",
             "DEPLOYING",
         ],

@@ -171,6 +171,32 @@ pub struct ProcessConfig {
     /// How long the proxy waits for an instance's response headers before it answers 504
     /// (and counts a failure): a request that hangs must not hang forever.
     pub upstream_timeout: HumanDuration,
+    /// What the watchdog does when the serving instance dies or stays unhealthy.
+    pub restart: RestartPolicy,
+}
+
+/// `restart = { max_restarts = 5, window = "5m", rollback = true, hold_requests = "5s" }`: the
+/// watchdog restarts a dead or unhealthy serving instance; after `max_restarts` restarts within
+/// `window` it rolls back to the previous release (when `rollback` and that release is kept).
+/// While a restart is pending, new requests wait up to `hold_requests` for the replacement.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartPolicy {
+    pub max_restarts: u32,
+    pub window: HumanDuration,
+    pub rollback: bool,
+    pub hold_requests: HumanDuration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: HumanDuration::from_secs(300),
+            rollback: true,
+            hold_requests: HumanDuration::from_secs(5),
+        }
+    }
 }
 
 /// Database migrations shipped inside each release bundle.
@@ -564,6 +590,7 @@ struct RawComponent {
     artifact: Option<String>,
     #[serde(default)]
     required_env: Vec<String>,
+    restart: Option<RestartPolicy>,
 }
 
 impl RawComponent {
@@ -585,6 +612,7 @@ impl RawComponent {
             ("verify", self.verify.is_some()),
             ("requires", self.requires.is_some()),
             ("migrations", self.migrations.is_some()),
+            ("restart", self.restart.is_some()),
         ];
         let allowed: &[&str] = match self.kind {
             RawKind::Process => &[
@@ -599,6 +627,7 @@ impl RawComponent {
                 "stabilize_checks",
                 "requires",
                 "migrations",
+                "restart",
             ],
             RawKind::Static => &["listen", "spa_fallback", "cache"],
             RawKind::Hook => &["run", "verify"],
@@ -897,7 +926,20 @@ impl Validator<'_> {
                     })
                 }
             },
+            restart: self.restart_policy(name, raw)?,
         })
+    }
+
+    fn restart_policy(&self, name: &str, raw: &RawComponent) -> Result<RestartPolicy, ConfigError> {
+        let policy = raw.restart.clone().unwrap_or_default();
+        let key = |field: &'static str| ["components", name, "restart", field];
+        if policy.max_restarts == 0 {
+            return Err(self.error(&key("max_restarts"), "max_restarts must be at least 1"));
+        }
+        if policy.window.get().is_zero() {
+            return Err(self.error(&key("window"), "window must be greater than zero"));
+        }
+        Ok(policy)
     }
 
     fn notify(&self, hooks: Vec<NotifyConfig>) -> Result<Vec<NotifyConfig>, ConfigError> {
@@ -907,6 +949,8 @@ impl Validator<'_> {
             "deploy_failed",
             "rollback",
             "interrupted",
+            "unhealthy",
+            "recovered",
         ];
         for hook in &hooks {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {

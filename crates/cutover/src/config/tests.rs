@@ -51,9 +51,43 @@ fn unknown_key_names_file_line_and_key() {
     check_error(
         "[components.backend]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\ncolour = \"blue\"\n",
         "/srv/app/cutover.toml:4:1: components.backend.colour: unknown field `colour`, expected one of \
-         `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, \
+         `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, `upstream_timeout`, \
          `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`, `requires`, `migrations`, `paths`, `build`, \
-         `artifact`, `required_env`",
+         `artifact`, `required_env`, `restart`",
+    );
+}
+
+#[test]
+fn restart_policy_has_defaults_and_checked_values() {
+    let config = parse(ISSUE_CONFIG).unwrap();
+    let restart = &config
+        .component("backend")
+        .unwrap()
+        .process()
+        .unwrap()
+        .restart;
+    assert_eq!(
+        (restart.max_restarts, restart.window.get(), restart.rollback),
+        (5, std::time::Duration::from_secs(300), true)
+    );
+    assert_eq!(
+        restart.hold_requests.get(),
+        std::time::Duration::from_secs(5)
+    );
+    let custom = parse(&format!(
+        "{ISSUE_CONFIG}restart = {{ max_restarts = 2, window = \"1m\", rollback = false }}\n"
+    ))
+    .unwrap();
+    let restart = &custom
+        .component("backend")
+        .unwrap()
+        .process()
+        .unwrap()
+        .restart;
+    assert_eq!((restart.max_restarts, restart.rollback), (2, false));
+    check_error(
+        "[components.backend]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\nrestart = { max_restarts = 0 }\n",
+        "/srv/app/cutover.toml:4:13: components.backend.restart.max_restarts: max_restarts must be at least 1",
     );
 }
 

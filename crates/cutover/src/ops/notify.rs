@@ -39,15 +39,22 @@ pub enum EventKind {
     Rollback,
     /// A deploy interrupted by a crash or a shutdown of the daemon.
     Interrupted,
+    /// The serving instance died or failed `unhealthy_threshold` health probes in a row
+    /// outside a deploy (the watchdog restarts it).
+    Unhealthy,
+    /// The serving instance is healthy again (it answered, or a restart replaced it).
+    Recovered,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::DeployStarted,
         EventKind::DeploySucceeded,
         EventKind::DeployFailed,
         EventKind::Rollback,
         EventKind::Interrupted,
+        EventKind::Unhealthy,
+        EventKind::Recovered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +64,8 @@ impl EventKind {
             EventKind::DeployFailed => "deploy_failed",
             EventKind::Rollback => "rollback",
             EventKind::Interrupted => "interrupted",
+            EventKind::Unhealthy => "unhealthy",
+            EventKind::Recovered => "recovered",
         }
     }
 
@@ -71,6 +80,8 @@ impl EventKind {
             EventKind::DeployFailed => ("❌", "deploy failed"),
             EventKind::Rollback => ("↩️", "rolled back"),
             EventKind::Interrupted => ("⚠️", "deploy interrupted"),
+            EventKind::Unhealthy => ("🚑", "unhealthy"),
+            EventKind::Recovered => ("💚", "recovered"),
         }
     }
 }
