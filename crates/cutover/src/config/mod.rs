@@ -86,6 +86,11 @@ pub struct DaemonConfig {
     pub production: bool,
     /// An instance log larger than this is rotated (copied to `.1`, then truncated).
     pub log_max_size: u64,
+    /// Connections one public listener holds open at once; `None`: derived from the fd limit
+    /// (see [`crate::fdlimit`]).
+    pub max_connections: Option<usize>,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_read_timeout: HumanDuration,
 }
 
 /// How `cutover generate systemd` / `init` write the service unit.
@@ -475,6 +480,13 @@ struct RawDaemon {
     production: bool,
     #[serde(default = "default_log_max_size", deserialize_with = "byte_size")]
     log_max_size: u64,
+    max_connections: Option<usize>,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout: HumanDuration,
+}
+
+fn default_body_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_log_max_size() -> u64 {
@@ -489,6 +501,8 @@ impl Default for RawDaemon {
             admin_listen: None,
             production: true,
             log_max_size: default_log_max_size(),
+            max_connections: None,
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -676,6 +690,15 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.daemon.max_connections == Some(0) {
+            return Err(self.error(
+                &["daemon", "max_connections"],
+                "must be at least 1 (leave it out to derive it from the fd limit)",
+            ));
+        }
+        if raw.daemon.body_read_timeout.get().is_zero() {
+            return Err(self.error(&["daemon", "body_read_timeout"], "must be more than 0s"));
+        }
         let data_dir = self.resolve(&raw.daemon.data_dir);
         let control_socket = match &raw.daemon.control_socket {
             Some(p) => self.resolve(p),
@@ -711,6 +734,8 @@ impl Validator<'_> {
                 admin_listen: raw.daemon.admin_listen,
                 production: raw.daemon.production,
                 log_max_size: raw.daemon.log_max_size,
+                max_connections: raw.daemon.max_connections,
+                body_read_timeout: raw.daemon.body_read_timeout,
             },
             components,
             pipeline: raw.pipeline,
