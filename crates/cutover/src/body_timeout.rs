@@ -27,6 +27,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the client sent no request body data for {0:?}")]
 pub struct BodyTimedOut(pub Duration);
 
+/// Whether `error` (an upstream request's, say) was caused by the client's body timing out:
+/// then the client stalled, not the upstream, and it must not count against the release.
+pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Set once the body of one request has timed out, so its answer can say so (408).
 #[derive(Clone, Debug, Default)]
 pub struct TimedOut(Arc<AtomicBool>);
@@ -127,7 +140,7 @@ mod tests {
             assert_eq!(frame.into_data().unwrap(), "x");
         }
         let error = body.frame().await.unwrap().unwrap_err();
-        assert!(error.is::<BodyTimedOut>(), "{error}");
+        assert!(caused(&*error), "{error}");
         assert!(timed_out.get());
         assert!(body.frame().await.is_none());
         sender.abort();

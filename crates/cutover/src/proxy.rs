@@ -300,6 +300,14 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let mut response = match upstream.client().request(req).await {
         Ok(response) => response,
+        Err(e) if crate::body_timeout::caused(&e) => {
+            // The client stopped sending its body: not the upstream's failure (server.rs
+            // answers 408).
+            return local_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "cutover: request body timed out",
+            );
+        }
         Err(e) => {
             upstream
                 .stats

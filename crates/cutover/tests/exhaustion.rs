@@ -446,3 +446,77 @@ fn stalled_request_bodies_are_cut_off_after_the_body_timeout() {
     assert_eq!(after, Ok((200, "v1".to_owned())));
     daemon.status_within(Duration::from_secs(5));
 }
+
+/// A release that reads the whole request body before it answers, as most APIs do.
+const BODY_READING_BACKEND: &str = r#"#!/usr/bin/env python3
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.answer(b"ok")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(b"%d bytes" % len(body))
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+host, port = os.environ["API_ADDR"].rsplit(":", 1)
+ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_stalled_body_gets_408_and_does_not_count_against_the_release() {
+    let daemon = LimitedDaemon::start("body_read_timeout = \"1s\"");
+    let backend = daemon.dir.path().join("backend.py");
+    std::fs::write(&backend, BODY_READING_BACKEND).unwrap();
+    std::fs::set_permissions(
+        &backend,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = daemon.cli(&[
+        "deploy",
+        "backend",
+        "--release",
+        "v1",
+        "--artifact",
+        backend.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        let mut stream =
+            TcpStream::connect_timeout(&daemon.public, Duration::from_secs(2)).unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nabc")
+            .unwrap();
+        stalled.push(stream);
+    }
+    for stream in &mut stalled {
+        let answer = read_response(stream, Instant::now() + Duration::from_secs(10));
+        assert_eq!(answer.map(|a| a.0), Ok(408), "{}", daemon.log());
+    }
+    let ok = request_within(
+        daemon.public,
+        "POST /upload HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+        Duration::from_secs(5),
+    );
+    assert_eq!(ok, Ok((200, "3 bytes".to_owned())));
+    let status = daemon.status_within(Duration::from_secs(5));
+    assert_eq!(
+        status["components"][0]["stats"]["failed"], 0,
+        "a client that stalls is not the release's failure: {status}"
+    );
+}
