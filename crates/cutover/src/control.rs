@@ -1,7 +1,9 @@
 //! The control API server: HTTP/1.1 + JSON on a unix socket (mode 0600). See [`crate::protocol`].
 
+use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
 use crate::daemon::DaemonState;
 use crate::deploy::{self, DeployPlan, EventSink};
+use crate::fdlimit::CONTROL_CONNECTIONS;
 use crate::protocol::*;
 use crate::release::{now_millis, ReleaseId};
 use crate::shutdown::Shutdown;
@@ -41,27 +43,46 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Answers control requests until shutdown. At most [`CONTROL_CONNECTIONS`] are open at once
+/// (more wait in the socket backlog): the fd budget reserves that many for the control socket,
+/// so it stays serviceable whatever the public load.
 pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown: Shutdown) {
+    let limit = ConnLimit::new(CONTROL_CONNECTIONS);
+    let mut backoff = AcceptBackoff::new("control");
     loop {
-        let (stream, _) = tokio::select! {
+        let slot = tokio::select! {
+            slot = limit.slot() => slot,
+            _ = shutdown.wait() => return,
+        };
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok((stream, _)) => {
+                    backoff.succeeded();
+                    stream
+                }
                 Err(e) => {
-                    tracing::warn!("control accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                    drop(slot);
+                    let delay = backoff.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = shutdown.wait() => return,
+                    }
                 }
             },
             _ = shutdown.wait() => return,
         };
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let stream = Counted::new(stream, slot);
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, req, uid).await) }
             });
+            // A client that never finishes its request must not keep a slot.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

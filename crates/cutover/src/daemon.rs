@@ -43,6 +43,7 @@ impl DaemonState {
 }
 
 pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<()> {
+    let fd_budget = crate::fdlimit::budget_for(&config);
     let data_dir = config.daemon.data_dir.clone();
     fs::DirBuilder::new()
         .recursive(true)
@@ -163,7 +164,13 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
             },
         };
         tracing::info!(component = component.name(), listen = ?component.listen, kind = component.config.kind_name(), "serving");
-        tasks.spawn(server::serve(listener, frontend, shutdown.clone(), grace));
+        tasks.spawn(server::serve(
+            listener,
+            frontend,
+            shutdown.clone(),
+            grace,
+            fd_budget.public_limits(&config),
+        ));
     }
     if let Some(addr) = config.daemon.admin_listen {
         let admin = listener::open("admin", addr, &mut Inherited::none())?;
@@ -173,6 +180,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
             Frontend::Admin,
             shutdown.clone(),
             Duration::from_secs(1),
+            fd_budget.admin_limits(&config),
         ));
     }
     crate::admin::spawn_service_checks(shared.config.clone(), shutdown.clone());

@@ -34,15 +34,18 @@
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
 pub mod admin;
+pub mod body_timeout;
 pub mod bundle;
 pub mod checks;
 pub mod cli;
 pub mod component;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod diskspace;
+pub mod fdlimit;
 pub mod health;
 pub mod https;
 pub mod listener;

@@ -15,7 +15,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
@@ -30,7 +29,7 @@ use tokio::sync::Notify;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type UpstreamClient = Client<HttpConnector, Incoming>;
+type UpstreamClient = Client<HttpConnector, crate::body_timeout::RequestBody>;
 
 /// Counters of what one upstream answered; read by stabilization and status.
 #[derive(Debug, Default)]
@@ -405,7 +404,7 @@ fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
 
 pub async fn handle(
     route: &Route,
-    mut req: Request<Incoming>,
+    mut req: Request<crate::body_timeout::RequestBody>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
     let Some(guard) = route.acquire_after_hold().await else {
@@ -453,6 +452,14 @@ pub async fn handle(
     drop(waiting);
     let mut response = match sent {
         Ok(Ok(response)) => response,
+        Ok(Err(e)) if crate::body_timeout::caused(&e) => {
+            // The client stopped sending its body: not the upstream's failure (server.rs
+            // answers 408).
+            return local_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "cutover: request body timed out",
+            );
+        }
         Ok(Err(e)) => {
             upstream
                 .stats

@@ -1,9 +1,12 @@
 //! The public HTTP/1.1 servers: one accept loop per component listener, dispatching to the
 //! proxy (process components) or the static file server (static components).
 
+use crate::body_timeout::IdleTimeout;
+use crate::conn_limit::{AcceptBackoff, CapReport, ConnLimit, Counted};
 use crate::proxy::{self, Route};
 use crate::shutdown::Shutdown;
 use crate::site::{self, SiteRoute};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,40 +35,76 @@ impl Frontend {
     }
 }
 
+/// How much one listener may hold: its connection cap and the request-body read timeout.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connections: ConnLimit,
+    pub body_read_timeout: Duration,
+}
+
 /// Accepts connections on `listener` and answers them until shutdown, then asks open
 /// connections to finish their current request and close (waiting up to `grace`).
+///
+/// At most `limits.connections` are open at once: at the cap the loop stops accepting and new
+/// connections wait in the kernel backlog, which costs no fd (see [`crate::conn_limit`]).
 pub async fn serve(
     listener: TcpListener,
     frontend: Frontend,
     mut shutdown: Shutdown,
     grace: Duration,
+    limits: Limits,
 ) {
     // Every connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let mut backoff = AcceptBackoff::new(frontend.component());
+    let mut cap_report = CapReport::new(frontend.component());
     loop {
+        if limits.connections.open() >= limits.connections.max() {
+            cap_report.at_cap(limits.connections.max());
+        }
+        let slot = tokio::select! {
+            slot = limits.connections.slot() => slot,
+            _ = shutdown.wait() => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                backoff.succeeded();
+                pair
+            }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(component = frontend.component(), "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                drop(slot);
+                let delay = backoff.failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.wait() => break,
+                }
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let body_read_timeout = limits.body_read_timeout;
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let frontend = service_frontend.clone();
+            let (req, body_timed_out) = {
+                let (parts, body) = req.into_parts();
+                let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
+                (http::Request::from_parts(parts, body), timed_out)
+            };
             async move {
                 let response = match &frontend {
                     Frontend::Proxy(route) => proxy::handle(route, req, peer).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,
                     Frontend::Admin => crate::admin::handle(&req),
                 };
+                if body_timed_out.get() {
+                    tracing::info!(client.addr = %peer, "request body timed out after {body_read_timeout:?}");
+                    return Ok(body_timeout_response(body_read_timeout));
+                }
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
@@ -98,4 +137,21 @@ pub async fn serve(
         "listener closed; finishing open connections"
     );
     let _ = tokio::time::timeout(grace, open_rx.recv()).await;
+}
+
+/// 408, and the connection closes: the rest of the body will never be read.
+fn body_timeout_response(after: Duration) -> http::Response<proxy::ProxyBody> {
+    use http_body_util::BodyExt;
+    http::Response::builder()
+        .status(http::StatusCode::REQUEST_TIMEOUT)
+        .header(http::header::CONNECTION, "close")
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from(format!(
+                "cutover: no request body data for {after:?}\n"
+            )))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        )
+        .expect("static response parts are valid")
 }

@@ -88,6 +88,11 @@ pub struct DaemonConfig {
     pub log_max_size: u64,
     /// Most a bundle may unpack to: a bomb is refused, not unpacked until the disk is full.
     pub bundle_limits: crate::bundle::Limits,
+    /// Connections one public listener holds open at once; `None`: derived from the fd limit
+    /// (see [`crate::fdlimit`]).
+    pub max_connections: Option<usize>,
+    /// A request body that sends nothing for this long is cut off (408).
+    pub body_read_timeout: HumanDuration,
 }
 
 /// How `cutover generate systemd` / `init` write the service unit.
@@ -515,6 +520,13 @@ struct RawDaemon {
     bundle_max_size: u64,
     #[serde(default = "default_bundle_max_entries")]
     bundle_max_entries: u64,
+    max_connections: Option<usize>,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout: HumanDuration,
+}
+
+fn default_body_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_bundle_max_size() -> u64 {
@@ -539,6 +551,8 @@ impl Default for RawDaemon {
             log_max_size: default_log_max_size(),
             bundle_max_size: default_bundle_max_size(),
             bundle_max_entries: default_bundle_max_entries(),
+            max_connections: None,
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -732,6 +746,15 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.daemon.max_connections == Some(0) {
+            return Err(self.error(
+                &["daemon", "max_connections"],
+                "must be at least 1 (leave it out to derive it from the fd limit)",
+            ));
+        }
+        if raw.daemon.body_read_timeout.get().is_zero() {
+            return Err(self.error(&["daemon", "body_read_timeout"], "must be more than 0s"));
+        }
         let data_dir = self.resolve(&raw.daemon.data_dir);
         let control_socket = match &raw.daemon.control_socket {
             Some(p) => self.resolve(p),
@@ -771,6 +794,8 @@ impl Validator<'_> {
                     max_bytes: raw.daemon.bundle_max_size,
                     max_entries: raw.daemon.bundle_max_entries,
                 },
+                max_connections: raw.daemon.max_connections,
+                body_read_timeout: raw.daemon.body_read_timeout,
             },
             components,
             pipeline: raw.pipeline,

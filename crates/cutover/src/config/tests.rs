@@ -311,3 +311,25 @@ fn service_references_are_checked() {
         "/srv/app/cutover.toml:21:35: checks.disk[0].min_free: invalid size \"lots\"; write a number and a unit, e.g. \"1GiB\" or \"500MB\"",
     );
 }
+
+#[test]
+fn connection_limits_have_defaults_and_are_checked() {
+    let config = parse("[daemon]\n").unwrap();
+    assert_eq!(config.daemon.max_connections, None);
+    assert_eq!(
+        config.daemon.body_read_timeout.get(),
+        Duration::from_secs(30)
+    );
+    let set = parse("[daemon]\nmax_connections = 500\nbody_read_timeout = \"5s\"\n").unwrap();
+    assert_eq!(set.daemon.max_connections, Some(500));
+    assert_eq!(set.daemon.body_read_timeout.get(), Duration::from_secs(5));
+    check_error(
+        "[daemon]\nmax_connections = 0\n",
+        "/srv/app/cutover.toml:2:1: daemon.max_connections: must be at least 1 (leave it out to \
+         derive it from the fd limit)",
+    );
+    check_error(
+        "[daemon]\nbody_read_timeout = \"0s\"\n",
+        "/srv/app/cutover.toml:2:1: daemon.body_read_timeout: must be more than 0s",
+    );
+}

@@ -154,6 +154,9 @@ pub enum SystemdError {
 }
 
 /// The socket unit's file name for a component: `cutover-<component>.socket`.
+/// `LimitNOFILE=` of the service (soft and hard): room for tens of thousands of connections.
+pub const NOFILE_LIMIT: u64 = 65536;
+
 pub fn socket_unit_name(component: &str) -> String {
     format!("cutover-{component}.socket")
 }
@@ -268,6 +271,15 @@ pub fn service_unit(opts: &UnitOptions) -> Result<String, SystemdError> {
     );
     line(w, "# systemd SIGKILLs whatever is left once it has exited.");
     line(w, "KillMode=mixed");
+    line(
+        w,
+        "# Every connection and upstream request is an fd: the daemon sizes its connection caps",
+    );
+    line(
+        w,
+        "# from this limit, keeping a reserve for the control socket and its own files.",
+    );
+    let _ = writeln!(w, "LimitNOFILE={NOFILE_LIMIT}");
     line(w, "UMask=0077");
     line(w, "");
     line(
@@ -497,6 +509,7 @@ mod tests {
         assert!(service.contains("\nSockets=cutover-backend.socket cutover-frontend.socket\n"));
         assert!(service.contains("\nRequires=cutover-backend.socket cutover-frontend.socket\n"));
         assert!(service.contains("\nStateDirectory=cutover\n"));
+        assert!(service.contains("\nLimitNOFILE=65536\n"), "{service}");
         assert!(!service.contains("ReadWritePaths"));
     }
 

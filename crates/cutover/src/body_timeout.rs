@@ -1,0 +1,148 @@
+//! The request-body read timeout (`[daemon] body_read_timeout`): a client that stops sending
+//! in the middle of a request body is cut off, so it cannot hold a connection (and, once
+//! proxied, an upstream connection too) forever. hyper's header timeout covers the head only.
+//!
+//! The clock runs only while the body is being read and the client has sent nothing: waiting
+//! for the upstream to accept more (backpressure) does not count, and a slow but steady upload
+//! is never cut off.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
+
+/// The body of a request on a public listener.
+pub type RequestBody = IdleTimeout<Incoming>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body ended early.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data for {0:?}")]
+pub struct BodyTimedOut(pub Duration);
+
+/// Whether `error` (an upstream request's, say) was caused by the client's body timing out:
+/// then the client stalled, not the upstream, and it must not count against the release.
+pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Set once the body of one request has timed out, so its answer can say so (408).
+#[derive(Clone, Debug, Default)]
+pub struct TimedOut(Arc<AtomicBool>);
+
+impl TimedOut {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A body that fails with [`BodyTimedOut`] when no frame arrives for `idle` while it is read.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    /// Armed when a read finds nothing to read; cleared by every frame.
+    waiting: Option<Pin<Box<Sleep>>>,
+    timed_out: TimedOut,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> (IdleTimeout<B>, TimedOut) {
+        let timed_out = TimedOut::default();
+        let body = IdleTimeout {
+            inner,
+            idle,
+            waiting: None,
+            timed_out: timed_out.clone(),
+        };
+        (body, timed_out)
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.timed_out.get() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let waiting = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.timed_out.0.store(true, Ordering::Relaxed);
+                        Poll::Ready(Some(Err(BodyTimedOut(idle).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out.get() || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn fails_after_idle_and_not_while_data_flows() {
+        let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
+        let (mut body, timed_out) = IdleTimeout::new(rx, Duration::from_millis(300));
+        let sender = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                tx.send_data(Bytes::from_static(b"x")).await.unwrap();
+            }
+            // Then silence, with the sender kept open.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        for _ in 0..3 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "x");
+        }
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(caused(&*error), "{error}");
+        assert!(timed_out.get());
+        assert!(body.frame().await.is_none());
+        sender.abort();
+    }
+}
