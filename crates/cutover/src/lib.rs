@@ -38,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deploy;
+pub mod edge;
 pub mod health;
 pub mod https;
 pub mod listener;

@@ -58,9 +58,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service_frontend = frontend.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req| {
             let frontend = service_frontend.clone();
             async move {
+                if let Some(refused) = crate::edge::admit(&mut req, peer) {
+                    return Ok::<_, std::convert::Infallible>(refused);
+                }
                 let response = match &frontend {
                     Frontend::Proxy(route) => proxy::handle(route, req, peer).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,

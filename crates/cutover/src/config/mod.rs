@@ -74,6 +74,11 @@ pub struct Config {
     pub checks: ChecksConfig,
     pub systemd: SystemdConfig,
     pub notify: Vec<NotifyConfig>,
+    /// `[edge]`: what cutover believes of the peers that connect to it.
+    pub edge: crate::edge::EdgePolicy,
+    /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
+    /// `validate` prints them and `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -462,6 +467,17 @@ struct RawConfig {
     systemd: SystemdConfig,
     #[serde(default)]
     notify: Vec<NotifyConfig>,
+    #[serde(default)]
+    edge: RawEdge,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    /// CIDRs (or single addresses) of proxies in front of cutover whose forwarding headers
+    /// (X-Forwarded-For and friends) are kept; everyone else's are replaced.
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -646,6 +662,16 @@ impl Config {
         Validator { path, text, base }.validate(raw)
     }
 
+    /// `file:line:col: key` of `key` as written in the config file now (for errors found at run
+    /// time, such as a listen address that cannot be bound).
+    pub fn locate_key(&self, key: &[&str]) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let located = ConfigError::at_key(&self.path, &text, key, String::new());
+        located
+            .located()
+            .map(|l| format!("{}:{}:{}: {}", l.path.display(), l.line, l.column, l.key))
+    }
+
     pub fn component(&self, name: &str) -> Option<&ComponentConfig> {
         self.components.iter().find(|c| c.name.as_str() == name)
     }
@@ -681,11 +707,23 @@ impl Validator<'_> {
             Some(p) => self.resolve(p),
             None => data_dir.join("control.sock"),
         };
+        let socket_key: &[&str] = match raw.daemon.control_socket {
+            Some(_) => &["daemon", "control_socket"],
+            None => &["daemon", "data_dir"],
+        };
+        self.check_control_socket(&control_socket, socket_key)?;
+        if raw.components.is_empty() {
+            return Err(self.error(
+                &["components"],
+                "no components configured; add a [components.NAME] table with at least `listen` and `command`",
+            ));
+        }
         let mut components = Vec::new();
         for (name, component) in raw.components {
             components.push(self.component(&name, component)?);
         }
-        self.check_listen_unique(&components)?;
+        self.check_listen_unique(&components, raw.daemon.admin_listen)?;
+        let warnings = self.warnings(&components);
         let components = self.order(components)?;
         let mut services = Vec::new();
         for (name, service) in raw.services {
@@ -718,7 +756,102 @@ impl Validator<'_> {
             checks,
             systemd: raw.systemd,
             notify: self.notify(raw.notify)?,
+            edge: self.edge(&raw.edge)?,
+            warnings,
         })
+    }
+
+    /// The daemon binds `path` (unlinking only a stale socket there), so anything else at that
+    /// path, and a path longer than `sun_path` holds, would make `serve` fail.
+    fn check_control_socket(&self, path: &Path, key: &[&str]) -> Result<(), ConfigError> {
+        use std::os::unix::fs::FileTypeExt;
+        // sockaddr_un.sun_path is 108 bytes on Linux, with a terminating NUL.
+        const SUN_PATH_MAX: usize = 107;
+        let length = path.as_os_str().len();
+        if length > SUN_PATH_MAX {
+            return Err(self.error(
+                key,
+                format!(
+                    "control socket path {} is {length} bytes; a unix socket path holds at most {SUN_PATH_MAX}",
+                    path.display()
+                ),
+            ));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => Err(self.error(
+                key,
+                format!(
+                    "{} exists and is not a socket; a control socket needs a path of its own",
+                    path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn edge(&self, raw: &RawEdge) -> Result<crate::edge::EdgePolicy, ConfigError> {
+        let mut trusted_proxies = Vec::new();
+        for text in &raw.trusted_proxies {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    self.error(
+                        &["edge", "trusted_proxies"],
+                        format!(
+                            "invalid network {text:?}; write a CIDR like \"10.0.0.0/8\" or an address like \"192.0.2.7\""
+                        ),
+                    )
+                })?;
+            trusted_proxies.push(net.trunc());
+        }
+        Ok(crate::edge::EdgePolicy { trusted_proxies })
+    }
+
+    /// Whether `key` is written in the file (rather than left to its default).
+    fn is_set(&self, key: &[&str]) -> bool {
+        error::key_is_written(self.text, key)
+    }
+
+    fn warnings(&self, components: &[ComponentConfig]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut warn = |key: &[&str], message: String| {
+            warnings.push(self.error(key, message).to_string());
+        };
+        for component in components {
+            let Some(process) = component.process() else {
+                continue;
+            };
+            let name = component.name.as_str();
+            let mentions_port = process
+                .command
+                .iter()
+                .chain(process.env.values())
+                .any(|v| v.contains("{port}"));
+            if !mentions_port {
+                warn(
+                    &["components", name, "command"],
+                    "neither command nor env mentions {port}: the instance is told its port only \
+                     in $CUTOVER_PORT, and a server that does not read it cannot listen where \
+                     cutover sends requests"
+                        .into(),
+                );
+            }
+            let health = &process.health;
+            let explicit = self.is_set(&["components", name, "health", "timeout"])
+                || self.is_set(&["components", name, "health", "interval"]);
+            if explicit && health.timeout.get() > health.interval.get() {
+                warn(
+                    &["components", name, "health", "timeout"],
+                    format!(
+                        "a probe timeout of {} is longer than the interval ({}): a hanging instance \
+                         is noticed only after the timeout",
+                        health.timeout, health.interval
+                    ),
+                );
+            }
+        }
+        warnings
     }
 
     fn component(&self, name: &str, raw: RawComponent) -> Result<ComponentConfig, ConfigError> {
@@ -805,14 +938,11 @@ impl Validator<'_> {
             ("command", &command),
             ("env", &env.values().cloned().collect()),
         ] {
-            if let Some(unknown) = values
+            if let Some(problem) = values
                 .iter()
-                .find_map(|v| unknown_placeholder(v, PLACEHOLDERS))
+                .find_map(|v| placeholder_problem(v, PLACEHOLDERS))
             {
-                return Err(self.error(
-                    &key(field),
-                    unknown_placeholder_message(&unknown, PLACEHOLDERS),
-                ));
+                return Err(self.error(&key(field), problem));
             }
         }
         let health = raw.health.clone().unwrap_or_default();
@@ -832,6 +962,15 @@ impl Validator<'_> {
             return Err(self.error(
                 &["components", name, "health", "interval"],
                 "interval must be greater than zero",
+            ));
+        }
+        if health.timeout.get() > health.start_timeout.get() {
+            return Err(self.error(
+                &["components", name, "health", "timeout"],
+                format!(
+                    "a probe timeout of {} is longer than start_timeout ({}): no probe could ever pass in time",
+                    health.timeout, health.start_timeout
+                ),
             ));
         }
         Ok(ProcessConfig {
@@ -1037,11 +1176,8 @@ impl Validator<'_> {
             .chain(std::iter::once(&verify.url))
             .chain(verify.body_contains.iter())
         {
-            if let Some(unknown) = unknown_placeholder(value, HOOK_PLACEHOLDERS) {
-                return Err(self.error(
-                    &["components", name, "run"],
-                    unknown_placeholder_message(&unknown, HOOK_PLACEHOLDERS),
-                ));
+            if let Some(problem) = placeholder_problem(value, HOOK_PLACEHOLDERS) {
+                return Err(self.error(&["components", name, "run"], problem));
             }
         }
         if !(verify.url.starts_with("http://") || verify.url.starts_with("https://")) {
@@ -1057,19 +1193,50 @@ impl Validator<'_> {
         })
     }
 
-    fn check_listen_unique(&self, components: &[ComponentConfig]) -> Result<(), ConfigError> {
-        for (i, a) in components.iter().enumerate() {
-            let Some(addr) = a.listen.filter(|l| l.port() != 0) else {
+    /// No two public sockets (components' `listen`, `admin_listen`) may take the same port on
+    /// overlapping addresses: `serve` could not bind the second.
+    fn check_listen_unique(
+        &self,
+        components: &[ComponentConfig],
+        admin_listen: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let mut taken: Vec<(SocketAddr, &str)> = Vec::new();
+        for component in components {
+            let Some(addr) = component.listen else {
                 continue;
             };
-            if let Some(b) = components[..i].iter().find(|b| b.listen == Some(addr)) {
-                return Err(self.error(
-                    &["components", a.name.as_str(), "listen"],
-                    format!("{addr} is already the listen address of {}", b.name),
-                ));
-            }
+            self.check_free(
+                &taken,
+                addr,
+                &["components", component.name.as_str(), "listen"],
+            )?;
+            taken.push((addr, component.name.as_str()));
+        }
+        if let Some(addr) = admin_listen {
+            self.check_free(&taken, addr, &["daemon", "admin_listen"])?;
         }
         Ok(())
+    }
+
+    fn check_free(
+        &self,
+        taken: &[(SocketAddr, &str)],
+        addr: SocketAddr,
+        key: &[&str],
+    ) -> Result<(), ConfigError> {
+        match taken.iter().find(|(other, _)| listen_overlaps(*other, addr)) {
+            Some((other, owner)) if *other == addr => Err(self.error(
+                key,
+                format!("{addr} is already the listen address of {owner}"),
+            )),
+            Some((other, owner)) => Err(self.error(
+                key,
+                format!(
+                    "{addr} overlaps {other}, the listen address of {owner} (one port, and an unspecified address takes it on every address)"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Topological order by `after`; unknown names and cycles are errors.
@@ -1113,27 +1280,48 @@ impl Validator<'_> {
     }
 }
 
-/// The first `{name}` in `value` that is not one of `known`.
-fn unknown_placeholder(value: &str, known: &[&str]) -> Option<String> {
+/// What is wrong with the first bad placeholder in `value`: a `{name}` that is not one of
+/// `known`, or a `{` never closed (which would otherwise reach the program as written).
+fn placeholder_problem(value: &str, known: &[&str]) -> Option<String> {
     let mut rest = value;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let close = after.find('}')?;
+        let Some(close) = after.find('}') else {
+            let written = &rest[open..];
+            let hint = known
+                .iter()
+                .find(|k| written[1..].starts_with(**k))
+                .map(|k| format!("write {{{k}}}"))
+                .unwrap_or_else(|| format!("known: {}", braced(known)));
+            return Some(format!("unclosed placeholder {written:?}; {hint}"));
+        };
         let name = &after[..close];
         if !known.contains(&name) {
-            return Some(name.to_owned());
+            return Some(format!(
+                "unknown placeholder {{{name}}}; known: {}",
+                braced(known)
+            ));
         }
         rest = &after[close + 1..];
     }
     None
 }
 
-fn unknown_placeholder_message(unknown: &str, known: &[&str]) -> String {
+fn braced(known: &[&str]) -> String {
     let known: Vec<String> = known.iter().map(|p| format!("{{{p}}}")).collect();
-    format!(
-        "unknown placeholder {{{unknown}}}; known: {}",
-        known.join(", ")
-    )
+    known.join(", ")
+}
+
+/// Whether two listen addresses cannot both be bound: the same port on the same address, or
+/// on an unspecified one (`0.0.0.0` takes every IPv4 address; `[::]` is dual-stack on Linux
+/// and takes every address).
+fn listen_overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: std::net::IpAddr, other: std::net::IpAddr| {
+        wide.is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 #[cfg(test)]
