@@ -355,68 +355,7 @@ pub async fn handle(
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
-    forwarding_headers(headers, peer, crate::edge::EdgePolicy::current());
-}
-
-/// Writes what cutover saw of the client. Earlier hops' headers are kept (and extended) only
-/// when the peer is a trusted proxy; otherwise they are replaced, so a client cannot choose the
-/// address or scheme the backend believes.
-fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &crate::edge::EdgePolicy) {
-    let peer_ip = peer.ip();
-    if !edge.trusts(peer_ip) {
-        crate::edge::remove_forwarding_headers(headers);
-    }
-    // Every earlier hop, across however many header lines it came in.
-    let previous: Vec<String> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().to_owned())
-        .filter(|hop| !hop.is_empty())
-        .collect();
-    let chain: Vec<std::net::IpAddr> = previous.iter().filter_map(|h| h.parse().ok()).collect();
-    let client_ip = edge.client_ip(&chain, peer_ip);
-    let forwarded_for = previous
-        .iter()
-        .map(String::as_str)
-        .chain(std::iter::once(peer_ip.to_string().as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert("x-real-ip", value);
-    }
-    // cutover accepted plain HTTP; a trusted proxy in front may have terminated TLS.
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key("x-forwarded-host") {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert("x-forwarded-host", host);
-        }
-    }
-    // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let node = match peer_ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let element = format!("for={node};proto=http");
-    let forwarded = match headers
-        .get_all(header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        earlier if earlier.is_empty() => element,
-        earlier => format!("{}, {element}", earlier.join(", ")),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, value);
-    }
-    headers.append(header::VIA, HeaderValue::from_static("1.1 cutover"));
+    crate::edge::forwarding_headers(headers, peer, crate::edge::EdgePolicy::current());
 }
 
 /// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard
@@ -488,51 +427,6 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn client_forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
-        let client_headers = || {
-            let mut headers = HeaderMap::new();
-            headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-            headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
-            headers.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-            headers.insert(
-                header::FORWARDED,
-                HeaderValue::from_static("for=203.0.113.9"),
-            );
-            headers.insert(header::VIA, HeaderValue::from_static("1.1 evil"));
-            headers.insert(header::HOST, HeaderValue::from_static("api.example"));
-            headers
-        };
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-
-        let mut headers = client_headers();
-        forwarding_headers(&mut headers, peer, &crate::edge::EdgePolicy::default());
-        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
-        assert_eq!(headers["x-real-ip"], "127.0.0.1");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-forwarded-host"], "api.example");
-        assert_eq!(headers[header::FORWARDED], "for=127.0.0.1;proto=http");
-        let via: Vec<_> = headers.get_all(header::VIA).iter().collect();
-        assert_eq!(via, ["1.1 cutover"]);
-
-        let trusted = crate::edge::EdgePolicy {
-            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
-        };
-        let mut headers = client_headers();
-        forwarding_headers(&mut headers, peer, &trusted);
-        assert_eq!(
-            headers["x-forwarded-for"],
-            "203.0.113.9, 198.51.100.7, 127.0.0.1"
-        );
-        assert_eq!(headers["x-real-ip"], "198.51.100.7");
-        assert_eq!(headers["x-forwarded-proto"], "https");
-        assert_eq!(
-            headers[header::FORWARDED],
-            "for=203.0.113.9, for=127.0.0.1;proto=http"
-        );
     }
 
     #[test]
