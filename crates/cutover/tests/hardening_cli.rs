@@ -186,6 +186,11 @@ fn client_supplied_strings_are_printed_with_control_characters_escaped() {
         Duration::from_secs(60),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "the deploy output: {shown:?}"
+    );
     for args in [&["history"][..], &["status"]] {
         let out = daemon.cli(args);
         let shown = text(&out.stdout);
