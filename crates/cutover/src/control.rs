@@ -28,19 +28,36 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    if path.exists() {
-        // A socket left by a daemon that died; a live daemon holds the data_dir lock, so this one is stale.
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    // Never follow a link, and never remove anything but a socket: a live daemon holds the
+    // data_dir lock, so a socket here is one left by a daemon that died. Anything else (the
+    // config file, a link to it) is a mistake in `control_socket` and must survive it.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?,
+        Ok(_) => anyhow::bail!(
+            "control socket {} exists and is not a socket; refusing to replace it (set [daemon] control_socket to a path of its own)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     Ok(listener)
+}
+
+/// Removes the control socket at shutdown, if a socket is still what is there.
+pub fn unbind(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Answers control requests until shutdown. At most [`CONTROL_CONNECTIONS`] are open at once

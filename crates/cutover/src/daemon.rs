@@ -216,7 +216,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         let _ = store.set_instance_state(record.id, InstanceState::Stopped);
     }
     store.interrupt_open("the daemon was shut down while this ran")?;
-    let _ = fs::remove_file(&config.daemon.control_socket);
+    control::unbind(&config.daemon.control_socket);
     tracing::info!("stopped");
     Ok(())
 }

@@ -45,6 +45,7 @@ pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod diskspace;
+pub mod edge;
 pub mod fdlimit;
 pub mod health;
 pub mod https;

@@ -369,7 +369,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP) {
+    // `Connection: host` must not take the Host away: the backend needs it, and it is not
+    // a hop's header whatever the client says.
+    for name in named
+        .iter()
+        .filter(|n| **n != header::HOST)
+        .chain(HOP_BY_HOP)
+    {
         headers.remove(name);
     }
     headers.remove("keep-alive");
@@ -523,27 +529,7 @@ pub async fn handle(
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
-    let client_ip = peer.ip().to_string();
-    // Every earlier hop, across however many header lines it came in.
-    let previous: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let forwarded_for = if previous.is_empty() {
-        client_ip
-    } else {
-        format!("{}, {client_ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    // cutover is the edge: the scheme it accepted is plain HTTP.
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
-    }
-    headers.append(header::VIA, HeaderValue::from_static("1.1 cutover"));
+    crate::edge::forwarding_headers(headers, peer, crate::edge::EdgePolicy::current());
 }
 
 /// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard
@@ -638,19 +624,12 @@ mod tests {
     }
 
     #[test]
-    fn appends_to_forwarded_for_chain() {
+    fn connection_cannot_name_host_away() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("host, close"));
         headers.insert(header::HOST, HeaderValue::from_static("api.example"));
-        add_forwarding_headers(&mut headers, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(
-            headers["x-forwarded-for"],
-            "203.0.113.9, 198.51.100.7, 127.0.0.1"
-        );
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-forwarded-host"], "api.example");
-        assert_eq!(headers[header::VIA], "1.1 cutover");
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers[header::HOST], "api.example");
     }
 
     #[tokio::test]

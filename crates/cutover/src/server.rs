@@ -95,7 +95,11 @@ pub async fn serve(
                 let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
                 (http::Request::from_parts(parts, body), timed_out)
             };
+            let mut req = req;
             async move {
+                if let Some(refused) = crate::edge::admit(&mut req, peer) {
+                    return Ok::<_, std::convert::Infallible>(refused);
+                }
                 let response = match &frontend {
                     Frontend::Proxy(route) => proxy::handle(route, req, peer).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,

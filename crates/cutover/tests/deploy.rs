@@ -93,7 +93,11 @@ fn old_instance_is_stopped_after_the_switch() {
 #[test]
 fn failed_deploys_leave_the_old_release_serving() {
     let daemon = Daemon::start(
-        &FAST_COMPONENT.replace("start_timeout = \"5s\"", "start_timeout = \"1500ms\""),
+        // A probe may not outlast the start window (a config error since issue 12).
+        &FAST_COMPONENT.replace(
+            "timeout = \"2s\", healthy_threshold = 2, start_timeout = \"5s\"",
+            "timeout = \"1s\", healthy_threshold = 2, start_timeout = \"1500ms\"",
+        ),
     );
     daemon.deploy_ok("v1", &demo_api());
     let dir = daemon.dir.path();

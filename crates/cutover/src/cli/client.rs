@@ -6,14 +6,35 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::net::UnixStream;
+
+/// How long connecting to the control socket may take. A daemon that is alive but stopped
+/// (SIGSTOP, swapped out, wedged) still gets connections queued by the kernel, so this mostly
+/// bounds a full backlog; [`ANSWER_TIMEOUT`] bounds the rest.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read-only request may wait for its whole answer, and a deploy or rollback for the
+/// start of its event stream (the daemon answers both at once when it is alive).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the cutover daemon at {}: {source} (is `cutover serve` running?)", socket.display())]
     Unreachable {
         socket: PathBuf,
+        // Not a `#[source]`: the message already says it, and error chains would repeat it.
         source: std::io::Error,
+    },
+    /// The socket exists but this user may not open it (or its directory).
+    #[error("permission denied on {}: run as the cutover user or join its group", socket.display())]
+    PermissionDenied { socket: PathBuf },
+    /// Connected (or connecting), but no answer in time: the daemon is stopped or wedged.
+    #[error("the cutover daemon{} is not answering on {} (no answer within {}s)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), socket.display(), waited.as_secs())]
+    NotAnswering {
+        socket: PathBuf,
+        pid: Option<i32>,
+        waited: Duration,
     },
     #[error("control connection failed: {0}")]
     Http(#[from] hyper::Error),
@@ -25,9 +46,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// No daemon is running there: read-only commands show the database instead.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
+
+    /// A daemon runs but does not answer: read-only commands show the database, with a warning.
+    pub fn is_not_answering(&self) -> bool {
+        matches!(self, ClientError::NotAnswering { .. })
+    }
+}
+
+/// One connection to the daemon: the request sender, and who is listening (for messages).
+struct Connection<B> {
+    sender: hyper::client::conn::http1::SendRequest<B>,
+    daemon_pid: Option<i32>,
 }
 
 pub struct Client {
@@ -41,23 +74,48 @@ impl Client {
         }
     }
 
+    fn not_answering(&self, pid: Option<i32>, waited: Duration) -> ClientError {
+        ClientError::NotAnswering {
+            socket: self.socket.clone(),
+            pid,
+            waited,
+        }
+    }
+
     /// One HTTP/1.1 connection to the daemon's control socket.
-    async fn connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+    async fn connect<B>(&self) -> Result<Connection<B>, ClientError>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Unreachable {
+        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket));
+        let stream = match connecting.await {
+            Err(_elapsed) => return Err(self.not_answering(None, CONNECT_TIMEOUT)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(ClientError::PermissionDenied {
+                    socket: self.socket.clone(),
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(ClientError::Unreachable {
                     socket: self.socket.clone(),
                     source,
-                })?;
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // The listener's credentials: known even when the daemon is stopped and accepts nothing.
+        let daemon_pid = stream.peer_cred().ok().and_then(|c| c.pid());
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        Ok(sender)
+        Ok(Connection { sender, daemon_pid })
+    }
+
+    /// Asks for the status with the read-only timeout: fails fast when the daemon is stopped,
+    /// before a deploy uploads anything to a socket nobody reads.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        self.get::<serde_json::Value>("/v1/status").await.map(drop)
     }
 
     async fn send(
@@ -65,8 +123,11 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let mut sender = self.connect().await?;
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Option<i32>), ClientError> {
+        let Connection {
+            mut sender,
+            daemon_pid,
+        } = self.connect().await?;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -74,12 +135,17 @@ impl Client {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request parts are valid");
-        let response = sender.send_request(request).await?;
+        let response = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??;
         if response.status().is_success() {
-            return Ok(response);
+            return Ok((response, daemon_pid));
         }
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??
+            .to_bytes();
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
@@ -88,7 +154,7 @@ impl Client {
 
     /// Streams a file to `POST /v1/uploads`; returns where the daemon stored it.
     pub async fn upload(&self, file: &Path, name: &str, mode: u32) -> Result<PathBuf, ClientError> {
-        let mut sender = self.connect().await?;
+        let mut sender = self.connect().await?.sender;
         let reader = tokio::fs::File::open(file)
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot read {}: {e}", file.display())))?;
@@ -120,8 +186,11 @@ impl Client {
     }
 
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.send(Method::GET, path, None).await?;
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let (response, daemon_pid) = self.send(Method::GET, path, None).await?;
+        let bytes = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??
+            .to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -136,6 +205,7 @@ impl Client {
         let mut response = self
             .send(Method::POST, path, Some(payload))
             .await?
+            .0
             .into_body();
         let mut buffer = BytesMut::new();
         while let Some(frame) = response.frame().await {

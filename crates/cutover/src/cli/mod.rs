@@ -202,10 +202,48 @@ pub fn main() -> ExitCode {
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::printable_lines(&error_text(&e)));
             let usage = e.chain().any(|c| c.is::<crate::config::ConfigError>());
             ExitCode::from(if usage { Exit::Usage } else { Exit::Failed } as u8)
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: many errors already include their
+/// source's text in their own message, so printing every link of the chain would repeat it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// A public socket that cannot be bound is a problem of one line in the config: name it.
+fn locate_bind_error(config: &Config, e: anyhow::Error) -> anyhow::Error {
+    let Some(crate::listener::ListenerError::Bind {
+        component, addr, ..
+    }) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::listener::ListenerError>())
+    else {
+        return e;
+    };
+    let key: Vec<&str> = match config.component(component) {
+        Some(c) if c.listen == Some(*addr) => vec!["components", component, "listen"],
+        _ if config.daemon.admin_listen == Some(*addr) => vec!["daemon", "admin_listen"],
+        _ => return e,
+    };
+    match config.locate_key(&key) {
+        Some(location) => e.context(location),
+        None => e,
     }
 }
 
@@ -232,7 +270,13 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
     let client = Client::new(&config.daemon.control_socket);
     match cli.command {
         Command::Serve => {
-            crate::daemon::serve(config, inherited).await?;
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            crate::edge::EdgePolicy::install(config.edge.clone());
+            crate::daemon::serve(config.clone(), inherited)
+                .await
+                .map_err(|e| locate_bind_error(&config, e))?;
             Ok(Exit::Ok)
         }
         Command::Deploy {
@@ -244,6 +288,8 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             no_upload,
         } => {
             let mut artifacts = parse_artifacts(&config, &components, &artifacts)?;
+            // A stopped daemon would take the upload into its socket buffer and never answer.
+            client.ping().await?;
             if !no_upload {
                 for path in artifacts.values_mut() {
                     *path = upload(&client, path).await?;
@@ -263,6 +309,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             json,
             who,
         } => {
+            client.ping().await?;
             let request = RollbackRequest {
                 component,
                 to,
@@ -271,21 +318,24 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             stream_pipeline(&client, "/v1/rollback", &request, json).await
         }
         Command::Status { json } => {
-            let status = match client.get::<StatusResponse>("/v1/status").await {
-                Ok(status) => status,
-                Err(e) if e.is_unreachable() => {
-                    let store = Store::open_read_only(&config.daemon.data_dir);
-                    match store {
-                        Ok(store) => crate::status::offline(&config, &store)?,
-                        Err(crate::store::StoreError::Missing(_)) => {
-                            crate::status::offline_empty(&config)
-                        }
-                        Err(e) => return Err(e.into()),
+            let (status, text): (StatusResponse, fn(&StatusResponse) -> String) =
+                match client.get::<StatusResponse>("/v1/status").await {
+                    Ok(status) => (status, output::status),
+                    Err(e) if e.is_unreachable() || e.is_not_answering() => {
+                        let status = match offline_store(&config, &e)? {
+                            Some(store) => crate::status::offline(&config, &store)?,
+                            None => crate::status::offline_empty(&config),
+                        };
+                        let text = if e.is_not_answering() {
+                            output::status_not_answering
+                        } else {
+                            output::status
+                        };
+                        (status, text)
                     }
-                }
-                Err(e) => return Err(e.into()),
-            };
-            output::print(json, &status, output::status)?;
+                    Err(e) => return Err(e.into()),
+                };
+            output::print(json, &status, text)?;
             Ok(Exit::Ok)
         }
         Command::Releases { component, json } => {
@@ -294,8 +344,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                 .await
             {
                 Ok(releases) => releases,
-                Err(e) if e.is_unreachable() => {
-                    let store = Store::open_read_only(&config.daemon.data_dir)?;
+                Err(e) if e.is_unreachable() || e.is_not_answering() => {
+                    let store = offline_store(&config, &e)?
+                        .ok_or_else(|| crate::store::StoreError::Missing(db_path(&config)))?;
                     crate::status::releases(&store, &config, &component)
                         .map_err(anyhow::Error::msg)?
                 }
@@ -310,8 +361,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                 .await
             {
                 Ok(history) => history,
-                Err(e) if e.is_unreachable() => {
-                    let store = Store::open_read_only(&config.daemon.data_dir)?;
+                Err(e) if e.is_unreachable() || e.is_not_answering() => {
+                    let store = offline_store(&config, &e)?
+                        .ok_or_else(|| crate::store::StoreError::Missing(db_path(&config)))?;
                     crate::status::history(&store, limit)?
                 }
                 Err(e) => return Err(e.into()),
@@ -348,6 +400,36 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
         Command::Demo { .. } | Command::Init { .. } | Command::Generate { .. } => {
             unreachable!("handled above")
         }
+    }
+}
+
+fn db_path(config: &Config) -> PathBuf {
+    crate::store::db_path(&config.daemon.data_dir)
+}
+
+/// The state database for the offline view of a read-only command, after `why` the daemon could
+/// not answer (said on stderr when a daemon runs but does not answer). `None`: nothing has been
+/// deployed yet. A database this user may not read is an error, never "nothing deployed".
+fn offline_store(config: &Config, why: &ClientError) -> anyhow::Result<Option<Store>> {
+    if why.is_not_answering() {
+        eprintln!(
+            "warning: {}; showing the last committed state from the database",
+            output::printable(&why.to_string())
+        );
+    }
+    let path = db_path(config);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "permission denied on {}: run as the cutover user or join its group",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    match Store::open_read_only(&config.daemon.data_dir) {
+        Ok(store) => Ok(Some(store)),
+        Err(crate::store::StoreError::Missing(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -454,7 +536,7 @@ async fn stream_pipeline<B: serde::Serialize>(
     match result {
         Ok(()) => {}
         Err(ClientError::Refused { message, .. }) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", output::printable_lines(&message));
             return Ok(Exit::Failed);
         }
         Err(ClientError::Http(e)) => {

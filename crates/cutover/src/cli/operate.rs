@@ -334,6 +334,9 @@ pub fn validate(config: &Config) -> anyhow::Result<Exit> {
     for note in &notes {
         println!("ok     {note}");
     }
+    for warning in &config.warnings {
+        println!("WARN   {warning}");
+    }
     for problem in &problems {
         println!("ERROR  {problem}");
     }

@@ -35,8 +35,48 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart.
+/// `text` with every control character escaped (`\n`, `\t`, `\r`, `\x1b`, `\u{9b}`):
+/// client-supplied strings (who deployed, reasons, messages) cannot move the cursor, recolour the
+/// terminal or forge a line of a table.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, false)
+}
+
+/// Like [`printable`], but keeps line breaks: for multi-line messages (a failing instance's
+/// last log lines) that are meant to be read as lines.
+pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let kept = |c: char| keep_newlines && c == '\n';
+    if !text.chars().any(|c| c.is_control() && !kept(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if kept(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Left-aligned columns, two spaces apart; cells are made [`printable`].
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -120,6 +160,15 @@ pub fn status(status: &StatusResponse) -> String {
         &rows,
     ));
     out
+}
+
+/// The offline view, when a daemon runs but did not answer (the warning went to stderr).
+pub fn status_not_answering(status: &StatusResponse) -> String {
+    let table = self::status(status);
+    let body = table
+        .split_once("\n\n")
+        .map_or(table.as_str(), |(_, rest)| rest);
+    format!("daemon: NOT ANSWERING (showing the last committed state)\n\n{body}")
 }
 
 pub fn releases(releases: &ReleasesResponse) -> String {

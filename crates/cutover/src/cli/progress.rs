@@ -208,7 +208,10 @@ impl Progress {
             let _ = writeln!(
                 out,
                 "  \x1b[1m{:<10}\x1b[0m {:<20} {:<12} {}",
-                stage.name, stage.releases, stage.step, stage.detail
+                stage.name,
+                stage.releases,
+                stage.step,
+                super::output::printable(&stage.detail)
             );
         }
         self.drawn = self.stages.len();
@@ -228,7 +231,7 @@ impl Progress {
         if !lines.is_empty() {
             let _ = writeln!(out, "\ntimeline:");
             for entry in lines {
-                let _ = writeln!(out, "{entry}");
+                let _ = writeln!(out, "{}", super::output::printable_lines(&entry));
             }
         }
     }
@@ -266,10 +269,12 @@ fn line(event: &Event) -> String {
         EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&summary)),
         _ => ("", summary),
     };
-    format!(
+    let text = format!(
         "{:>7.1}s  {component:<10} {marker}{summary}",
         event.t_ms as f64 / 1000.0
-    )
+    );
+    // Reasons and messages carry client-supplied text and instance output.
+    super::output::printable_lines(&text).into_owned()
 }
 
 /// What each stage did, condensed into the summary printed at the end:

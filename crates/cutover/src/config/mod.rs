@@ -6,9 +6,11 @@
 
 mod duration;
 mod error;
+mod rules;
 
 pub use duration::HumanDuration;
 pub use error::ConfigError;
+use rules::placeholder_problem;
 
 use serde::{de, Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +76,11 @@ pub struct Config {
     pub checks: ChecksConfig,
     pub systemd: SystemdConfig,
     pub notify: Vec<NotifyConfig>,
+    /// `[edge]`: what cutover believes of the peers that connect to it.
+    pub edge: crate::edge::EdgePolicy,
+    /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
+    /// `validate` prints them and `serve` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -503,6 +510,17 @@ struct RawConfig {
     systemd: SystemdConfig,
     #[serde(default)]
     notify: Vec<NotifyConfig>,
+    #[serde(default)]
+    edge: RawEdge,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    /// CIDRs (or single addresses) of proxies in front of cutover whose forwarding headers
+    /// (X-Forwarded-For and friends) are kept; everyone else's are replaced.
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -716,6 +734,16 @@ impl Config {
         Validator { path, text, base }.validate(raw)
     }
 
+    /// `file:line:col: key` of `key` as written in the config file now (for errors found at run
+    /// time, such as a listen address that cannot be bound).
+    pub fn locate_key(&self, key: &[&str]) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let located = ConfigError::at_key(&self.path, &text, key, String::new());
+        located
+            .located()
+            .map(|l| format!("{}:{}:{}: {}", l.path.display(), l.line, l.column, l.key))
+    }
+
     pub fn component(&self, name: &str) -> Option<&ComponentConfig> {
         self.components.iter().find(|c| c.name.as_str() == name)
     }
@@ -760,11 +788,23 @@ impl Validator<'_> {
             Some(p) => self.resolve(p),
             None => data_dir.join("control.sock"),
         };
+        let socket_key: &[&str] = match raw.daemon.control_socket {
+            Some(_) => &["daemon", "control_socket"],
+            None => &["daemon", "data_dir"],
+        };
+        self.check_control_socket(&control_socket, socket_key)?;
+        if raw.components.is_empty() {
+            return Err(self.error(
+                &["components"],
+                "no components configured; add a [components.NAME] table with at least `listen` and `command`",
+            ));
+        }
         let mut components = Vec::new();
         for (name, component) in raw.components {
             components.push(self.component(&name, component)?);
         }
-        self.check_listen_unique(&components)?;
+        self.check_listen_unique(&components, raw.daemon.admin_listen)?;
+        let warnings = self.warnings(&components);
         let components = self.order(components)?;
         let mut services = Vec::new();
         for (name, service) in raw.services {
@@ -803,6 +843,8 @@ impl Validator<'_> {
             checks,
             systemd: raw.systemd,
             notify: self.notify(raw.notify)?,
+            edge: self.edge(&raw.edge)?,
+            warnings,
         })
     }
 
@@ -890,14 +932,11 @@ impl Validator<'_> {
             ("command", &command),
             ("env", &env.values().cloned().collect()),
         ] {
-            if let Some(unknown) = values
+            if let Some(problem) = values
                 .iter()
-                .find_map(|v| unknown_placeholder(v, PLACEHOLDERS))
+                .find_map(|v| placeholder_problem(v, PLACEHOLDERS))
             {
-                return Err(self.error(
-                    &key(field),
-                    unknown_placeholder_message(&unknown, PLACEHOLDERS),
-                ));
+                return Err(self.error(&key(field), problem));
             }
         }
         let health = raw.health.clone().unwrap_or_default();
@@ -917,6 +956,15 @@ impl Validator<'_> {
             return Err(self.error(
                 &["components", name, "health", "interval"],
                 "interval must be greater than zero",
+            ));
+        }
+        if health.timeout.get() > health.start_timeout.get() {
+            return Err(self.error(
+                &["components", name, "health", "timeout"],
+                format!(
+                    "a probe timeout of {} is longer than start_timeout ({}): no probe could ever pass in time",
+                    health.timeout, health.start_timeout
+                ),
             ));
         }
         Ok(ProcessConfig {
@@ -1140,11 +1188,8 @@ impl Validator<'_> {
             .chain(std::iter::once(&verify.url))
             .chain(verify.body_contains.iter())
         {
-            if let Some(unknown) = unknown_placeholder(value, HOOK_PLACEHOLDERS) {
-                return Err(self.error(
-                    &["components", name, "run"],
-                    unknown_placeholder_message(&unknown, HOOK_PLACEHOLDERS),
-                ));
+            if let Some(problem) = placeholder_problem(value, HOOK_PLACEHOLDERS) {
+                return Err(self.error(&["components", name, "run"], problem));
             }
         }
         if !(verify.url.starts_with("http://") || verify.url.starts_with("https://")) {
@@ -1158,21 +1203,6 @@ impl Validator<'_> {
             verify,
             workdir: self.base.to_owned(),
         })
-    }
-
-    fn check_listen_unique(&self, components: &[ComponentConfig]) -> Result<(), ConfigError> {
-        for (i, a) in components.iter().enumerate() {
-            let Some(addr) = a.listen.filter(|l| l.port() != 0) else {
-                continue;
-            };
-            if let Some(b) = components[..i].iter().find(|b| b.listen == Some(addr)) {
-                return Err(self.error(
-                    &["components", a.name.as_str(), "listen"],
-                    format!("{addr} is already the listen address of {}", b.name),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Topological order by `after`; unknown names and cycles are errors.
@@ -1214,29 +1244,6 @@ impl Validator<'_> {
         }
         Ok(ordered)
     }
-}
-
-/// The first `{name}` in `value` that is not one of `known`.
-fn unknown_placeholder(value: &str, known: &[&str]) -> Option<String> {
-    let mut rest = value;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after.find('}')?;
-        let name = &after[..close];
-        if !known.contains(&name) {
-            return Some(name.to_owned());
-        }
-        rest = &after[close + 1..];
-    }
-    None
-}
-
-fn unknown_placeholder_message(unknown: &str, known: &[&str]) -> String {
-    let known: Vec<String> = known.iter().map(|p| format!("{{{p}}}")).collect();
-    format!(
-        "unknown placeholder {{{unknown}}}; known: {}",
-        known.join(", ")
-    )
 }
 
 #[cfg(test)]

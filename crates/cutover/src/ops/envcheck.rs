@@ -306,16 +306,20 @@ pub fn is_placeholder(value: &str) -> bool {
         || (v.len() >= 3 && v.chars().all(|c| c == 'x' || c == '*'))
 }
 
-/// A value as it may be shown: `(empty)`; `****` when shorter than 12 characters; else its
-/// first two characters and `****` (enough to tell two keys apart, not to guess one).
+/// A value as it may be shown: `(empty)`, or `****` with its length and, for values long
+/// enough that it cannot be brute-forced, the first 8 hex digits of its sha256 (enough to tell
+/// two values apart or notice a change, while no character of the value is ever shown).
 pub fn mask(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let length = value.chars().count();
     if value.is_empty() {
         "(empty)".into()
-    } else if value.chars().count() < 12 {
-        "****".into()
+    } else if length < 12 {
+        format!("**** ({length} chars)")
     } else {
-        let head: String = value.chars().take(2).collect();
-        format!("{head}****")
+        let digest = Sha256::digest(value.as_bytes());
+        let fingerprint: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("**** ({length} chars, sha256 {fingerprint})")
     }
 }
 
@@ -444,8 +448,16 @@ mod tests {
     #[test]
     fn masking() {
         assert_eq!(mask(""), "(empty)");
-        assert_eq!(mask("short"), "****");
-        assert_eq!(mask("sk_live_abcdefghijkl"), "sk****");
+        assert_eq!(mask("short"), "**** (5 chars)");
+        // sha256("sk_live_abcdefghijkl") starts with these 8 hex digits; no character shown.
+        let long = mask("sk_live_abcdefghijkl");
+        assert!(long.starts_with("**** (20 chars, sha256 "), "{long}");
+        assert!(!long.contains("sk"), "{long}");
+        assert_ne!(
+            long,
+            mask("sk_live_abcdefghijkm"),
+            "two values are told apart"
+        );
     }
 
     #[test]
@@ -471,7 +483,7 @@ mod tests {
                 },
                 &ProblemKind::Placeholder {
                     key: "API_TOKEN".into(),
-                    masked: "****".into()
+                    masked: "**** (8 chars)".into()
                 },
             ]
         );

@@ -1,0 +1,196 @@
+//! Rules that need more than one value, or the file system, to judge: what `serve` could not
+//! run (overlapping public addresses, a control socket path it cannot bind), placeholders,
+//! `[edge]` networks, and the warnings `validate` prints.
+
+use super::{error, ComponentConfig, ConfigError, RawEdge, Validator};
+use std::net::SocketAddr;
+use std::path::Path;
+
+impl Validator<'_> {
+    /// The daemon binds `path` (unlinking only a stale socket there), so anything else at that
+    /// path, and a path longer than `sun_path` holds, would make `serve` fail.
+    pub(super) fn check_control_socket(
+        &self,
+        path: &Path,
+        key: &[&str],
+    ) -> Result<(), ConfigError> {
+        use std::os::unix::fs::FileTypeExt;
+        // sockaddr_un.sun_path is 108 bytes on Linux, with a terminating NUL.
+        const SUN_PATH_MAX: usize = 107;
+        let length = path.as_os_str().len();
+        if length > SUN_PATH_MAX {
+            return Err(self.error(
+                key,
+                format!(
+                    "control socket path {} is {length} bytes; a unix socket path holds at most {SUN_PATH_MAX}",
+                    path.display()
+                ),
+            ));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => Err(self.error(
+                key,
+                format!(
+                    "{} exists and is not a socket; a control socket needs a path of its own",
+                    path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn edge(&self, raw: &RawEdge) -> Result<crate::edge::EdgePolicy, ConfigError> {
+        let mut trusted_proxies = Vec::new();
+        for text in &raw.trusted_proxies {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    self.error(
+                        &["edge", "trusted_proxies"],
+                        format!(
+                            "invalid network {text:?}; write a CIDR like \"10.0.0.0/8\" or an address like \"192.0.2.7\""
+                        ),
+                    )
+                })?;
+            trusted_proxies.push(net.trunc());
+        }
+        Ok(crate::edge::EdgePolicy { trusted_proxies })
+    }
+
+    /// Whether `key` is written in the file (rather than left to its default).
+    fn is_set(&self, key: &[&str]) -> bool {
+        error::key_is_written(self.text, key)
+    }
+
+    pub(super) fn warnings(&self, components: &[ComponentConfig]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut warn = |key: &[&str], message: String| {
+            warnings.push(self.error(key, message).to_string());
+        };
+        for component in components {
+            let Some(process) = component.process() else {
+                continue;
+            };
+            let name = component.name.as_str();
+            let mentions_port = process
+                .command
+                .iter()
+                .chain(process.env.values())
+                .any(|v| v.contains("{port}"));
+            if !mentions_port {
+                warn(
+                    &["components", name, "command"],
+                    "neither command nor env mentions {port}: the instance is told its port only \
+                     in $CUTOVER_PORT, and a server that does not read it cannot listen where \
+                     cutover sends requests"
+                        .into(),
+                );
+            }
+            let health = &process.health;
+            let explicit = self.is_set(&["components", name, "health", "timeout"])
+                || self.is_set(&["components", name, "health", "interval"]);
+            if explicit && health.timeout.get() > health.interval.get() {
+                warn(
+                    &["components", name, "health", "timeout"],
+                    format!(
+                        "a probe timeout of {} is longer than the interval ({}): a hanging instance \
+                         is noticed only after the timeout",
+                        health.timeout, health.interval
+                    ),
+                );
+            }
+        }
+        warnings
+    }
+
+    /// No two public sockets (components' `listen`, `admin_listen`) may take the same port on
+    /// overlapping addresses: `serve` could not bind the second.
+    pub(super) fn check_listen_unique(
+        &self,
+        components: &[ComponentConfig],
+        admin_listen: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let mut taken: Vec<(SocketAddr, &str)> = Vec::new();
+        for component in components {
+            let Some(addr) = component.listen else {
+                continue;
+            };
+            self.check_free(
+                &taken,
+                addr,
+                &["components", component.name.as_str(), "listen"],
+            )?;
+            taken.push((addr, component.name.as_str()));
+        }
+        if let Some(addr) = admin_listen {
+            self.check_free(&taken, addr, &["daemon", "admin_listen"])?;
+        }
+        Ok(())
+    }
+
+    fn check_free(
+        &self,
+        taken: &[(SocketAddr, &str)],
+        addr: SocketAddr,
+        key: &[&str],
+    ) -> Result<(), ConfigError> {
+        match taken.iter().find(|(other, _)| listen_overlaps(*other, addr)) {
+            Some((other, owner)) if *other == addr => Err(self.error(
+                key,
+                format!("{addr} is already the listen address of {owner}"),
+            )),
+            Some((other, owner)) => Err(self.error(
+                key,
+                format!(
+                    "{addr} overlaps {other}, the listen address of {owner} (one port, and an unspecified address takes it on every address)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with the first bad placeholder in `value`: a `{name}` that is not one of
+/// `known`, or a `{` never closed (which would otherwise reach the program as written).
+pub(super) fn placeholder_problem(value: &str, known: &[&str]) -> Option<String> {
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            let written = &rest[open..];
+            let hint = known
+                .iter()
+                .find(|k| written[1..].starts_with(**k))
+                .map(|k| format!("write {{{k}}}"))
+                .unwrap_or_else(|| format!("known: {}", braced(known)));
+            return Some(format!("unclosed placeholder {written:?}; {hint}"));
+        };
+        let name = &after[..close];
+        if !known.contains(&name) {
+            return Some(format!(
+                "unknown placeholder {{{name}}}; known: {}",
+                braced(known)
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    None
+}
+
+fn braced(known: &[&str]) -> String {
+    let known: Vec<String> = known.iter().map(|p| format!("{{{p}}}")).collect();
+    known.join(", ")
+}
+
+/// Whether two listen addresses cannot both be bound: the same port on the same address, or
+/// on an unspecified one (`0.0.0.0` takes every IPv4 address; `[::]` is dual-stack on Linux
+/// and takes every address).
+fn listen_overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: std::net::IpAddr, other: std::net::IpAddr| {
+        wide.is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}

@@ -1,0 +1,261 @@
+//! What cutover, as the edge, accepts from clients before any frontend sees a request.
+//!
+//! Clients can write any header. Forwarding headers (`X-Forwarded-*`, `X-Real-IP`,
+//! `Forwarded`, `Via`) are believed only from peers in `[edge] trusted_proxies`; from anyone
+//! else they are dropped here, and the proxy then writes what cutover itself saw
+//! ([`crate::proxy`]'s `add_forwarding_headers`). A request with two `Host` headers, or an
+//! HTTP/1.1 request without one, is answered 400: backends and caches would each pick a
+//! different host, which is how cache poisoning and routing confusion start.
+
+use crate::proxy::ProxyBody;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+/// Headers that say where a request came from; only trusted peers may send them.
+pub const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "via",
+];
+
+/// Which peers' forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+pub struct EdgePolicy {
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The daemon's policy: set once at start-up from the config (which is never reloaded), read by
+/// every connection without threading it through each listener.
+static POLICY: OnceLock<EdgePolicy> = OnceLock::new();
+
+impl EdgePolicy {
+    /// Makes `policy` the daemon's; the first call wins.
+    pub fn install(policy: EdgePolicy) {
+        let _ = POLICY.set(policy);
+    }
+
+    /// The daemon's policy (nobody trusted until one is installed).
+    pub fn current() -> &'static EdgePolicy {
+        POLICY.get_or_init(EdgePolicy::default)
+    }
+
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: walking the chain (earlier hops, then the peer) from the right,
+    /// the first address that is not a trusted proxy. Everything left of it could be forged.
+    pub fn client_ip(&self, chain: &[IpAddr], peer: IpAddr) -> IpAddr {
+        std::iter::once(peer)
+            .chain(chain.iter().rev().copied())
+            .find(|ip| !self.trusts(*ip))
+            .or_else(|| chain.first().copied())
+            .unwrap_or(peer)
+    }
+}
+
+/// IPv4 clients of a dual-stack socket appear as `::ffff:a.b.c.d`; CIDRs are written in v4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Checks a request before dispatch: the answer to send instead if it is refused (`None`: go
+/// on). Forwarding headers from an untrusted peer are removed.
+pub fn admit<B>(req: &mut Request<B>, peer: SocketAddr) -> Option<Response<ProxyBody>> {
+    if let Err(why) = check_host(req.version(), req.headers()) {
+        return Some(bad_request(why));
+    }
+    if !EdgePolicy::current().trusts(peer.ip()) {
+        remove_forwarding_headers(req.headers_mut());
+    }
+    None
+}
+
+fn check_host(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
+    match headers.get_all(header::HOST).iter().count() {
+        0 if version == Version::HTTP_11 => Err("cutover: an HTTP/1.1 request needs a Host header"),
+        0 | 1 => Ok(()),
+        _ => Err("cutover: more than one Host header"),
+    }
+}
+
+pub fn remove_forwarding_headers(headers: &mut HeaderMap) {
+    for name in FORWARDING_HEADERS {
+        headers.remove(HeaderName::from_static(name));
+    }
+}
+
+/// Writes what cutover saw of the client. Earlier hops' headers are kept (and extended) only
+/// when the peer is a trusted proxy; otherwise they are replaced, so a client cannot choose the
+/// address or scheme the backend believes.
+pub fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &EdgePolicy) {
+    let peer_ip = peer.ip();
+    if !edge.trusts(peer_ip) {
+        remove_forwarding_headers(headers);
+    }
+    // Every earlier hop, across however many header lines it came in.
+    let previous: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().to_owned())
+        .filter(|hop| !hop.is_empty())
+        .collect();
+    let chain: Vec<IpAddr> = previous.iter().filter_map(|h| h.parse().ok()).collect();
+    let client_ip = edge.client_ip(&chain, peer_ip);
+    let forwarded_for = previous
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(peer_ip.to_string().as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
+        headers.insert("x-real-ip", value);
+    }
+    // cutover accepted plain HTTP; a trusted proxy in front may have terminated TLS.
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-forwarded-host") {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert("x-forwarded-host", host);
+        }
+    }
+    // RFC 7239: IPv6 addresses are quoted and bracketed.
+    let node = match peer_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let element = format!("for={node};proto=http");
+    let forwarded = match headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
+        earlier if earlier.is_empty() => element,
+        earlier => format!("{}, {element}", earlier.join(", ")),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+    headers.append(header::VIA, HeaderValue::from_static("1.1 cutover"));
+}
+
+fn bad_request(message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // The request may have been framed in a way the next one on this connection is not.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(nets: &[&str]) -> EdgePolicy {
+        EdgePolicy {
+            trusted_proxies: nets.iter().map(|n| n.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn client_is_the_rightmost_untrusted_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let edge = policy(&["10.0.0.0/8"]);
+        let chain = [ip("203.0.113.9"), ip("198.51.100.7"), ip("10.1.1.1")];
+        assert_eq!(edge.client_ip(&chain, ip("10.0.0.2")), ip("198.51.100.7"));
+        assert_eq!(edge.client_ip(&chain, ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(edge.client_ip(&[], ip("10.0.0.2")), ip("10.0.0.2"));
+        assert!(
+            edge.trusts(ip("::ffff:10.2.3.4")),
+            "v4-mapped peers match v4 nets"
+        );
+        assert!(!policy(&[]).trusts(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+        let client_headers = || {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+            headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+            headers.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            headers.insert(
+                header::FORWARDED,
+                HeaderValue::from_static("for=203.0.113.9"),
+            );
+            headers.insert(header::VIA, HeaderValue::from_static("1.1 evil"));
+            headers.insert(header::HOST, HeaderValue::from_static("api.example"));
+            headers
+        };
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+
+        let mut headers = client_headers();
+        forwarding_headers(&mut headers, peer, &EdgePolicy::default());
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers["x-real-ip"], "127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "api.example");
+        assert_eq!(headers[header::FORWARDED], "for=127.0.0.1;proto=http");
+        let via: Vec<_> = headers.get_all(header::VIA).iter().collect();
+        assert_eq!(via, ["1.1 cutover"]);
+
+        let trusted = EdgePolicy {
+            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        let mut headers = client_headers();
+        forwarding_headers(&mut headers, peer, &trusted);
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "203.0.113.9, 198.51.100.7, 127.0.0.1"
+        );
+        assert_eq!(headers["x-real-ip"], "198.51.100.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=203.0.113.9, for=127.0.0.1;proto=http"
+        );
+    }
+
+    #[test]
+    fn host_must_be_there_once() {
+        let mut headers = HeaderMap::new();
+        assert!(check_host(Version::HTTP_11, &headers).is_err());
+        assert!(check_host(Version::HTTP_10, &headers).is_ok());
+        headers.append(header::HOST, "a.example".parse().unwrap());
+        assert!(check_host(Version::HTTP_11, &headers).is_ok());
+        headers.append(header::HOST, "b.example".parse().unwrap());
+        assert!(check_host(Version::HTTP_10, &headers).is_err());
+        let mut req = Request::new(());
+        *req.headers_mut() = headers;
+        let refused = admit(&mut req, "127.0.0.1:1".parse().unwrap()).expect("refused");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
+}
