@@ -314,22 +314,32 @@ fn service_references_are_checked() {
 
 #[test]
 fn connection_limits_have_defaults_and_are_checked() {
-    let config = parse("[daemon]\n").unwrap();
+    let config = parse(&format!("[daemon]\n{}", component("a", "127.0.0.1:9", ""))).unwrap();
     assert_eq!(config.daemon.max_connections, None);
     assert_eq!(
         config.daemon.body_read_timeout.get(),
         Duration::from_secs(30)
     );
-    let set = parse("[daemon]\nmax_connections = 500\nbody_read_timeout = \"5s\"\n").unwrap();
+    let set = parse(&format!(
+        "[daemon]\nmax_connections = 500\nbody_read_timeout = \"5s\"\n{}",
+        component("a", "127.0.0.1:9", "")
+    ))
+    .unwrap();
     assert_eq!(set.daemon.max_connections, Some(500));
     assert_eq!(set.daemon.body_read_timeout.get(), Duration::from_secs(5));
     check_error(
-        "[daemon]\nmax_connections = 0\n",
+        &format!(
+            "[daemon]\nmax_connections = 0\n{}",
+            component("a", "127.0.0.1:9", "")
+        ),
         "/srv/app/cutover.toml:2:1: daemon.max_connections: must be at least 1 (leave it out to \
          derive it from the fd limit)",
     );
     check_error(
-        "[daemon]\nbody_read_timeout = \"0s\"\n",
+        &format!(
+            "[daemon]\nbody_read_timeout = \"0s\"\n{}",
+            component("a", "127.0.0.1:9", "")
+        ),
         "/srv/app/cutover.toml:2:1: daemon.body_read_timeout: must be more than 0s",
     );
 }
