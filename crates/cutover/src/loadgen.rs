@@ -33,6 +33,8 @@ pub struct LoadReport {
     pub failures: Vec<String>,
     /// Failures by kind: `HTTP 500 from v2` (an answer) or `transport` (no answer at all).
     pub failures_by_kind: BTreeMap<String, u64>,
+    /// The longest any request took, answered or not.
+    pub slowest: Duration,
 }
 
 impl LoadReport {
@@ -97,8 +99,9 @@ impl Load {
     }
 }
 
-fn record(report: &Mutex<LoadReport>, outcome: Result<String, String>) {
+fn record(report: &Mutex<LoadReport>, outcome: Result<String, String>, took: Duration) {
     let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+    report.slowest = report.slowest.max(took);
     match outcome {
         Ok(release) => {
             report.ok += 1;
@@ -139,6 +142,7 @@ async fn client_loop(
         .parse()
         .expect("valid load URL");
     while !*stop.borrow() {
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(Duration::from_secs(30), async {
             let response = client
                 .get(uri.clone())
@@ -163,7 +167,7 @@ async fn client_loop(
         })
         .await
         .unwrap_or_else(|_| Err("transport: timed out after 30s".into()));
-        record(&report, outcome);
+        record(&report, outcome, started.elapsed());
         if matches!(kind, ClientKind::NewConnection) {
             // Keep the rate of new connections sane (TIME_WAIT on loopback is finite).
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
