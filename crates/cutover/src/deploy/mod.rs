@@ -16,6 +16,7 @@
 //! component back to the committed active release (see [`crate::daemon`]).
 
 mod hook;
+pub mod machine;
 mod process;
 mod site;
 

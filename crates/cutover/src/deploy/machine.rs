@@ -1,0 +1,627 @@
+//! The deploy of one component as a pure state machine: `apply(state, event, now) -> (state,
+//! effect)`. The runners (process, static, hook) only perform the effect it names and feed back
+//! the one event that effect ends with; time is passed in, so every transition is a unit test.
+//!
+//! ```text
+//!  Preparing ─Stored─> [Migrating ─Migrated─>] Starting ─Started─> Switching ─Switched─┐
+//!     │ (already active: Done)        │               │                 │            │
+//!     └──────────── Failed ───────────┴───────────────┴─── StopNew ─────┘            v
+//!                                                                       Draining (old, bounded)
+//!                                                                            │ Drained
+//!                                                   [Stabilizing: Observe every probe interval]
+//!                                                      │ window over          │ a check fails,
+//!                                                      v                      │ NewExited, Abort
+//!                                                 Finalizing ─Committed─> Retiring ─> Done
+//!                                                      │ commit failed        │
+//!                                                      └──────> RollingBack <─┘
+//!                                                                  │ SwappedBack -> RetiringNew -> Done
+//! ```
+//!
+//! Every phase is committed (`CommitPhase`) before its action; the release recorded as active
+//! changes only in `Finalizing` (`CommitActive`), which is why a crash anywhere before it brings
+//! the old release back (see [`after_crash`]).
+
+use crate::proxy::StatsSnapshot;
+use crate::store::{DeployKind, Outcome, Phase};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// What one deploy knows before it starts; fixed for its whole run.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub kind: DeployKind,
+    /// A process component: its instances drain, stabilize and retire. Static sites and hooks
+    /// switch and are done.
+    pub runs_instance: bool,
+    /// Something serves the component now (for a process: a warm instance to go back to).
+    pub has_old: bool,
+    /// Migrations are configured (a deploy runs them; a rollback only checks the schema).
+    pub migrations: bool,
+    /// The release to deploy already serves: once its bytes proved the same, nothing to do.
+    pub already_active: bool,
+    /// Zero: no stabilization (static, hook, manual rollback, or `stabilize = "0s"`).
+    pub stabilize: Duration,
+    pub drain: Duration,
+    /// How often stabilization probes the new instance.
+    pub probe_every: Duration,
+    pub checks: Checks,
+}
+
+/// The stabilization verdict's thresholds (`stabilize_checks`).
+#[derive(Clone, Copy, Debug)]
+pub struct Checks {
+    pub unhealthy_threshold: u32,
+    pub max_error_rate: f64,
+    pub min_requests: u64,
+    pub stall_timeout: Duration,
+}
+
+impl From<&crate::config::StabilizeChecks> for Checks {
+    fn from(c: &crate::config::StabilizeChecks) -> Self {
+        Checks {
+            unhealthy_threshold: c.unhealthy_threshold,
+            max_error_rate: c.max_error_rate,
+            min_requests: c.min_requests,
+            stall_timeout: c.stall_timeout.get(),
+        }
+    }
+}
+
+/// Where a deploy is. `committed` says whether the phase of the step is recorded yet: a step's
+/// action starts only after its phase is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    Preparing {
+        committed: bool,
+    },
+    Migrating {
+        committed: bool,
+    },
+    Starting {
+        committed: bool,
+    },
+    Switching {
+        committed: bool,
+    },
+    /// Switched; the old instance drains until `until`, the new one is watched meanwhile.
+    Draining {
+        until: Instant,
+    },
+    Stabilizing {
+        committed: bool,
+        since: Instant,
+        until: Instant,
+        /// Consecutive failed probes.
+        failures: u32,
+        /// When the old instance's drain ends: finalize waits only for what is left of it.
+        drain_until: Instant,
+    },
+    Finalizing {
+        committed: bool,
+        drain_until: Instant,
+        /// What stabilization saw, when there was one (for the `stable` event).
+        stable: Option<StatsSnapshot>,
+    },
+    /// Committed; the old instance is being retired.
+    Retiring,
+    /// Before the switch: the new instance is being stopped, the old one never noticed.
+    StoppingNew {
+        reason: Failure,
+    },
+    RollingBack {
+        committed: bool,
+        reason: Failure,
+    },
+    /// Swapped back; the new instance is being retired.
+    RetiringNew {
+        reason: Failure,
+    },
+    Done {
+        outcome: Outcome,
+        reason: Option<Failure>,
+    },
+}
+
+/// What happened: the result of the last effect, or something observed meanwhile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    PhaseCommitted,
+    PhaseNotCommitted(String),
+    Stored,
+    Migrated,
+    /// The new release is ready: health gate passed (process), site loaded (static), verify
+    /// URL shows it (hook).
+    Started,
+    Switched,
+    Drained {
+        remaining: usize,
+    },
+    Observed(Observation),
+    NewExited {
+        status: String,
+    },
+    Committed,
+    SwappedBack,
+    /// The instance (or the whole component, for the first release) is stopped.
+    Stopped,
+    Failed(Failure),
+    Abort {
+        who: String,
+    },
+}
+
+/// One look at the new instance during stabilization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub probe_ok: bool,
+    /// The probe's result, for messages ("HTTP 500 in 3 ms").
+    pub probe: String,
+    pub stats: StatsSnapshot,
+    /// Requests waiting for response headers, and for how long none arrived.
+    pub stall: Option<(usize, Duration)>,
+}
+
+/// What the runner must do next. Each effect ends with exactly one [`Event`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Record the phase before its action.
+    CommitPhase(Phase),
+    /// Store and verify the artifact (or find the stored release).
+    Store,
+    /// Run the migrations (`apply`), or only warn when the schema is ahead (a rollback).
+    Migrate { apply: bool },
+    /// Start the new release and wait until it is ready.
+    Start,
+    /// The atomic switch to the new release.
+    Switch,
+    /// Wait for the old instance's requests and tunnels, up to `until`, watching the new one.
+    DrainOld { until: Instant },
+    /// Wait until `at` (watching the new instance), then probe it and read its traffic.
+    Observe { at: Instant },
+    /// Commit the new release as active.
+    CommitActive { stable: Option<StatsSnapshot> },
+    /// Drain what is left of the old instance until `drain_until`, close it, stop it.
+    RetireOld { drain_until: Instant },
+    /// Stop the new instance (before the switch).
+    StopNew,
+    /// Point traffic back at the old release (restarting it cold if its instance died).
+    SwapBack,
+    /// No old release: keep the new one if it still runs (committing it), else serve nothing.
+    KeepOrDropNew,
+    /// Drain, close and stop the new instance after a swap back.
+    RetireNew,
+    /// The end: record the outcome.
+    Finish {
+        outcome: Outcome,
+        reason: Option<Failure>,
+    },
+}
+
+/// Why a deploy did not succeed; shown to people through `Display`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// A step failed; the message says which and why.
+    Step(String),
+    /// A phase could not be recorded.
+    Record(String),
+    NewExited {
+        status: String,
+        while_draining: bool,
+    },
+    ProbesFailed {
+        count: u32,
+        last: String,
+    },
+    ErrorRate {
+        failed: u64,
+        requests: u64,
+        limit: f64,
+    },
+    Stalled {
+        waiting: usize,
+        since: Duration,
+    },
+    Aborted {
+        who: String,
+    },
+    /// The swap back failed too.
+    RollbackImpossible {
+        cause: Box<Failure>,
+        why: String,
+    },
+    /// Nothing to go back to (the first release).
+    NoPrevious {
+        cause: Box<Failure>,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Step(why) => f.write_str(why),
+            Failure::Record(why) => write!(f, "cannot record the deploy's progress: {why}"),
+            Failure::NewExited {
+                status,
+                while_draining: true,
+            } => write!(f, "the new instance {status} while the old one drained"),
+            Failure::NewExited { status, .. } => write!(f, "the new instance {status}"),
+            Failure::ProbesFailed { count, last } => {
+                write!(f, "{count} health probes failed in a row (last: {last})")
+            }
+            Failure::ErrorRate {
+                failed,
+                requests,
+                limit,
+            } => write!(
+                f,
+                "error rate {:.1}% ({failed} of {requests} requests failed) is above the {:.1}% limit",
+                *failed as f64 * 100.0 / *requests as f64,
+                limit * 100.0
+            ),
+            Failure::Stalled { waiting, since } => write!(
+                f,
+                "no response for {} while {waiting} request(s) waited for one",
+                humantime::format_duration(Duration::from_secs(since.as_secs()))
+            ),
+            Failure::Aborted { who } => write!(f, "aborted by {who}"),
+            Failure::RollbackImpossible { cause, why } => {
+                write!(f, "{cause}; rollback impossible: {why}")
+            }
+            Failure::NoPrevious { cause } => {
+                write!(f, "{cause}; there is no previous release to roll back to")
+            }
+        }
+    }
+}
+
+/// The stabilization verdict on one observation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Keep watching; `failures` consecutive probes failed so far.
+    Watching {
+        failures: u32,
+    },
+    Fails(Failure),
+}
+
+/// Judges one observation: consecutive probe failures, a stall, then the error rate (judged only
+/// once `min_requests` requests were seen, so 1 of 1 is not 100%).
+pub fn judge(checks: &Checks, failures: u32, seen: &Observation) -> Verdict {
+    let failures = if seen.probe_ok { 0 } else { failures + 1 };
+    if failures >= checks.unhealthy_threshold {
+        return Verdict::Fails(Failure::ProbesFailed {
+            count: failures,
+            last: seen.probe.clone(),
+        });
+    }
+    if let Some((waiting, since)) = seen.stall {
+        if since >= checks.stall_timeout {
+            return Verdict::Fails(Failure::Stalled { waiting, since });
+        }
+    }
+    let stats = seen.stats;
+    if stats.requests >= checks.min_requests.max(1) {
+        let rate = stats.failed as f64 / stats.requests as f64;
+        if rate > checks.max_error_rate {
+            return Verdict::Fails(Failure::ErrorRate {
+                failed: stats.failed,
+                requests: stats.requests,
+                limit: checks.max_error_rate,
+            });
+        }
+    }
+    Verdict::Watching { failures }
+}
+
+/// The first state and effect of a deploy.
+pub fn start() -> (State, Effect) {
+    (
+        State::Preparing { committed: false },
+        Effect::CommitPhase(Phase::Preparing),
+    )
+}
+
+/// One transition. An event that means nothing in a state (a late probe after the verdict, a
+/// second abort) leaves it as it is and asks for nothing new: `None`.
+pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(State, Effect)> {
+    use Event as E;
+    use State as S;
+    // An abort: before the switch the new instance is stopped (the old one never noticed);
+    // after it, traffic swaps back like an automatic rollback.
+    if let E::Abort { who } = &event {
+        let reason = Failure::Aborted { who: who.clone() };
+        return match state {
+            S::Preparing { .. } | S::Migrating { .. } => Some(finish(Outcome::Failed, reason)),
+            S::Starting { .. } | S::Switching { .. } => Some(stop_new(reason)),
+            S::Draining { .. } | S::Stabilizing { .. } => Some(roll_back(spec, reason)),
+            _ => None,
+        };
+    }
+    let next = match (state, event) {
+        (S::Preparing { committed: false }, E::PhaseCommitted) => {
+            (S::Preparing { committed: true }, Effect::Store)
+        }
+        (S::Preparing { committed: true }, E::Stored) if spec.already_active => (
+            S::Done {
+                outcome: Outcome::Succeeded,
+                reason: None,
+            },
+            Effect::Finish {
+                outcome: Outcome::Succeeded,
+                reason: None,
+            },
+        ),
+        (S::Preparing { committed: true }, E::Stored) if spec.migrations => (
+            S::Migrating { committed: false },
+            Effect::CommitPhase(Phase::Migrating),
+        ),
+        (S::Preparing { committed: true }, E::Stored)
+        | (S::Migrating { committed: true }, E::Migrated) => (
+            S::Starting { committed: false },
+            Effect::CommitPhase(Phase::Starting),
+        ),
+        (S::Migrating { committed: false }, E::PhaseCommitted) => (
+            S::Migrating { committed: true },
+            Effect::Migrate {
+                apply: spec.kind == DeployKind::Deploy,
+            },
+        ),
+        (S::Starting { committed: false }, E::PhaseCommitted) => {
+            (S::Starting { committed: true }, Effect::Start)
+        }
+        (S::Starting { committed: true }, E::Started) => (
+            S::Switching { committed: false },
+            Effect::CommitPhase(Phase::Switching),
+        ),
+        (S::Switching { committed: false }, E::PhaseCommitted) => {
+            (S::Switching { committed: true }, Effect::Switch)
+        }
+        (S::Switching { committed: false }, E::PhaseNotCommitted(why)) => {
+            stop_new(Failure::Record(why))
+        }
+        (S::Switching { committed: true }, E::Switched) => {
+            let until = now + spec.drain;
+            if spec.runs_instance && spec.has_old {
+                (S::Draining { until }, Effect::DrainOld { until })
+            } else {
+                after_drain(spec, now, until)
+            }
+        }
+        (S::Draining { until }, E::Drained { .. }) => after_drain(spec, now, *until),
+        (S::Draining { .. }, E::NewExited { status }) => roll_back(
+            spec,
+            Failure::NewExited {
+                status,
+                while_draining: true,
+            },
+        ),
+        (
+            S::Stabilizing {
+                committed: false,
+                drain_until,
+                ..
+            },
+            E::PhaseCommitted,
+        ) => (
+            S::Stabilizing {
+                committed: true,
+                since: now,
+                until: now + spec.stabilize,
+                failures: 0,
+                drain_until: *drain_until,
+            },
+            Effect::Observe { at: now },
+        ),
+        (
+            S::Stabilizing {
+                committed: false, ..
+            },
+            E::PhaseNotCommitted(why),
+        ) => roll_back(spec, Failure::Record(why)),
+        (
+            S::Stabilizing {
+                committed: true,
+                since,
+                until,
+                failures,
+                drain_until,
+            },
+            E::Observed(seen),
+        ) => match judge(&spec.checks, *failures, &seen) {
+            Verdict::Fails(reason) => roll_back(spec, reason),
+            Verdict::Watching { .. } if now >= *until => (
+                S::Finalizing {
+                    committed: false,
+                    drain_until: *drain_until,
+                    stable: Some(seen.stats),
+                },
+                Effect::CommitPhase(Phase::Finalizing),
+            ),
+            Verdict::Watching { failures } => (
+                S::Stabilizing {
+                    committed: true,
+                    since: *since,
+                    until: *until,
+                    failures,
+                    drain_until: *drain_until,
+                },
+                Effect::Observe {
+                    at: (now + spec.probe_every).min(*until),
+                },
+            ),
+        },
+        (S::Stabilizing { .. }, E::NewExited { status }) => roll_back(
+            spec,
+            Failure::NewExited {
+                status,
+                while_draining: false,
+            },
+        ),
+        (
+            S::Finalizing {
+                committed: false,
+                drain_until,
+                stable,
+            },
+            E::PhaseCommitted,
+        ) => (
+            S::Finalizing {
+                committed: true,
+                drain_until: *drain_until,
+                stable: *stable,
+            },
+            Effect::CommitActive { stable: *stable },
+        ),
+        (
+            S::Finalizing {
+                committed: true,
+                drain_until,
+                ..
+            },
+            E::Committed,
+        ) => {
+            if spec.runs_instance && spec.has_old {
+                (
+                    S::Retiring,
+                    Effect::RetireOld {
+                        drain_until: *drain_until,
+                    },
+                )
+            } else {
+                finish(Outcome::Succeeded, None)
+            }
+        }
+        (S::Finalizing { .. }, E::PhaseNotCommitted(why) | E::Failed(Failure::Step(why)))
+            if spec.runs_instance && spec.has_old =>
+        {
+            roll_back(spec, Failure::Record(why))
+        }
+        (S::Retiring, E::Stopped) => finish(Outcome::Succeeded, None),
+        (S::StoppingNew { reason }, E::Stopped) => finish(Outcome::Failed, reason.clone()),
+        // A rollback happens even if the database cannot record it.
+        (
+            S::RollingBack {
+                committed: false,
+                reason,
+            },
+            E::PhaseCommitted | E::PhaseNotCommitted(_),
+        ) => {
+            let effect = if spec.has_old {
+                Effect::SwapBack
+            } else {
+                Effect::KeepOrDropNew
+            };
+            (
+                S::RollingBack {
+                    committed: true,
+                    reason: reason.clone(),
+                },
+                effect,
+            )
+        }
+        (S::RollingBack { reason, .. }, E::SwappedBack) => (
+            S::RetiringNew {
+                reason: reason.clone(),
+            },
+            Effect::RetireNew,
+        ),
+        (S::RollingBack { reason, .. }, E::Stopped) => finish(
+            Outcome::Failed,
+            Failure::NoPrevious {
+                cause: Box::new(reason.clone()),
+            },
+        ),
+        (S::RollingBack { reason, .. }, E::Failed(why)) => finish(
+            Outcome::Failed,
+            Failure::RollbackImpossible {
+                cause: Box::new(reason.clone()),
+                why: why.to_string(),
+            },
+        ),
+        (S::RetiringNew { reason }, E::Stopped) => finish(Outcome::RolledBack, reason.clone()),
+        // Before the switch, a failed step ends the deploy; the old release never noticed.
+        (S::Preparing { .. } | S::Migrating { .. } | S::Finalizing { .. }, E::Failed(why)) => {
+            finish(Outcome::Failed, why)
+        }
+        (
+            S::Preparing { .. } | S::Migrating { .. } | S::Starting { .. } | S::Finalizing { .. },
+            E::PhaseNotCommitted(why),
+        ) => finish(Outcome::Failed, Failure::Record(why)),
+        // The start step stops what it started when it fails.
+        (S::Starting { .. }, E::Failed(why)) => finish(Outcome::Failed, why),
+        _ => return None,
+    };
+    Some(next)
+}
+
+/// After the old instance drained (or there was none): stabilize, or finalize at once.
+fn after_drain(spec: &Spec, now: Instant, drain_until: Instant) -> (State, Effect) {
+    let stabilizes =
+        spec.runs_instance && spec.kind == DeployKind::Deploy && !spec.stabilize.is_zero();
+    if stabilizes {
+        (
+            State::Stabilizing {
+                committed: false,
+                since: now,
+                until: now + spec.stabilize,
+                failures: 0,
+                drain_until,
+            },
+            Effect::CommitPhase(Phase::Stabilizing),
+        )
+    } else {
+        (
+            State::Finalizing {
+                committed: false,
+                drain_until,
+                stable: None,
+            },
+            Effect::CommitPhase(Phase::Finalizing),
+        )
+    }
+}
+
+fn roll_back(_spec: &Spec, reason: Failure) -> (State, Effect) {
+    (
+        State::RollingBack {
+            committed: false,
+            reason,
+        },
+        Effect::CommitPhase(Phase::RollingBack),
+    )
+}
+
+fn stop_new(reason: Failure) -> (State, Effect) {
+    (State::StoppingNew { reason }, Effect::StopNew)
+}
+
+fn finish(outcome: Outcome, reason: impl Into<Option<Failure>>) -> (State, Effect) {
+    let reason = reason.into();
+    (
+        State::Done {
+            outcome,
+            reason: reason.clone(),
+        },
+        Effect::Finish { outcome, reason },
+    )
+}
+
+/// Which release serves after the daemon dies with a deploy in `reached` (the last phase it
+/// committed), as recovery will bring it back: the committed active release, which changes only
+/// once `CommitActive` succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterCrash {
+    /// The release that served before the deploy (nothing, for a first deploy).
+    Old,
+    New,
+}
+
+pub fn after_crash(reached: Phase, active_committed: bool) -> AfterCrash {
+    match (reached, active_committed) {
+        (Phase::Finalizing | Phase::Done, true) => AfterCrash::New,
+        _ => AfterCrash::Old,
+    }
+}
+
+#[cfg(test)]
+mod tests;
