@@ -50,6 +50,34 @@ impl TimedOut {
     }
 }
 
+/// Says when a request body has been read to its end (or failed): the proxy starts timing the
+/// upstream's answer only then, so a long upload is not taken for a slow upstream.
+#[derive(Clone, Debug, Default)]
+pub struct BodySent(Arc<(AtomicBool, tokio::sync::Notify)>);
+
+impl BodySent {
+    pub fn is_done(&self) -> bool {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+
+    fn done(&self) {
+        if !self.0 .0.swap(true, Ordering::SeqCst) {
+            self.0 .1.notify_waiters();
+        }
+    }
+
+    /// Resolves once the body has ended.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A body that fails with [`BodyTimedOut`] when no frame arrives for `idle` while it is read.
 pub struct IdleTimeout<B> {
     inner: B,
@@ -57,6 +85,22 @@ pub struct IdleTimeout<B> {
     /// Armed when a read finds nothing to read; cleared by every frame.
     waiting: Option<Pin<Box<Sleep>>>,
     timed_out: TimedOut,
+    sent: BodySent,
+}
+
+impl<B> IdleTimeout<B> {
+    /// The signal of this body's end.
+    pub fn sent(&self) -> BodySent {
+        self.sent.clone()
+    }
+}
+
+impl<B> Drop for IdleTimeout<B> {
+    fn drop(&mut self) {
+        // Dropped unread (the upstream answered early, or the request went away): nothing more
+        // will be sent either way.
+        self.sent.done();
+    }
 }
 
 impl<B> IdleTimeout<B> {
@@ -67,6 +111,7 @@ impl<B> IdleTimeout<B> {
             idle,
             waiting: None,
             timed_out: timed_out.clone(),
+            sent: BodySent::default(),
         };
         (body, timed_out)
     }
@@ -90,6 +135,9 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.waiting = None;
+                if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
+                    self.sent.done();
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -100,6 +148,7 @@ where
                 match waiting.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         self.timed_out.0.store(true, Ordering::Relaxed);
+                        self.sent.done();
                         Poll::Ready(Some(Err(BodyTimedOut(idle).into())))
                     }
                     Poll::Pending => Poll::Pending,

@@ -69,14 +69,19 @@ impl UpstreamStats {
         }
     }
 
+    // The time is stored before the count changes, so a check never sees a request waiting
+    // with a timestamp older than its wait.
     fn begin_wait(&self) {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
             self.last_progress_ms.store(clock_ms(), Ordering::SeqCst);
         }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
     }
 
     fn end_wait(&self, answered: bool) {
-        if answered {
+        // Progress matters only to requests still waiting: when none is, the next wait starts
+        // the clock afresh (and the common case reads no clock at all).
+        if answered && self.waiting.load(Ordering::SeqCst) > 1 {
             self.last_progress_ms.store(clock_ms(), Ordering::SeqCst);
         }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -452,11 +457,7 @@ pub async fn handle(
     }
 
     let started = std::time::Instant::now();
-    let mut waiting = WaitGuard::new(&upstream.stats);
-    let sent = tokio::time::timeout(route.upstream_timeout, upstream.client().request(req)).await;
-    waiting.answered = matches!(sent, Ok(Ok(_)));
-    drop(waiting);
-    let mut response = match sent {
+    let mut response = match send(route, &upstream, req).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) if crate::body_timeout::caused(&e) => {
             // The client stopped sending its body: not the upstream's failure (server.rs
@@ -524,8 +525,38 @@ pub async fn handle(
         inner: body,
         guard,
         broken: false,
+        idle: route.upstream_timeout,
+        waiting: None,
     };
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Sends a request upstream. The wait for the response head is timed (`upstream_timeout`) and
+/// counted as waiting only once the request body is fully sent: a long upload is the client's
+/// time, not a slow upstream (the body's own idle timeout bounds a stalled one).
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<crate::body_timeout::RequestBody>,
+) -> Result<
+    Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+> {
+    let body_sent = req.body().sent();
+    let nothing_to_send = req.body().is_end_stream();
+    let response = upstream.client().request(req);
+    tokio::pin!(response);
+    if !nothing_to_send && !body_sent.is_done() {
+        tokio::select! {
+            biased;
+            early = &mut response => return Ok(early),
+            _ = body_sent.wait() => {}
+        }
+    }
+    let mut waiting = WaitGuard::new(&upstream.stats);
+    let answer = tokio::time::timeout(route.upstream_timeout, response).await;
+    waiting.answered = matches!(answer, Ok(Ok(_)));
+    answer
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
@@ -561,34 +592,73 @@ async fn tunnel(
     drop(guard);
 }
 
+/// The upstream sent nothing of a response body for this long (`upstream_timeout`, as nginx's
+/// proxy_read_timeout counts between two reads).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no response body data for {0:?}")]
+struct UpstreamBodyIdle(Duration);
+
 /// A response body that keeps its request counted in flight until it is fully sent or dropped,
-/// and counts a body the upstream cut short (hyper reports a premature end as an error).
+/// and counts a body the upstream cut short (hyper reports a premature end as an error) or
+/// left idle for `idle`: a response that stalls after its head must not hang forever.
 struct TrackedBody<B> {
     inner: B,
     guard: InflightGuard,
     broken: bool,
+    idle: Duration,
+    /// Armed only when a read finds nothing (a body that arrives at once costs no timer).
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<B: Body + Unpin> Body for TrackedBody<B> {
+impl<B> TrackedBody<B> {
+    fn count_broken(&mut self, why: &str) {
+        if !self.broken {
+            self.broken = true;
+            let upstream = &self.guard.0;
+            upstream.stats.broken_bodies.fetch_add(1, Ordering::Relaxed);
+            upstream.metrics.errors.inc();
+            tracing::warn!(release = %upstream.release, upstream = %upstream.addr,
+                "the upstream {why}");
+        }
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            if !self.broken {
-                self.broken = true;
-                let upstream = &self.guard.0;
-                upstream.stats.broken_bodies.fetch_add(1, Ordering::Relaxed);
-                upstream.metrics.errors.inc();
-                tracing::warn!(release = %upstream.release, upstream = %upstream.addr,
-                    "the upstream cut a response short");
+        use std::future::Future;
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.count_broken("cut a response short");
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(frame) => {
+                self.waiting = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let waiting = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.count_broken("left a response body idle");
+                        Poll::Ready(Some(Err(UpstreamBodyIdle(idle).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

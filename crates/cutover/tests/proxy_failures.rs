@@ -153,3 +153,72 @@ async fn an_open_tunnel_is_drained_once_then_closed() {
     );
     assert_eq!(get(daemon.public, "/version").2, "v2");
 }
+
+fn timed(upstream_timeout: &str) -> String {
+    FAST_COMPONENT.replace(
+        "stabilize = \"0s\"",
+        &format!("stabilize = \"0s\"\nupstream_timeout = \"{upstream_timeout}\""),
+    )
+}
+
+/// Review finding: the response-head timeout also ran while the client was still uploading, so
+/// a long upload got a 504 and counted against the release.
+#[test]
+fn a_slow_upload_is_not_taken_for_a_slow_upstream() {
+    let daemon = Daemon::start(&timed("2s"));
+    daemon.deploy_ok("v1", &demo_api());
+    let mut stream = std::net::TcpStream::connect(daemon.public).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(stream, "POST /echo?collect=1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 8\r\n\r\n").unwrap();
+    // 8 bytes over ~4 s: twice the upstream timeout, each gap well inside the body timeout.
+    for byte in b"12345678" {
+        std::thread::sleep(Duration::from_millis(500));
+        stream.write_all(&[*byte]).unwrap();
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let response = String::from_utf8_lossy(&raw);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("12345678"), "{response}");
+    let stats = &daemon.component_status("backend")["stats"];
+    assert_eq!(stats["failed"], 0, "{stats}");
+}
+
+/// Review finding: a response that stalled after its head hung the client for as long as the
+/// upstream liked and counted as a success.
+#[test]
+fn a_response_that_stalls_after_its_head_is_cut_and_counted() {
+    let daemon = Daemon::start(&timed("2s"));
+    daemon.deploy_ok("v1", &demo_api());
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(daemon.public).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The first chunk at once, the next after 20 s.
+    write!(
+        stream,
+        "GET /stream?chunks=2&ms=20000 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let took = started.elapsed();
+    let response = String::from_utf8_lossy(&raw);
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains("chunk 0"),
+        "{response}"
+    );
+    assert!(!response.contains("chunk 1"), "{response}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the stalled response held the client {took:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the cut response to count as failed",
+        || daemon.component_status("backend")["stats"]["failed"] == 1,
+    );
+}

@@ -89,7 +89,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/slow") => slow(&req).await,
         (&Method::GET, "/stream") => chunked(&req),
         (&Method::GET, "/headers") => headers(&req),
-        (&Method::POST, "/echo") => echo(req),
+        (&Method::POST, "/echo") => echo(req).await,
         (&Method::GET, "/ws") => websocket::upgrade(req, &app.ws_sessions),
         (&Method::GET, "/visits") => visits(app, false).await,
         (&Method::POST, "/visits") => visits(app, true).await,
@@ -178,9 +178,30 @@ fn headers(req: &Request<Incoming>) -> Response<Body> {
 
 /// Streams the request body straight back, so arbitrarily large (and chunked)
 /// uploads never sit in memory as a whole.
-fn echo(req: Request<Incoming>) -> Response<Body> {
+/// Streams the body back as it arrives; with `?collect=1` reads all of it first, as an app that
+/// parses a JSON body does.
+async fn echo(req: Request<Incoming>) -> Response<Body> {
     let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-    let mut response = Response::new(req.into_body().map_err(BoxError::from).boxed_unsync());
+    let collect = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "collect=1"));
+    let body = if collect {
+        match req.into_body().collect().await {
+            Ok(all) => Full::new(all.to_bytes())
+                .map_err(BoxError::from)
+                .boxed_unsync(),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}\n"),
+                )
+            }
+        }
+    } else {
+        req.into_body().map_err(BoxError::from).boxed_unsync()
+    };
+    let mut response = Response::new(body);
     if let Some(content_type) = content_type {
         response
             .headers_mut()
