@@ -39,13 +39,18 @@ struct Entry {
 }
 
 impl Uploads {
-    /// Stale uploads of a previous daemon (interrupted pipelines) go away here: `uploads/` is
-    /// cutover's own directory.
+    /// Stale uploads of a previous daemon (interrupted pipelines) go away here: the
+    /// directories named as [`Uploads::receive`] names them, and nothing else in `uploads/`
+    /// (a deployer may keep files there and deploy them with `--no-upload`).
     pub fn open(data_dir: &Path) -> Uploads {
         let dir = data_dir.join("uploads");
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("cannot clear stale uploads in {}: {e}", dir.display());
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let ours = entry.file_type().is_ok_and(|t| t.is_dir())
+                && entry.file_name().to_str().is_some_and(is_upload_dir_name);
+            if ours {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!("cannot remove stale upload {}: {e}", entry.path().display());
+                }
             }
         }
         Uploads {
@@ -149,6 +154,15 @@ impl Uploads {
     }
 }
 
+/// `<millis>-<n>`: the name of a directory [`Uploads::receive`] made.
+fn is_upload_dir_name(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(ms, n)| {
+        [ms, n]
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// The mode an upload is stored with: the sender's permission bits without setuid, setgid,
 /// sticky or group/world write (an artifact is read and run, never written by others).
 fn stored_mode(header: Option<&str>) -> u32 {
@@ -196,6 +210,23 @@ mod tests {
         assert_eq!(stored_mode(Some("755")), 0o755);
         assert_eq!(stored_mode(Some("nonsense")), 0o644);
         assert_eq!(stored_mode(None), 0o644);
+    }
+
+    #[test]
+    fn start_up_removes_only_directories_it_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uploads = tmp.path().join("uploads");
+        for dir in ["1733000000000-0", "1733000000000-12", "mine", "12-", "v1-2"] {
+            std::fs::create_dir_all(uploads.join(dir)).unwrap();
+        }
+        std::fs::write(uploads.join("42-7"), b"a file, not ours").unwrap();
+        Uploads::open(tmp.path());
+        let mut left: Vec<String> = std::fs::read_dir(&uploads)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["12-", "42-7", "mine", "v1-2"]);
     }
 
     #[test]

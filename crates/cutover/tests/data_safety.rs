@@ -49,6 +49,14 @@ fn a_deployers_own_path_is_never_removed() {
     assert_eq!(get(daemon.public, "/version").2, "v2");
     let status = daemon.status_json();
     assert_eq!(status["components"][0]["active"], "v2");
+    // Nor at the next start, when stale uploads of the previous daemon are cleared.
+    let mut daemon = daemon;
+    daemon.terminate();
+    daemon.spawn();
+    assert!(
+        mine.join("api").exists(),
+        "a restart removed the deployer's file"
+    );
 }
 
 fn release_kept(daemon: &Daemon, id: &str) -> bool {
