@@ -94,7 +94,11 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req, uid).await) }
+                async move {
+                    let mut response = route(&state, req, uid).await;
+                    stamp_config(&mut response, &state.shared.config);
+                    Ok::<_, Infallible>(response)
+                }
             });
             // A client that never finishes its request must not keep a slot.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -106,6 +110,20 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
                 tracing::debug!("control connection ended: {e}");
             }
         });
+    }
+}
+
+/// Every answer says which version of the config this daemon runs, so any command can tell
+/// its user that the file it read is newer (see `cli/drift.rs`).
+fn stamp_config(response: &mut Response<Body>, config: &crate::config::Config) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (CONFIG_SHA256_HEADER, config.sha256.clone()),
+        (CONFIG_LOADED_AT_HEADER, config.loaded_at.to_string()),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
     }
 }
 
