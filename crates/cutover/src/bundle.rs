@@ -7,6 +7,10 @@
 //! Hard links stay links. The tar crate parses; the containment rules are ours because
 //! `unpack_in` alone still follows pre-existing symlinks.
 
+mod layout;
+
+pub use layout::check_program;
+
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -33,6 +37,16 @@ pub enum BundleError {
         entry: String,
         target: String,
         why: &'static str,
+    },
+    /// The program is missing, and the bundle holds nothing but one directory: it was archived
+    /// from outside that directory.
+    #[error("artifact {} does not exist: the bundle's only top-level entry is the directory {top}/, and {{release_dir}} is the top of the bundle (releases/<component>/<release>/bundle); archive the directory's contents instead (`tar -czf app.tar.gz -C {top} .`){}",
+        program.display(),
+        suggestion.as_ref().map(|s| format!(" or start `{{release_dir}}/{s}`")).unwrap_or_default())]
+    OneTopLevelDirectory {
+        program: PathBuf,
+        top: String,
+        suggestion: Option<String>,
     },
     #[error("{} unpacks to more than {limit} {what} ([daemon] bundle_max_{key} in cutover.toml)", bundle.display())]
     TooLarge {

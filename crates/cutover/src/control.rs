@@ -1,4 +1,5 @@
-//! The control API server: HTTP/1.1 + JSON on a unix socket (mode 0600). See [`crate::protocol`].
+//! The control API server: HTTP/1.1 + JSON on a unix socket (mode 0600, or 0660 with
+//! `[daemon] socket_group`). See [`crate::protocol`].
 
 use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
 use crate::daemon::DaemonState;
@@ -27,7 +28,9 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Largest request body accepted: requests are small JSON documents.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// Binds the control socket: mode 0600 (the daemon's user only), or 0660 owned by `group` so
+/// that deployers in that group may use it without becoming the daemon's user.
+pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -49,7 +52,30 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
+    if let Some(group) = group {
+        share_with_group(path, group)?;
+    }
     Ok(listener)
+}
+
+/// Gives the socket to `group`, then opens it to that group (in this order: never 0660 with
+/// the daemon's own group by mistake).
+fn share_with_group(path: &Path, group: &str) -> anyhow::Result<()> {
+    let gid = match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => found.gid,
+        Ok(None) => anyhow::bail!(
+            "[daemon] socket_group: no group {group:?} on this machine (create it with `groupadd {group}`)"
+        ),
+        Err(e) => anyhow::bail!("[daemon] socket_group: cannot look up group {group:?}: {e}"),
+    };
+    nix::unistd::chown(path, None, Some(gid)).map_err(|e| {
+        anyhow::anyhow!(
+            "[daemon] socket_group: cannot give {} to group {group:?}: {e} (the daemon's user must be a member of it)",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot open {} to group {group}", path.display()))
 }
 
 /// Removes the control socket at shutdown, if a socket is still what is there.
@@ -94,7 +120,11 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req, uid).await) }
+                async move {
+                    let mut response = route(&state, req, uid).await;
+                    stamp_config(&mut response, &state.shared.config);
+                    Ok::<_, Infallible>(response)
+                }
             });
             // A client that never finishes its request must not keep a slot.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -106,6 +136,20 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
                 tracing::debug!("control connection ended: {e}");
             }
         });
+    }
+}
+
+/// Every answer says which version of the config this daemon runs, so any command can tell
+/// its user that the file it read is newer (see `cli/drift.rs`).
+fn stamp_config(response: &mut Response<Body>, config: &crate::config::Config) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (CONFIG_SHA256_HEADER, config.sha256.clone()),
+        (CONFIG_LOADED_AT_HEADER, config.loaded_at.to_string()),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
     }
 }
 

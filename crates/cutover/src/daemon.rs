@@ -142,7 +142,10 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         uploads,
     });
     tokio::spawn(sweep_uploads(state.clone(), shutdown.clone()));
-    let control = control::bind(&config.daemon.control_socket)?;
+    let control = control::bind(
+        &config.daemon.control_socket,
+        config.daemon.socket_group.as_deref(),
+    )?;
 
     let grace = components
         .iter()

@@ -56,7 +56,25 @@ pub struct DaemonInfo {
     pub pid: u32,
     pub version: String,
     pub started_at: i64,
+    /// The config file the daemon runs (none from a daemon older than this field).
+    #[serde(default)]
+    pub config: Option<ConfigInfo>,
 }
+
+/// Which version of the config a daemon runs. Every control answer also carries it in the
+/// `cutover-config-sha256` / `cutover-config-loaded-at` headers, so each command can say when
+/// the file it reads differs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigInfo {
+    pub path: PathBuf,
+    /// sha256 of the file's bytes when the daemon read them.
+    pub sha256: String,
+    /// When it read them (ms since the epoch).
+    pub loaded_at: i64,
+}
+
+pub const CONFIG_SHA256_HEADER: &str = "cutover-config-sha256";
+pub const CONFIG_LOADED_AT_HEADER: &str = "cutover-config-loaded-at";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceInfo {

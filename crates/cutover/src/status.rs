@@ -37,8 +37,17 @@ pub fn online(state: &DaemonState) -> StatusResponse {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: state.started_at,
+            config: Some(config_info(&state.shared.config)),
         }),
         components,
+    }
+}
+
+pub fn config_info(config: &Config) -> ConfigInfo {
+    ConfigInfo {
+        path: config.path.clone(),
+        sha256: config.sha256.clone(),
+        loaded_at: config.loaded_at,
     }
 }
 

@@ -199,6 +199,16 @@ pub fn launch(
         .collect();
     let mut command = tokio::process::Command::new(&argv[0]);
     command.args(&argv[1..]);
+    if let Some(inherited) = &spec.process.clean_env {
+        // `env_clear = true`: the release sees only what its config names, not whatever the
+        // daemon was started with.
+        command.env_clear();
+        for name in inherited {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+    }
     for name in DAEMON_ONLY_ENV {
         command.env_remove(name);
     }

@@ -65,13 +65,51 @@ struct Connection<B> {
 
 pub struct Client {
     socket: PathBuf,
+    /// The config file this command read, compared with every answer's.
+    drift: Option<super::drift::Drift>,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_owned(),
+            drift: None,
         }
+    }
+
+    /// Compares the daemon's config with `config` on every answer; see [`super::drift`].
+    pub fn comparing(mut self, config: &crate::config::Config) -> Self {
+        self.drift = Some(super::drift::Drift::new(&config.path, &config.sha256));
+        self
+    }
+
+    /// For commands that otherwise never talk to the daemon (`validate`, `env check`, ...):
+    /// asks it once, briefly, which config it runs. No daemon, or a slow one, is not an error
+    /// here.
+    pub async fn compare_config(&self) {
+        if self.drift.is_some() {
+            let ask = self.send(Method::GET, "/v1/status", None);
+            let _ = tokio::time::timeout(Duration::from_secs(1), ask).await;
+        }
+    }
+
+    fn observe(&self, headers: &http::HeaderMap) {
+        if let Some(drift) = &self.drift {
+            drift.observe(headers);
+        }
+    }
+
+    /// The daemon's own refusal, with the config notice when it is about components that the
+    /// file this command read has and the daemon's version lacks.
+    fn refused(&self, status: StatusCode, message: String) -> ClientError {
+        let notice = self.drift.as_ref().and_then(|d| d.notice_if_differs());
+        let message = match notice {
+            Some(notice) if super::drift::is_about_unknown_components(&message) => {
+                format!("{message} ({notice})")
+            }
+            _ => message,
+        };
+        ClientError::Refused { status, message }
     }
 
     fn not_answering(&self, pid: Option<i32>, waited: Duration) -> ClientError {
@@ -138,6 +176,7 @@ impl Client {
         let response = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(request))
             .await
             .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??;
+        self.observe(response.headers());
         if response.status().is_success() {
             return Ok((response, daemon_pid));
         }
@@ -149,7 +188,7 @@ impl Client {
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(ClientError::Refused { status, message })
+        Err(self.refused(status, message))
     }
 
     /// Streams a file to `POST /v1/uploads`; returns where the daemon stored it.
@@ -172,13 +211,14 @@ impl Client {
             .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let response = sender.send_request(request).await?;
+        self.observe(response.headers());
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Refused { status, message });
+            return Err(self.refused(status, message));
         }
         serde_json::from_slice::<crate::protocol::UploadResponse>(&bytes)
             .map(|r| r.path)

@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod drift;
 mod infra;
 mod operate;
 mod output;
@@ -267,7 +268,10 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
     }
     let path = Config::locate(cli.config.as_deref());
     let config = Config::load(&path)?;
-    let client = Client::new(&config.daemon.control_socket);
+    let client = Client::new(&config.daemon.control_socket).comparing(&config);
+    if reads_config_without_daemon(&cli.command) {
+        client.compare_config().await;
+    }
     match cli.command {
         Command::Serve => {
             for warning in &config.warnings {
@@ -401,6 +405,19 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             unreachable!("handled above")
         }
     }
+}
+
+/// Commands that read the config but never ask the daemon anything: they ask it once which
+/// config it runs (the others learn it from the daemon's answers).
+fn reads_config_without_daemon(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Validate
+            | Command::Env { .. }
+            | Command::Changed { .. }
+            | Command::Migrate { .. }
+            | Command::Services { .. }
+    )
 }
 
 fn db_path(config: &Config) -> PathBuf {

@@ -98,13 +98,24 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The config a running daemon uses: which file, which version (a sha256 prefix), since when.
+fn config_line(config: &ConfigInfo) -> String {
+    format!(
+        "config: {} (sha256 {}, loaded at {})\n",
+        printable(&config.path.display().to_string()),
+        config.sha256.get(..12).unwrap_or(&config.sha256),
+        time(config.loaded_at)
+    )
+}
+
 pub fn status(status: &StatusResponse) -> String {
     let mut out = match &status.daemon {
         Some(d) => format!(
-            "daemon: running (pid {}, version {}, up since {})\n\n",
+            "daemon: running (pid {}, version {}, up since {})\n{}\n",
             d.pid,
             d.version,
-            time(d.started_at)
+            time(d.started_at),
+            d.config.as_ref().map(config_line).unwrap_or_default()
         ),
         None => "daemon: NOT RUNNING (showing the last committed state)\n\n".to_owned(),
     };

@@ -5,6 +5,7 @@
 //! matter where they were started from.
 
 mod duration;
+mod environment;
 mod error;
 mod rules;
 
@@ -81,6 +82,10 @@ pub struct Config {
     /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
     /// `validate` prints them and `serve` logs them.
     pub warnings: Vec<String>,
+    /// sha256 of the file's bytes as read, and when (ms since the epoch): the daemon reports
+    /// what it runs, and the CLI compares it with the file it reads (see `cli/drift.rs`).
+    pub sha256: String,
+    pub loaded_at: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +105,9 @@ pub struct DaemonConfig {
     pub max_connections: Option<usize>,
     /// A request body that sends nothing for this long is cut off (408).
     pub body_read_timeout: HumanDuration,
+    /// The group that may use the control socket (mode 0660 then, else 0600): deployers join
+    /// it instead of becoming the daemon's user.
+    pub socket_group: Option<String>,
 }
 
 /// How `cutover generate systemd` / `init` write the service unit.
@@ -159,6 +167,9 @@ pub struct ComponentConfig {
 }
 
 /// How a component's releases are run and served.
+// A config is built once and never copied on a hot path: the size of a variant costs nothing,
+// and boxing the process variant would change every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ComponentKind {
     /// A server process per release, proxied by cutover.
@@ -185,6 +196,10 @@ pub struct ProcessConfig {
     pub upstream_timeout: HumanDuration,
     /// What the watchdog does when the serving instance dies or stays unhealthy.
     pub restart: RestartPolicy,
+    /// `env_clear = true`: releases start with an empty environment instead of the daemon's,
+    /// keeping only the variables named here (`inherit_env`), plus `env`, `env_file` and the
+    /// CUTOVER_* ones. `None`: the daemon's whole environment.
+    pub clean_env: Option<Vec<String>>,
 }
 
 /// `restart = { max_restarts = 5, window = "5m", rollback = true, hold_requests = "5s" }`: the
@@ -541,6 +556,7 @@ struct RawDaemon {
     max_connections: Option<usize>,
     #[serde(default = "default_body_read_timeout")]
     body_read_timeout: HumanDuration,
+    socket_group: Option<String>,
 }
 
 fn default_body_read_timeout() -> HumanDuration {
@@ -571,6 +587,7 @@ impl Default for RawDaemon {
             bundle_max_entries: default_bundle_max_entries(),
             max_connections: None,
             body_read_timeout: default_body_read_timeout(),
+            socket_group: None,
         }
     }
 }
@@ -623,6 +640,8 @@ struct RawComponent {
     #[serde(default)]
     required_env: Vec<String>,
     restart: Option<RestartPolicy>,
+    env_clear: Option<bool>,
+    inherit_env: Option<Vec<String>>,
 }
 
 impl RawComponent {
@@ -645,6 +664,8 @@ impl RawComponent {
             ("requires", self.requires.is_some()),
             ("migrations", self.migrations.is_some()),
             ("restart", self.restart.is_some()),
+            ("env_clear", self.env_clear.is_some()),
+            ("inherit_env", self.inherit_env.is_some()),
         ];
         let allowed: &[&str] = match self.kind {
             RawKind::Process => &[
@@ -660,6 +681,8 @@ impl RawComponent {
                 "requires",
                 "migrations",
                 "restart",
+                "env_clear",
+                "inherit_env",
             ],
             RawKind::Static => &["listen", "spa_fallback", "cache"],
             RawKind::Hook => &["run", "verify"],
@@ -731,7 +754,10 @@ impl Config {
                 ConfigError::at_span(path, text, inner.span(), &key, inner.message())
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Validator { path, text, base }.validate(raw)
+        let mut config = Validator { path, text, base }.validate(raw)?;
+        config.sha256 = environment::sha256_hex(text.as_bytes());
+        config.loaded_at = crate::release::now_millis();
+        Ok(config)
     }
 
     /// `file:line:col: key` of `key` as written in the config file now (for errors found at run
@@ -836,6 +862,7 @@ impl Validator<'_> {
                 },
                 max_connections: raw.daemon.max_connections,
                 body_read_timeout: raw.daemon.body_read_timeout,
+                socket_group: self.socket_group(raw.daemon.socket_group)?,
             },
             components,
             pipeline: raw.pipeline,
@@ -845,6 +872,9 @@ impl Validator<'_> {
             notify: self.notify(raw.notify)?,
             edge: self.edge(&raw.edge)?,
             warnings,
+            // Set by `parse`, which has the text.
+            sha256: String::new(),
+            loaded_at: 0,
         })
     }
 
@@ -939,6 +969,7 @@ impl Validator<'_> {
                 return Err(self.error(&key(field), problem));
             }
         }
+        let clean_env = self.release_environment(name, raw)?;
         let health = raw.health.clone().unwrap_or_default();
         if !health.path.starts_with('/') {
             return Err(self.error(
@@ -1000,6 +1031,7 @@ impl Validator<'_> {
                 }
             },
             restart: self.restart_policy(name, raw)?,
+            clean_env,
         })
     }
 

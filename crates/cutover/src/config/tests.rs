@@ -53,7 +53,45 @@ fn unknown_key_names_file_line_and_key() {
         "/srv/app/cutover.toml:4:1: components.backend.colour: unknown field `colour`, expected one of \
          `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, `upstream_timeout`, \
          `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`, `requires`, `migrations`, `paths`, `build`, \
-         `artifact`, `required_env`, `restart`",
+         `artifact`, `required_env`, `restart`, `env_clear`, `inherit_env`",
+    );
+}
+
+#[test]
+fn a_clean_release_environment_and_the_socket_group_are_checked() {
+    let base = "[components.backend]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\n";
+    let config = parse(&format!(
+        "{base}env_clear = true\ninherit_env = [\"PATH\", \"LANG\"]\n"
+    ))
+    .unwrap();
+    let process = config.component("backend").unwrap().process().unwrap();
+    assert_eq!(
+        process.clean_env,
+        Some(vec!["PATH".to_owned(), "LANG".to_owned()])
+    );
+    assert_eq!(
+        parse(base)
+            .unwrap()
+            .component("backend")
+            .unwrap()
+            .process()
+            .unwrap()
+            .clean_env,
+        None
+    );
+    check_error(
+        &format!("{base}inherit_env = [\"PATH\"]\n"),
+        "/srv/app/cutover.toml:4:1: components.backend.inherit_env: inherit_env applies only with \
+         env_clear = true (without it a release inherits the daemon's whole environment)",
+    );
+    check_error(
+        &format!("{base}env_clear = true\ninherit_env = [\"PA TH\"]\n"),
+        "/srv/app/cutover.toml:5:1: components.backend.inherit_env: \"PA TH\" is not an environment \
+         variable name (letters, digits and `_`, not starting with a digit)",
+    );
+    check_error(
+        &format!("[daemon]\nsocket_group = \"a b\"\n{base}"),
+        "/srv/app/cutover.toml:2:1: daemon.socket_group: \"a b\" is not a group name",
     );
 }
 

@@ -497,7 +497,7 @@ impl Run<'_> {
                 let program =
                     process.command[0].replace("{release_dir}", &dir.display().to_string());
                 if Path::new(&program).starts_with(&dir) {
-                    crate::release::check_program(Path::new(&program))?;
+                    crate::bundle::check_program(&dir, Path::new(&program))?;
                 }
             }
             Ok(stored)

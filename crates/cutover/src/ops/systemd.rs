@@ -248,7 +248,7 @@ pub fn service_unit(opts: &UnitOptions) -> Result<String, SystemdError> {
     }
     line(
         w,
-        "# /run/cutover: the control socket (mode 0600) lives here.",
+        "# /run/cutover: the control socket (0600, or 0660 with [daemon] socket_group) lives here.",
     );
     line(w, "RuntimeDirectory=cutover");
     line(w, "RuntimeDirectoryMode=0750");
