@@ -387,13 +387,20 @@ impl Store {
     /// was last active (never: None) and how the last deploy to it ended. Newest first.
     pub fn release_records(&self, component: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT component, id, sha256, size, stored_at, kind, last_active_at,
+            // A database of an older cutover, read by the CLI before the new daemon upgraded
+            // it, has no such column yet: nothing is known to have been active then.
+            let last_active = if has_last_active_at(c)? {
+                "last_active_at"
+            } else {
+                "NULL"
+            };
+            let mut stmt = c.prepare(&format!(
+                "SELECT component, id, sha256, size, stored_at, kind, {last_active},
                    (SELECT outcome FROM deploys d WHERE d.component = r.component AND d.to_release = r.id
                       AND d.outcome IS NOT NULL ORDER BY d.id DESC LIMIT 1)
                  FROM releases r WHERE component = ?1 AND pruned_at IS NULL
-                 ORDER BY stored_at DESC, rowid DESC",
-            )?;
+                 ORDER BY stored_at DESC, rowid DESC"
+            ))?;
             let rows = stmt.query_map([component], |r| {
                 Ok(ReleaseRecord {
                     release: release_from_row(r)?,
@@ -662,11 +669,13 @@ impl Store {
 }
 
 /// Brings a database written by an older cutover up to this schema (additive changes only).
+fn has_last_active_at(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info('releases') WHERE name = 'last_active_at'")?
+        .exists([])
+}
+
 fn upgrade_schema(conn: &mut Connection) -> rusqlite::Result<()> {
-    let has_column = conn
-        .prepare("SELECT 1 FROM pragma_table_info('releases') WHERE name = 'last_active_at'")?
-        .exists([])?;
-    if has_column {
+    if has_last_active_at(conn)? {
         return Ok(());
     }
     let tx = conn.transaction()?;
@@ -794,6 +803,35 @@ mod tests {
             Some(Outcome::Interrupted)
         );
         assert!(store.interrupt_open("again").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_of_an_older_cutover_reads_before_and_after_its_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(db_path(dir.path())).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO releases (component, id, sha256, size, stored_at) VALUES ('backend', 'v1', ?1, 1, 5)",
+                [&"a".repeat(64)],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO components (name, active, updated_at) VALUES ('backend', 'v1', 6)",
+                [],
+            )
+            .unwrap();
+        }
+        // The CLI reads it while the daemon still runs the old version.
+        let old = Store::open_read_only(dir.path()).unwrap();
+        let records = old.release_records("backend").unwrap();
+        assert_eq!(records[0].last_active_at, None);
+        drop(old);
+        // The new daemon upgrades it: the committed active release counts as having been active.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.release_records("backend").unwrap()[0]
+            .last_active_at
+            .is_some());
     }
 
     #[test]
