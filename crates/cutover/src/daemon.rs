@@ -52,8 +52,11 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     // Room first: a full disk must not keep the state database from opening.
-    if let Some(warning) = crate::diskspace::manage_reserve(&data_dir) {
+    if let Some(warning) = crate::diskspace::release_reserve_if_full(&data_dir) {
         tracing::error!("{warning}");
+    }
+    if let Err(e) = crate::diskspace::ensure_reserve(&data_dir) {
+        tracing::warn!("{e}");
     }
     for leftover in ReleaseStore::new(&data_dir).sweep_leftovers() {
         tracing::info!(
@@ -61,7 +64,14 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
             leftover.display()
         );
     }
-    let store = Store::open(&data_dir)?;
+    let store = match Store::open(&data_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            // The committed releases can still be read and served: better than a closed port.
+            tracing::error!("cannot open the state database for writing ({e}); serving the committed releases from a read-only view; deploys are refused until it can be written (free disk space, then restart)");
+            Store::open_degraded(&data_dir)?
+        }
+    };
     let uploads = crate::upload::Uploads::open(&data_dir);
     let hooks: Vec<(String, Vec<String>)> = config
         .notify
@@ -106,6 +116,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
             tracing::error!(
                 "cannot record interrupted deploys (they stay open until the next start): {e}"
             );
+            store.mark_degraded();
             Vec::new()
         });
     for deploy in &interrupted {
@@ -228,7 +239,13 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
 async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: crate::shutdown::Shutdown) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => state.uploads.sweep(crate::upload::UNUSED_UPLOAD_TTL),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                state.uploads.sweep(crate::upload::UNUSED_UPLOAD_TTL);
+                // Given back on a full disk at start-up; put aside again once there is room.
+                if let Err(e) = crate::diskspace::ensure_reserve(&state.shared.config.daemon.data_dir) {
+                    tracing::warn!("{e}");
+                }
+            }
             _ = shutdown.wait() => return,
         }
     }

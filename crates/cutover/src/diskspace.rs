@@ -68,39 +68,42 @@ fn reserve_path(data_dir: &Path) -> PathBuf {
 }
 
 /// At start-up: when the disk is (nearly) full, gives back the reserve so the state database
-/// can be opened and written; otherwise (re)creates it. Returns a warning to log, if any.
-pub fn manage_reserve(data_dir: &Path) -> Option<String> {
-    let path = reserve_path(data_dir);
+/// can be opened and written. Returns what to log, if anything.
+pub fn release_reserve_if_full(data_dir: &Path) -> Option<String> {
     let free = crate::checks::disk_free(data_dir).ok()?;
-    if free < RESERVE_BYTES as u64 {
-        if fs::remove_file(&path).is_ok() {
-            return Some(format!(
-                "the disk holding {} is full: released the {} MiB space reserve so the daemon can serve; free some space, deploys are refused until then",
-                data_dir.display(),
-                RESERVE_BYTES >> 20
-            ));
-        }
+    if free >= RESERVE_BYTES as u64 {
+        return None;
+    }
+    let path = reserve_path(data_dir);
+    if fs::remove_file(&path).is_ok() {
         return Some(format!(
-            "the disk holding {} is full (and the space reserve is already used); free some space",
-            data_dir.display()
+            "the disk holding {} is full: released the {} MiB space reserve so the daemon can serve; free some space, deploys are refused until then",
+            data_dir.display(),
+            RESERVE_BYTES >> 20
         ));
     }
+    Some(format!(
+        "the disk holding {} is full (and the space reserve is already used); free some space",
+        data_dir.display()
+    ))
+}
+
+/// (Re)creates the reserve when it is missing and the disk has room for it several times over.
+pub fn ensure_reserve(data_dir: &Path) -> Result<(), String> {
+    let path = reserve_path(data_dir);
+    let free = crate::checks::disk_free(data_dir)?;
     if path.exists() || free < (RESERVE_BYTES as u64) * 4 {
-        return None;
+        return Ok(());
     }
     // Written, not sparse: a sparse file would reserve nothing.
     let written = fs::File::create(&path).and_then(|mut f| {
         f.write_all(&vec![0u8; RESERVE_BYTES])?;
         f.sync_all()
     });
-    if let Err(e) = written {
+    written.map_err(|e| {
         let _ = fs::remove_file(&path);
-        return Some(format!(
-            "cannot create the space reserve {}: {e}",
-            path.display()
-        ));
-    }
-    None
+        format!("cannot create the space reserve {}: {e}", path.display())
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,23 @@ pub enum StoreError {
     Missing(PathBuf),
 }
 
+impl StoreError {
+    /// SQLite could not write for lack of room (SQLITE_FULL) or because the database is open
+    /// read-only: the state cannot be recorded, though it can still be read.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Query {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::ReadOnly
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Where a deploy is; committed before the step starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,6 +251,9 @@ CREATE TABLE IF NOT EXISTS instances (
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Set when the daemon could not write its state at start-up (a full disk): it serves the
+    /// committed releases anyway and records what it can (see [`Store::degraded`]).
+    degraded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -259,6 +279,7 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            degraded: Arc::default(),
         })
     }
 
@@ -280,7 +301,55 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            degraded: Arc::default(),
         })
+    }
+
+    /// For a daemon that cannot open the database for writing: read-only, or, when even that
+    /// needs room the disk does not have (a WAL database's shared-memory file), immutable (the
+    /// last checkpointed state). Marked degraded.
+    pub fn open_degraded(data_dir: &Path) -> Result<Store, StoreError> {
+        let store = match Self::open_read_only(data_dir) {
+            Ok(store)
+                if store
+                    .with(|c| c.query_row("SELECT count(*) FROM components", [], |_| Ok(())))
+                    .is_ok() =>
+            {
+                store
+            }
+            _ => {
+                let path = db_path(data_dir);
+                let uri = format!("file:{}?immutable=1", path.display());
+                let conn = Connection::open_with_flags(
+                    &uri,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_URI
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                Store {
+                    conn: Arc::new(Mutex::new(conn)),
+                    path,
+                    degraded: Arc::default(),
+                }
+            }
+        };
+        store.mark_degraded();
+        Ok(store)
+    }
+
+    /// Says that the state could not be written at start-up: recovery then serves releases even
+    /// when it cannot record their instances.
+    pub fn mark_degraded(&self) {
+        self.degraded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn with<T>(
@@ -832,6 +901,19 @@ mod tests {
         assert!(store.release_records("backend").unwrap()[0]
             .last_active_at
             .is_some());
+    }
+
+    #[test]
+    fn a_degraded_store_reads_the_committed_state_and_says_writes_fail_for_lack_of_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_active("backend", "v1").unwrap();
+        drop(store);
+        let degraded = Store::open_degraded(dir.path()).unwrap();
+        assert!(degraded.degraded());
+        assert_eq!(degraded.active_release("backend").unwrap().as_str(), "v1");
+        let err = degraded.set_active("backend", "v2").unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
     }
 
     #[test]

@@ -210,6 +210,31 @@ fn a_full_disk_refuses_deploys_and_never_keeps_the_daemon_from_serving() {
         || get(daemon.public, "/version").2 == "v1",
     );
     assert!(filler.exists(), "cutover removed a file it did not create");
+
+    // Full again with the reserve already spent, and the instance gone too (as under systemd,
+    // which kills it with the daemon): the release is started without a state write.
+    fill(&data.join("filler-2"), 0);
+    let pid = daemon.component_status("backend")["serving"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    daemon.kill9();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    daemon.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(daemon.public, "/version").2 != "v1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v1 not serving after a second restart on a full disk:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon.log().contains("not recorded") || daemon.log().contains("read-only view"),
+        "the daemon should say it serves without recording: {}",
+        daemon.log()
+    );
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(data.join("filler-2")).unwrap();
     drop(daemon);
 }

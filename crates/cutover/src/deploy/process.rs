@@ -499,7 +499,7 @@ pub async fn start_healthy(
     };
     let store = &shared.store;
     let instance = supervisor::launch(&spec, |pid, start_ticks, port| {
-        store.insert_instance(&InstanceRecord {
+        let recorded = store.insert_instance(&InstanceRecord {
             id: 0,
             component: config.name.to_string(),
             release: release.to_string(),
@@ -509,7 +509,17 @@ pub async fn start_healthy(
             log_path: spec.log_path.display().to_string(),
             state: InstanceState::Starting,
             started_at,
-        })
+        });
+        match recorded {
+            // A full disk (or a state database opened read-only because of one): serving the
+            // release matters more than recording its instance. A deploy never gets here on a
+            // full disk: it is refused before its artifact is copied.
+            Err(e) if store.degraded() || e.is_disk_full() => {
+                tracing::warn!(release = %release, "instance not recorded: {e}");
+                Ok(0)
+            }
+            recorded => recorded,
+        }
     })
     .map_err(DeployError::Launch)?;
     on_started(&instance);
