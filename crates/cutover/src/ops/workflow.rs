@@ -302,38 +302,18 @@ pub fn github_workflow(opts: &WorkflowOptions) -> Result<String, WorkflowError> 
         .iter()
         .filter(|c| c.artifact.is_some())
         .collect();
-    line(w, 3, "- name: Upload artifacts");
-    line(w, 4, "run: |");
-    line(w, 5, "set -euo pipefail");
-    line(w, 5, "dir=\"$UPLOAD_DIR/$RELEASE\"");
-    line(
-        w,
-        5,
-        "ssh deploy-target -- \"$(printf '%q ' mkdir -p -- \"$dir\")\"",
-    );
-    line(w, 5, "for c in $COMPONENTS; do");
-    line(w, 5, "  case \"$c\" in");
-    for c in &with_artifact {
-        let artifact = c.artifact.as_deref().unwrap_or_default();
-        line(w, 5, &format!("    {}) src={} ;;", c.name, sq(artifact)));
+    // Components without an artifact (hooks) have nothing to upload: no step, and no unused
+    // `dir` variable for shellcheck to report (SC2034).
+    if !with_artifact.is_empty() {
+        upload_step(w, &with_artifact);
     }
-    line(w, 5, "    *) continue ;;");
-    line(w, 5, "  esac");
-    line(w, 5, "  if [ -d \"$src\" ]; then");
-    line(
-        w,
-        5,
-        "    tar -C \"$src\" -czf \"$RUNNER_TEMP/$c.tar.gz\" .",
-    );
-    line(w, 5, "    src=\"$RUNNER_TEMP/$c.tar.gz\"");
-    line(w, 5, "  fi");
-    line(w, 5, "  scp -q -p \"$src\" \"deploy-target:$dir/$c\"");
-    line(w, 5, "done");
 
     line(w, 3, "- name: Deploy");
     line(w, 4, "run: |");
     line(w, 5, "set -euo pipefail");
-    line(w, 5, "dir=\"$UPLOAD_DIR/$RELEASE\"");
+    if !with_artifact.is_empty() {
+        line(w, 5, "dir=\"$UPLOAD_DIR/$RELEASE\"");
+    }
     let remote: Vec<String> = opts.remote_cutover.iter().map(|a| sq(a)).collect();
     line(
         w,
@@ -371,14 +351,16 @@ pub fn github_workflow(opts: &WorkflowOptions) -> Result<String, WorkflowError> 
         "ssh deploy-target -- \"$(printf '%q ' \"${cmd[@]}\")\"",
     );
 
-    line(w, 3, "- name: Remove the uploaded artifacts");
-    line(w, 4, "if: always()");
-    line(w, 4, "run: |");
-    line(
-        w,
-        5,
-        "ssh deploy-target -- \"$(printf '%q ' rm -rf -- \"$UPLOAD_DIR/$RELEASE\")\" || true",
-    );
+    if !with_artifact.is_empty() {
+        line(w, 3, "- name: Remove the uploaded artifacts");
+        line(w, 4, "if: always()");
+        line(w, 4, "run: |");
+        line(
+            w,
+            5,
+            "ssh deploy-target -- \"$(printf '%q ' rm -rf -- \"$UPLOAD_DIR/$RELEASE\")\" || true",
+        );
+    }
     Ok(y)
 }
 
@@ -486,6 +468,38 @@ fn detect_script(w: &mut String, opts: &WorkflowOptions, every: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// Uploads each selected component's artifact to `UPLOAD_DIR/RELEASE/COMPONENT` (directories
+/// as `.tar.gz` bundles, modes kept).
+fn upload_step(w: &mut String, with_artifact: &[&WorkflowComponent]) {
+    line(w, 3, "- name: Upload artifacts");
+    line(w, 4, "run: |");
+    line(w, 5, "set -euo pipefail");
+    line(w, 5, "dir=\"$UPLOAD_DIR/$RELEASE\"");
+    line(
+        w,
+        5,
+        "ssh deploy-target -- \"$(printf '%q ' mkdir -p -- \"$dir\")\"",
+    );
+    line(w, 5, "for c in $COMPONENTS; do");
+    line(w, 5, "  case \"$c\" in");
+    for c in with_artifact {
+        let artifact = c.artifact.as_deref().unwrap_or_default();
+        line(w, 5, &format!("    {}) src={} ;;", c.name, sq(artifact)));
+    }
+    line(w, 5, "    *) continue ;;");
+    line(w, 5, "  esac");
+    line(w, 5, "  if [ -d \"$src\" ]; then");
+    line(
+        w,
+        5,
+        "    tar -C \"$src\" -czf \"$RUNNER_TEMP/$c.tar.gz\" .",
+    );
+    line(w, 5, "    src=\"$RUNNER_TEMP/$c.tar.gz\"");
+    line(w, 5, "  fi");
+    line(w, 5, "  scp -q -p \"$src\" \"deploy-target:$dir/$c\"");
+    line(w, 5, "done");
 }
 
 /// Translates a glob (semantics of [`changes::glob`]) into a bash extglob pattern for
