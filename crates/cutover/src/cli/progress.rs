@@ -20,6 +20,8 @@ pub struct Progress {
     drawn: usize,
     last_plain_tick: BTreeMap<String, u64>,
     timeline: Timeline,
+    /// A stage's failure reason was printed in full: the final line does not repeat it.
+    reason_shown: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,11 +58,21 @@ impl Progress {
             drawn: 0,
             last_plain_tick: BTreeMap::new(),
             timeline: Timeline::default(),
+            reason_shown: false,
         }
     }
 
     pub fn event(&mut self, event: &Event) {
         self.timeline.record(event);
+        let reason_shown = self.reason_shown;
+        if let EventKind::DeployFinished {
+            outcome: Outcome::Failed | Outcome::Interrupted,
+            reason: Some(_),
+            ..
+        } = &event.kind
+        {
+            self.reason_shown = true;
+        }
         let mut out = std::io::stdout().lock();
         match self.mode {
             Mode::Json => {
@@ -69,7 +81,7 @@ impl Progress {
             }
             Mode::Plain => {
                 if self.plain_worthy(event) {
-                    let _ = writeln!(out, "{}", line(event));
+                    let _ = writeln!(out, "{}", line(event, reason_shown));
                 }
             }
             Mode::Live => {
@@ -80,7 +92,7 @@ impl Progress {
                 );
                 self.clear(&mut out);
                 if lasting {
-                    let _ = writeln!(out, "{}", line(event));
+                    let _ = writeln!(out, "{}", line(event, reason_shown));
                 }
                 self.draw(&mut out);
             }
@@ -257,15 +269,29 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn line(event: &Event) -> String {
+/// One event as a line of output; `reason_shown`: a stage's failure reason is already on screen,
+/// so the pipeline's end does not repeat it.
+fn line(event: &Event, reason_shown: bool) -> String {
     let component = event.kind.component().unwrap_or("");
     let summary = event.kind.summary();
     let (marker, summary) = match &event.kind {
-        // The full reason was printed with the stage that failed; repeat only its first line.
         EventKind::PipelineFinished {
             outcome: Outcome::Succeeded,
             ..
         } => ("", summary),
+        EventKind::PipelineFinished {
+            outcome,
+            duration_ms,
+            ..
+        } if reason_shown => (
+            "FAILED ",
+            format!(
+                "{} in {:.1}s",
+                outcome.as_str(),
+                *duration_ms as f64 / 1000.0
+            ),
+        ),
+        // No stage said why (refused before one started): the first line of the reason.
         EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&summary)),
         _ => ("", summary),
     };
@@ -290,6 +316,8 @@ struct Timeline {
     entries: Vec<(u64, String, String)>,
     open: BTreeMap<String, StageTrace>,
     end: Option<(u64, String)>,
+    /// A stage's failure was printed with its reason: the end line does not repeat it.
+    reason_shown: bool,
 }
 
 #[derive(Default)]
@@ -378,12 +406,17 @@ impl Timeline {
                 ..
             } => {
                 if let Some(trace) = self.open.get(&name) {
-                    let why = reason.as_deref().map(first_line).unwrap_or_default();
+                    // The reason was printed in full as the stage failed, just above.
+                    let what = match reason {
+                        Some(_) => "FAILED (the reason is above)".to_owned(),
+                        None => "FAILED".to_owned(),
+                    };
                     self.entries.push((
                         trace.started,
                         name.clone(),
-                        format!("{}  FAILED: {why}", trace.releases),
+                        format!("{}  {what}", trace.releases),
                     ));
+                    self.reason_shown = true;
                 }
             }
             EventKind::DeployFinished {
@@ -410,10 +443,10 @@ impl Timeline {
                 let took = format!("{:.1}s", *duration_ms as f64 / 1000.0);
                 let text = match (outcome, reason) {
                     (Outcome::Succeeded, _) => format!("done in {took}"),
-                    (other, Some(reason)) => {
+                    (other, Some(reason)) if !self.reason_shown => {
                         format!("{} in {took}: {}", other.as_str(), first_line(reason))
                     }
-                    (other, None) => format!("{} in {took}", other.as_str()),
+                    (other, _) => format!("{} in {took}", other.as_str()),
                 };
                 self.end = Some((t, text));
             }
