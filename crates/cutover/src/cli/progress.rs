@@ -20,8 +20,8 @@ pub struct Progress {
     drawn: usize,
     last_plain_tick: BTreeMap<String, u64>,
     timeline: Timeline,
-    /// A stage's failure reason was printed in full: the final line does not repeat it.
-    reason_shown: bool,
+    /// Stages' failure reasons printed in full: the final line does not repeat them.
+    shown_reasons: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,20 +58,20 @@ impl Progress {
             drawn: 0,
             last_plain_tick: BTreeMap::new(),
             timeline: Timeline::default(),
-            reason_shown: false,
+            shown_reasons: Vec::new(),
         }
     }
 
     pub fn event(&mut self, event: &Event) {
         self.timeline.record(event);
-        let reason_shown = self.reason_shown;
+        let shown = self.shown_reasons.clone();
         if let EventKind::DeployFinished {
             outcome: Outcome::Failed | Outcome::Interrupted,
-            reason: Some(_),
+            reason: Some(reason),
             ..
         } = &event.kind
         {
-            self.reason_shown = true;
+            self.shown_reasons.push(reason.clone());
         }
         let mut out = std::io::stdout().lock();
         match self.mode {
@@ -81,7 +81,7 @@ impl Progress {
             }
             Mode::Plain => {
                 if self.plain_worthy(event) {
-                    let _ = writeln!(out, "{}", line(event, reason_shown));
+                    let _ = writeln!(out, "{}", line(event, &shown));
                 }
             }
             Mode::Live => {
@@ -92,7 +92,7 @@ impl Progress {
                 );
                 self.clear(&mut out);
                 if lasting {
-                    let _ = writeln!(out, "{}", line(event, reason_shown));
+                    let _ = writeln!(out, "{}", line(event, &shown));
                 }
                 self.draw(&mut out);
             }
@@ -269,9 +269,9 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// One event as a line of output; `reason_shown`: a stage's failure reason is already on screen,
-/// so the pipeline's end does not repeat it.
-fn line(event: &Event, reason_shown: bool) -> String {
+/// One event as a line of output; `shown`: stage failure reasons already on screen, which the
+/// pipeline's end does not repeat.
+fn line(event: &Event, shown: &[String]) -> String {
     let component = event.kind.component().unwrap_or("");
     let summary = event.kind.summary();
     let (marker, summary) = match &event.kind {
@@ -279,20 +279,7 @@ fn line(event: &Event, reason_shown: bool) -> String {
             outcome: Outcome::Succeeded,
             ..
         } => ("", summary),
-        EventKind::PipelineFinished {
-            outcome,
-            duration_ms,
-            ..
-        } if reason_shown => (
-            "FAILED ",
-            format!(
-                "{} in {:.1}s",
-                outcome.as_str(),
-                *duration_ms as f64 / 1000.0
-            ),
-        ),
-        // No stage said why (refused before one started): the first line of the reason.
-        EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&summary)),
+        EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&without(&summary, shown))),
         _ => ("", summary),
     };
     let text = format!(
@@ -301,6 +288,14 @@ fn line(event: &Event, reason_shown: bool) -> String {
     );
     // Reasons and messages carry client-supplied text and instance output.
     super::output::printable_lines(&text).into_owned()
+}
+
+/// `text` with each reason already printed replaced by a pointer to it: a pipeline's reason
+/// ("frontend: REASON") names the stage, and the stage's line above has the reason itself.
+fn without(text: &str, shown: &[String]) -> String {
+    shown.iter().fold(text.to_owned(), |text, reason| {
+        text.replace(reason.as_str(), "see above")
+    })
 }
 
 /// What each stage did, condensed into the summary printed at the end:
@@ -316,8 +311,8 @@ struct Timeline {
     entries: Vec<(u64, String, String)>,
     open: BTreeMap<String, StageTrace>,
     end: Option<(u64, String)>,
-    /// A stage's failure was printed with its reason: the end line does not repeat it.
-    reason_shown: bool,
+    /// Stages' failure reasons, printed as they failed: the end line does not repeat them.
+    shown_reasons: Vec<String>,
 }
 
 #[derive(Default)]
@@ -416,7 +411,7 @@ impl Timeline {
                         name.clone(),
                         format!("{}  {what}", trace.releases),
                     ));
-                    self.reason_shown = true;
+                    self.shown_reasons.extend(reason.clone());
                 }
             }
             EventKind::DeployFinished {
@@ -443,10 +438,12 @@ impl Timeline {
                 let took = format!("{:.1}s", *duration_ms as f64 / 1000.0);
                 let text = match (outcome, reason) {
                     (Outcome::Succeeded, _) => format!("done in {took}"),
-                    (other, Some(reason)) if !self.reason_shown => {
-                        format!("{} in {took}: {}", other.as_str(), first_line(reason))
-                    }
-                    (other, _) => format!("{} in {took}", other.as_str()),
+                    (other, Some(reason)) => format!(
+                        "{} in {took}: {}",
+                        other.as_str(),
+                        first_line(&without(reason, &self.shown_reasons))
+                    ),
+                    (other, None) => format!("{} in {took}", other.as_str()),
                 };
                 self.end = Some((t, text));
             }
