@@ -177,7 +177,8 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
                 site: component.site.clone(),
             },
         };
-        tracing::info!(component = component.name(), listen = ?component.listen, kind = component.config.kind_name(), "serving");
+        let listen = component.listen.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(component = component.name(), %listen, kind = component.config.kind_name(), "serving");
         tasks.spawn(server::serve(
             listener,
             frontend,

@@ -238,6 +238,10 @@ pub enum EventKind {
         release: String,
         sha256: String,
         size: u64,
+        /// The release was already in the store (a rollback, or a redeploy of a kept id):
+        /// nothing was copied.
+        #[serde(default)]
+        reused: bool,
     },
     /// A migration step in progress (lock wait, file being applied).
     Migrating {
@@ -381,9 +385,11 @@ impl EventKind {
                 release,
                 sha256,
                 size: bytes,
+                reused,
                 ..
             } => format!(
-                "stored {release} (sha256 {}, {})",
+                "{}stored {release} (sha256 {}, {})",
+                if *reused { "using " } else { "" },
                 &sha256[..sha256.len().min(12)],
                 size(*bytes)
             ),
@@ -452,7 +458,7 @@ impl EventKind {
             }
             Stopped {
                 release, status, ..
-            } => format!("stopped {release} ({status})"),
+            } => format!("stopped {release}: {status}"),
             Warning { message, .. } => format!("warning: {message}"),
             DeployFinished {
                 outcome, reason, ..

@@ -11,7 +11,7 @@
 //! the slash form); Cache-Control by glob; the SPA fallback for extension-less unknown paths.
 
 use crate::config::StaticConfig;
-use crate::proxy::{BoxError, ProxyBody};
+use crate::proxy::{BoxError, ProxyBody, StatsSnapshot};
 use crate::release::ReleaseId;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -39,6 +40,9 @@ pub struct Site {
     cache_globs: GlobSet,
     cache_values: Vec<HeaderValue>,
     metrics: crate::metrics::UpstreamMetrics,
+    /// What `status` shows as this release's traffic (the metrics have the same, by status class).
+    requests: AtomicU64,
+    server_errors: AtomicU64,
 }
 
 impl Site {
@@ -67,11 +71,21 @@ impl Site {
             spa_fallback: config.spa_fallback.clone(),
             cache_globs: builder.build()?,
             cache_values,
+            requests: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
         })
     }
 
     pub fn file_count(&self) -> usize {
         self.manifest.len()
+    }
+
+    /// Requests this release answered, and how many of them with a 5xx.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            failed: self.server_errors.load(Ordering::Relaxed),
+        }
     }
 
     fn cache_control(&self, relative: &str) -> HeaderValue {
@@ -155,6 +169,10 @@ pub async fn handle<B>(route: &SiteRoute, req: Request<B>) -> Response<ProxyBody
     let started = std::time::Instant::now();
     let mut response = serve(&site, &req).await;
     site.metrics.response(response.status().as_u16());
+    site.requests.fetch_add(1, Ordering::Relaxed);
+    if response.status().is_server_error() {
+        site.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
     site.metrics
         .latency
         .observe(started.elapsed().as_secs_f64());

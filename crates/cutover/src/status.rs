@@ -28,7 +28,9 @@ pub fn online(state: &DaemonState) -> StatusResponse {
                 health: serving
                     .as_ref()
                     .and_then(|s| component.health.get(s.instance.id)),
-                stats: serving.map(|s| s.upstream.stats.snapshot()),
+                stats: serving
+                    .map(|s| s.upstream.stats.snapshot())
+                    .or_else(|| component.site.current().map(|site| site.stats())),
             }
         })
         .collect();

@@ -316,7 +316,9 @@ pub fn adopt(
             }
             Err(e) => tracing::warn!("cannot watch adopted instance: {e}"),
         }
-        let _ = tx.send(Some("exited (adopted; status unknown)".into()));
+        let _ = tx.send(Some(
+            "exited (adopted after a daemon restart: its exit status is unknown)".into(),
+        ));
     });
     Some(Instance {
         id: record.id,

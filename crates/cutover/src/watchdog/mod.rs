@@ -267,7 +267,11 @@ impl Runner {
         match effect {
             Effect::ReportUnhealthy => {
                 let why = self.reason.clone().unwrap_or_default();
-                tracing::error!(component = self.name(), release = ?release, "unhealthy: {why}");
+                tracing::error!(
+                    component = self.name(),
+                    release = release.as_deref().unwrap_or("-"),
+                    "unhealthy: {why}"
+                );
                 self.publish();
                 self.shared.notify(
                     Notify::Unhealthy,
