@@ -30,7 +30,11 @@ impl Stage {
     pub fn apply(&mut self, kind: &EventKind) {
         match kind {
             EventKind::DeployStarted { from, to, .. } => {
-                self.releases = format!("{} -> {to}", from.as_deref().unwrap_or("(none)"));
+                self.releases = format!(
+                    "{} -> {}",
+                    short(from.as_deref().unwrap_or("(none)")),
+                    short(to)
+                );
                 self.step = "preparing".into();
                 self.detail.clear();
                 self.stabilizing = None;
@@ -143,6 +147,15 @@ impl Stage {
     }
 }
 
+/// A release id as the status row shows it: commit SHAs as git abbreviates them, so the row
+/// keeps room for what changes.
+fn short(id: &str) -> String {
+    match id.char_indices().nth(12) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_owned(),
+    }
+}
+
 pub fn bar(elapsed: u64, total: u64, width: usize) -> String {
     let filled = (elapsed.min(total) * width as u64)
         .checked_div(total)
@@ -213,5 +226,7 @@ mod tests {
         });
         assert!(plain(&stage).contains("skipped      backend failed"));
         assert_eq!(bar(30, 60, 10), "[#####-----]");
+        assert_eq!(short("3f9c2e1d0b8a7f6e5d4c"), "3f9c2e1d0b8a…");
+        assert_eq!(short("v1"), "v1");
     }
 }
