@@ -25,6 +25,8 @@ pub struct ComponentRuntime {
     serving: Mutex<Option<Serving>>,
     /// The deploy that owns this component right now; a second one is refused.
     deploying: Mutex<Option<DeployInProgress>>,
+    /// How `cutover abort` reaches that deploy (none for the watchdog's own restarts).
+    abort: Mutex<Option<crate::deploy::AbortSignal>>,
     /// What the watchdog last saw of the serving instance (process components).
     pub health: crate::watchdog::HealthBoard,
 }
@@ -42,11 +44,19 @@ pub struct DeployClaim {
 
 impl Drop for DeployClaim {
     fn drop(&mut self) {
+        *lock(&self.component.abort) = None;
         *lock(&self.component.deploying) = None;
     }
 }
 
 impl DeployClaim {
+    /// Lets `cutover abort` stop the deploy holding this claim; the deploy checks the signal.
+    /// One signal is shared by every stage of a pipeline: aborting one component stops the
+    /// pipeline (its running stages stop safely, the others are skipped).
+    pub fn abortable(&self, signal: &crate::deploy::AbortSignal) {
+        *lock(&self.component.abort) = Some(signal.clone());
+    }
+
     pub fn set_deploy_id(&self, deploy_id: i64) {
         if let Some(info) = lock(&self.component.deploying).as_mut() {
             info.deploy_id = deploy_id;
@@ -72,6 +82,7 @@ impl ComponentRuntime {
             listen,
             serving: Mutex::new(None),
             deploying: Mutex::new(None),
+            abort: Mutex::new(None),
             health: Default::default(),
         })
     }
@@ -104,6 +115,24 @@ impl ComponentRuntime {
         Ok(DeployClaim {
             component: self.clone(),
         })
+    }
+
+    /// Raises the abort signal of the deploy in progress; says why not when there is none.
+    pub fn abort(&self, who: &str) -> Result<DeployInProgress, String> {
+        let deploying = self.deploying();
+        let signal = lock(&self.abort).clone();
+        match (deploying, signal) {
+            (Some(info), Some(signal)) => {
+                signal.raise(who);
+                Ok(info)
+            }
+            (Some(info), None) => Err(format!(
+                "{} is busy with {} (not a deploy); nothing to abort",
+                self.name(),
+                info.who
+            )),
+            (None, _) => Err(format!("no deploy of {} is in progress", self.name())),
+        }
     }
 
     pub fn deploying(&self) -> Option<DeployInProgress> {

@@ -244,12 +244,15 @@ async fn route(
             Ok(request) => start_rollback(state, request, uid),
             Err(response) => response,
         },
-        (_, ["v1", "status" | "history" | "deploy" | "rollback"]) | (_, ["v1", "releases", _]) => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} is not allowed on {path}", req.method()),
-            )
-        }
+        (Method::POST, ["v1", "abort"]) => match read_json::<AbortRequest>(req).await {
+            Ok(request) => abort(state, request, uid),
+            Err(response) => response,
+        },
+        (_, ["v1", "status" | "history" | "deploy" | "rollback" | "abort"])
+        | (_, ["v1", "releases", _]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}", req.method()),
+        ),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -334,6 +337,7 @@ fn start_deploy(
         }
     }
     let who = who(&request.who, uid);
+    let abort = deploy::AbortSignal::default();
     let mut plans = Vec::new();
     for component in &targets {
         let artifact = request.artifacts.get(component.name()).cloned();
@@ -354,12 +358,14 @@ fn start_deploy(
             Ok(claim) => claim,
             Err(busy) => return error(StatusCode::CONFLICT, busy),
         };
+        claim.abortable(&abort);
         plans.push(DeployPlan {
             component: component.clone(),
             claim: Some(claim),
             kind: DeployKind::Deploy,
             release: release.clone(),
             artifact,
+            abort: abort.clone(),
         });
     }
     let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
@@ -371,6 +377,30 @@ fn start_deploy(
         plans,
         who,
     )
+}
+
+/// Raises the abort signal of the pipeline deploying `request.component`; the deploy stops at
+/// its next safe point and records "aborted by WHO".
+fn abort(state: &Arc<DaemonState>, request: AbortRequest, uid: Option<u32>) -> Response<Body> {
+    let Some(component) = state.component(&request.component) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            unknown_component(state, &request.component),
+        );
+    };
+    let who = who(&request.who, uid);
+    match component.abort(&who) {
+        Ok(info) => json(
+            StatusCode::OK,
+            &AbortResponse {
+                component: component.name().to_owned(),
+                deploy_id: info.deploy_id,
+                release: info.release,
+                reason: format!("aborted by {who}"),
+            },
+        ),
+        Err(why) => error(StatusCode::CONFLICT, why),
+    }
 }
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {
@@ -448,12 +478,15 @@ fn start_rollback(
         Ok(claim) => claim,
         Err(busy) => return error(StatusCode::CONFLICT, busy),
     };
+    let abort = deploy::AbortSignal::default();
+    claim.abortable(&abort);
     let plan = DeployPlan {
         component: component.clone(),
         claim: Some(claim),
         kind: DeployKind::Rollback,
         release: release.clone(),
         artifact: None,
+        abort,
     };
     launch_pipeline(
         state,

@@ -8,6 +8,7 @@
 //! | POST   | /v1/uploads               | artifact bytes    | [`UploadResponse`]           |
 //! | POST   | /v1/deploy                | [`DeployRequest`] | NDJSON stream of [`Event`]   |
 //! | POST   | /v1/rollback              | [`RollbackRequest`]| NDJSON stream of [`Event`]  |
+//! | POST   | /v1/abort                 | [`AbortRequest`]  | [`AbortResponse`]            |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`]. A stream always ends with a
 //! `pipeline_finished` event; a stream that ends without one means the daemon went away.
@@ -49,6 +50,35 @@ pub struct RollbackRequest {
     /// A kept release; the previous active release when absent.
     pub to: Option<String>,
     pub who: String,
+}
+
+/// Stops the deploy in progress on a component, safely: before the switch the new instance is
+/// stopped; after it, traffic swaps back to the warm old instance (like an automatic rollback).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortRequest {
+    pub component: String,
+    pub who: String,
+}
+
+/// The abort was handed to the deploy; it ends (and is recorded) a moment later.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AbortResponse {
+    pub component: String,
+    pub deploy_id: i64,
+    pub release: String,
+    /// The reason the deploy will record: "aborted by WHO".
+    pub reason: String,
+}
+
+/// An outcome as people read it ("rolled back"); `--json` and the database keep `as_str`.
+pub fn outcome_words(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::RolledBack => "rolled back",
+        Outcome::Interrupted => "interrupted",
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -314,6 +344,12 @@ pub enum EventKind {
         outcome: Outcome,
         reason: Option<String>,
     },
+    /// A stage of the pipeline that did not run, and why (an earlier stage failed, or the
+    /// pipeline was aborted).
+    Skipped {
+        component: String,
+        reason: String,
+    },
     PipelineFinished {
         pipeline_id: i64,
         outcome: Outcome,
@@ -340,7 +376,8 @@ impl EventKind {
             | RolledBack { component, .. }
             | Drained { component, .. }
             | Stopped { component, .. }
-            | DeployFinished { component, .. } => Some(component),
+            | DeployFinished { component, .. }
+            | Skipped { component, .. } => Some(component),
             Warning { component, .. } => component.as_deref(),
             PipelineStarted { .. } | PipelineFinished { .. } => None,
         }
@@ -463,9 +500,10 @@ impl EventKind {
             DeployFinished {
                 outcome, reason, ..
             } => match reason {
-                Some(reason) => format!("{}: {reason}", outcome.as_str()),
-                None => outcome.as_str().to_owned(),
+                Some(reason) => format!("{}: {reason}", outcome_words(*outcome)),
+                None => outcome_words(*outcome).to_owned(),
             },
+            Skipped { reason, .. } => format!("skipped: {reason}"),
             PipelineFinished {
                 outcome,
                 reason,
@@ -473,9 +511,10 @@ impl EventKind {
                 ..
             } => {
                 let took = *duration_ms as f64 / 1000.0;
+                let outcome = outcome_words(*outcome);
                 match reason {
-                    Some(reason) => format!("{} in {took:.1}s: {reason}", outcome.as_str()),
-                    None => format!("{} in {took:.1}s", outcome.as_str()),
+                    Some(reason) => format!("{outcome} in {took:.1}s: {reason}"),
+                    None => format!("{outcome} in {took:.1}s"),
                 }
             }
         }

@@ -195,7 +195,7 @@ fn control_socket_is_private_and_rejects_malformed_requests() {
         "--artifact",
         "/bin/true",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "bad usage");
     assert!(
         text(&out.stderr).contains("unknown component \"nope\"; configured: backend"),
         "{}",

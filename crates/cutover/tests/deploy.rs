@@ -50,7 +50,11 @@ fn deploy_then_rollback_by_the_same_switch() {
     assert_eq!(get(daemon.public, "/version").2, "v2");
 
     let out = daemon.cli(&["rollback", "backend", "--to", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a release that is not kept is bad usage"
+    );
     assert!(
         text(&out.stderr).contains("release nope of backend is not kept"),
         "{}",
@@ -156,7 +160,9 @@ fn failed_deploys_leave_the_old_release_serving() {
     for (release, artifact, expected) in cases {
         let out = daemon.deploy(release, &artifact);
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(1), "{release} must fail:\n{all}");
+        // A missing file is found by the CLI before anything is sent: bad usage.
+        let code = if release == "missing" { 2 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "{release} must fail:\n{all}");
         for needle in expected {
             assert!(
                 all.contains(needle),

@@ -234,6 +234,21 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// POSTs `body` and reads the JSON answer (within the read-only timeout).
+    pub async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let payload = serde_json::to_vec(body).expect("requests serialize");
+        let (response, daemon_pid) = self.send(Method::POST, path, Some(payload)).await?;
+        let bytes = tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// POSTs `body` and calls `on_event` for each streamed event, in order.
     pub async fn stream<B: serde::Serialize>(
         &self,

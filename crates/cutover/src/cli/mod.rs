@@ -6,11 +6,12 @@ mod drift;
 mod infra;
 mod operate;
 mod output;
+mod pipeline;
 mod progress;
 
 use crate::config::Config;
 use crate::protocol::*;
-use crate::store::{Outcome, Store};
+use crate::store::Store;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError};
@@ -26,7 +27,17 @@ pub enum Exit {
     Failed = 1,
     /// Bad usage or configuration: nothing was attempted.
     Usage = 2,
+    /// Ctrl-C: the CLI stopped following (the daemon goes on); 128 + SIGINT, as shells report.
+    Interrupted = 130,
+    /// Stdout was closed by its reader (`| head`): 128 + SIGPIPE, what the shell reports for
+    /// any tool ended by a closed pipe.
+    BrokenPipe = 141,
 }
+
+/// Bad usage found by the CLI before anything was sent: exit 2, like a config error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +100,15 @@ enum Command {
         /// How many entries
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Stop the deploy in progress on a component, safely: before the switch the new instance
+    /// is stopped; after it, traffic swaps back to the warm old release. Stages not started are
+    /// skipped.
+    Abort {
+        component: String,
+        /// Who is aborting, for the history [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
     },
     /// Move a component back to its previous release (or --to a kept one)
     Rollback {
@@ -184,6 +204,7 @@ enum ServicesCommand {
 }
 
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -208,12 +229,45 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(run(cli, inherited));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(Exit::BrokenPipe as u8),
         Err(e) => {
             eprintln!("error: {}", output::printable_lines(&error_text(&e)));
-            let usage = e.chain().any(|c| c.is::<crate::config::ConfigError>());
+            let usage = e
+                .chain()
+                .any(|c| c.is::<crate::config::ConfigError>() || c.is::<UsageError>());
             ExitCode::from(if usage { Exit::Usage } else { Exit::Failed } as u8)
         }
     }
+}
+
+/// Whether the command failed because its stdout reader went away (`cutover history | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout is a closed pipe. The daemon ignores SIGPIPE (sockets), so
+/// commands see EPIPE instead of dying of the signal: end them as quietly as the signal would,
+/// with the exit code a shell reports for it.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(Exit::BrokenPipe as i32);
+        }
+        default(info);
+    }));
 }
 
 /// An error and its causes on one line, each cause once: many errors already include their
@@ -305,7 +359,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             who,
             no_upload,
         } => {
-            let mut artifacts = parse_artifacts(&config, &components, &artifacts)?;
+            let mut artifacts = parse_artifacts(&config, &components, &artifacts)
+                .map_err(|e| UsageError(e.to_string()))?;
+            pipeline::check_deploy(&config, &components, &release, &artifacts, !no_upload)?;
             // A stopped daemon would take the upload into its socket buffer and never answer.
             client.ping().await?;
             if !no_upload {
@@ -319,7 +375,10 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                 artifacts,
                 who: who.unwrap_or_else(default_who),
             };
-            stream_pipeline(&client, "/v1/deploy", &request, json).await
+            pipeline::stream(&client, "/v1/deploy", &request, json).await
+        }
+        Command::Abort { component, who } => {
+            pipeline::abort(&client, &component, who.unwrap_or_else(default_who)).await
         }
         Command::Rollback {
             component,
@@ -333,7 +392,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                 to,
                 who: who.unwrap_or_else(default_who),
             };
-            stream_pipeline(&client, "/v1/rollback", &request, json).await
+            pipeline::stream(&client, "/v1/rollback", &request, json).await
         }
         Command::Status { json } => {
             let (status, text): (StatusResponse, fn(&StatusResponse) -> String) =
@@ -553,43 +612,4 @@ fn default_who() -> String {
                 .map(|user| user.name)
         })
         .unwrap_or_else(|| "unknown".into())
-}
-
-async fn stream_pipeline<B: serde::Serialize>(
-    client: &Client,
-    path: &str,
-    request: &B,
-    json: bool,
-) -> anyhow::Result<Exit> {
-    let mut renderer = progress::Progress::new(json);
-    let mut finished = None;
-    let result = client
-        .stream(path, request, |event| {
-            if let EventKind::PipelineFinished { outcome, .. } = &event.kind {
-                finished = Some(*outcome);
-            }
-            renderer.event(&event);
-        })
-        .await;
-    match result {
-        Ok(()) => {}
-        Err(ClientError::Refused { message, .. }) => {
-            eprintln!("error: {}", output::printable_lines(&message));
-            return Ok(Exit::Failed);
-        }
-        Err(ClientError::Http(e)) => {
-            eprintln!("error: the daemon closed the stream before the deploy finished ({e}); see `cutover history`");
-            return Ok(Exit::Failed);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    renderer.finish();
-    match finished {
-        Some(Outcome::Succeeded) => Ok(Exit::Ok),
-        Some(_) => Ok(Exit::Failed),
-        None => {
-            eprintln!("error: the daemon closed the stream before the deploy finished; see `cutover history`");
-            Ok(Exit::Failed)
-        }
-    }
 }

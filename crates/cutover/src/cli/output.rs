@@ -201,7 +201,8 @@ pub fn releases(releases: &ReleasesResponse) -> String {
                 size(r.size),
                 time(r.stored_at),
                 r.outcome
-                    .map_or("-".to_owned(), |o| o.as_str().replace('_', " ")),
+                    .map_or("-", crate::protocol::outcome_words)
+                    .to_owned(),
                 mark.to_owned(),
             ]
         })
@@ -233,7 +234,7 @@ pub fn history(history: &HistoryResponse) -> String {
                 p.pipeline.components.join(","),
                 p.pipeline
                     .outcome
-                    .map_or("running", |o| o.as_str())
+                    .map_or("running", crate::protocol::outcome_words)
                     .to_owned(),
                 took,
                 p_deploys.join(" "),
@@ -278,7 +279,9 @@ pub fn history(history: &HistoryResponse) -> String {
                     d.to_release
                 ),
                 d.kind.as_str().to_owned(),
-                d.outcome.map_or("running", |o| o.as_str()).to_owned(),
+                d.outcome
+                    .map_or("running", crate::protocol::outcome_words)
+                    .to_owned(),
                 took,
                 d.who.clone(),
                 d.reason.as_deref().map(first_line).unwrap_or_default(),

@@ -15,16 +15,20 @@
 //! as active changes only in `finalize`: after a crash at any point, recovery brings the
 //! component back to the committed active release (see [`crate::daemon`]).
 
+mod abort;
 mod hook;
 pub mod machine;
+mod pipeline;
 mod process;
 mod site;
 
+pub use abort::AbortSignal;
+pub use pipeline::run_pipeline;
 pub use process::{launch_dir, start_healthy};
 pub use site::load_site;
 
 use crate::component::{ComponentRuntime, DeployClaim};
-use crate::config::{ComponentKind, Config, OnFailure};
+use crate::config::{ComponentKind, Config};
 use crate::health::GateFailure;
 use crate::protocol::{Event, EventKind};
 use crate::release::{ArtifactKind, ReleaseError, ReleaseId, ReleaseStore, StoredRelease};
@@ -134,6 +138,9 @@ pub enum DeployError {
     },
     #[error("{0}")]
     Refused(String),
+    /// `cutover abort`, before the switch: "aborted by WHO".
+    #[error("{0}")]
+    Aborted(String),
 }
 
 pub(super) fn log_excerpt(log: &std::path::Path, tail: &str) -> String {
@@ -159,82 +166,8 @@ pub struct DeployPlan {
     pub release: ReleaseId,
     /// The artifact to store; None when the release is already stored (rollback).
     pub artifact: Option<PathBuf>,
-}
-
-/// Runs the stages in order; a stage starts only when the one before it finalized.
-pub async fn run_pipeline(
-    shared: Arc<Shared>,
-    pipeline_id: i64,
-    release: String,
-    plans: Vec<DeployPlan>,
-    who: String,
-    sink: EventSink,
-) -> Outcome {
-    sink.send(EventKind::PipelineStarted {
-        pipeline_id,
-        release,
-        components: plans
-            .iter()
-            .map(|p| p.component.name().to_owned())
-            .collect(),
-    });
-    let mut outcome = Outcome::Succeeded;
-    let mut reason = None;
-    // Stages that finalized, with the release each had before: what rollback_all undoes.
-    let mut done: Vec<(&DeployPlan, Option<ReleaseId>)> = Vec::new();
-    for plan in &plans {
-        let name = plan.component.name().to_owned();
-        let before = shared.store.active_release(&name);
-        let (result, why) = deploy_one(&shared, Some(pipeline_id), plan, &who, &sink).await;
-        if result != Outcome::Succeeded {
-            outcome = result;
-            reason = Some(format!("{name}: {}", why.unwrap_or_default()));
-            break;
-        }
-        done.push((plan, before));
-    }
-    if outcome != Outcome::Succeeded && shared.config.pipeline.on_failure == OnFailure::RollbackAll
-    {
-        for (plan, before) in done.into_iter().rev() {
-            let Some(before) = before else {
-                sink.send(EventKind::Warning {
-                    component: Some(plan.component.name().to_owned()),
-                    message: "rollback_all: nothing to roll back to (this was the first release)"
-                        .into(),
-                });
-                continue;
-            };
-            let undo = DeployPlan {
-                component: plan.component.clone(),
-                claim: None,
-                kind: DeployKind::Rollback,
-                release: before,
-                artifact: None,
-            };
-            let (result, why) = deploy_one(&shared, Some(pipeline_id), &undo, &who, &sink).await;
-            if result != Outcome::Succeeded {
-                let note = format!(
-                    "; rollback_all of {} failed: {}",
-                    plan.component.name(),
-                    why.unwrap_or_default()
-                );
-                reason = Some(reason.unwrap_or_default() + &note);
-            }
-        }
-    }
-    if let Err(e) = shared
-        .store
-        .finish_pipeline(pipeline_id, outcome, reason.as_deref())
-    {
-        tracing::error!("cannot record the end of pipeline #{pipeline_id}: {e}");
-    }
-    sink.send(EventKind::PipelineFinished {
-        pipeline_id,
-        outcome,
-        reason,
-        duration_ms: sink.elapsed().as_millis() as u64,
-    });
-    outcome
+    /// Raised by `cutover abort`; the runners check it in their waits.
+    pub abort: AbortSignal,
 }
 
 /// Runs one deploy to its end and records the outcome. Returns the outcome and its reason.
@@ -293,6 +226,7 @@ pub async fn deploy_one(
         deploy_id,
         release: &plan.release,
         sink,
+        abort: &plan.abort,
     };
     let (outcome, reason) = match run.execute(plan, from.as_ref()).await {
         Ok((outcome, reason)) => (outcome, reason),
@@ -342,6 +276,7 @@ struct Run<'a> {
     deploy_id: i64,
     release: &'a ReleaseId,
     sink: &'a EventSink,
+    abort: &'a AbortSignal,
 }
 
 impl Run<'_> {
@@ -349,8 +284,16 @@ impl Run<'_> {
         self.component.name().to_owned()
     }
 
-    /// Commits the phase before its action starts.
+    /// Commits the phase before its action starts. Up to the switch, an abort stops the deploy
+    /// here (the old release never noticed); after it, the waits check the signal.
     async fn phase(&self, phase: Phase) -> Result<(), DeployError> {
+        let before_switch = matches!(
+            phase,
+            Phase::Preparing | Phase::Migrating | Phase::Starting | Phase::Switching
+        );
+        if let (true, Some(reason)) = (before_switch, self.abort.reason()) {
+            return Err(DeployError::Aborted(reason));
+        }
         self.shared.store.set_phase(self.deploy_id, phase)?;
         failpoint(&format!(
             "{}:{}:{}",

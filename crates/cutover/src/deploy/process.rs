@@ -36,10 +36,11 @@ impl Run<'_> {
         let sink = self.sink.clone();
         let name = self.name();
         let needed = process.health.healthy_threshold;
-        let (instance, healthy_after) = start_healthy(
+        let (instance, healthy_after) = start_healthy_unless_aborted(
             self.shared,
             self.component,
             &plan.release,
+            self.abort,
             |instance| {
                 sink.emit(
                     deploy_id,
@@ -105,6 +106,9 @@ impl Run<'_> {
                     let reason = format!("the new instance {status} while the old one drained");
                     return self.roll_back(new, Some(old.clone()), reason).await;
                 }
+                reason = self.abort.raised() => {
+                    return self.roll_back(new, Some(old.clone()), reason).await;
+                }
             };
             if let Some(remaining) = drained {
                 self.drained(&old.instance.release, remaining);
@@ -166,8 +170,33 @@ impl Run<'_> {
         Ok(finalized)
     }
 
-    /// Watches the new instance for the stabilization period.
+    /// Watches the new instance for the stabilization period. A verdict against it is preceded
+    /// by one last `stabilizing` tick with the figures at that moment, so what the CLI shows
+    /// last is what caused the rollback, not the previous second's count.
     pub(super) async fn stabilize(
+        &self,
+        new: &Serving,
+        period: Duration,
+    ) -> Result<StatsSnapshot, String> {
+        let started = Instant::now();
+        let verdict = tokio::select! {
+            verdict = self.watch_stabilizing(new, period) => verdict,
+            reason = self.abort.raised() => Err(reason),
+        };
+        if verdict.is_err() {
+            let stats = new.upstream.stats.snapshot();
+            self.sink.progress(EventKind::Stabilizing {
+                component: self.name(),
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                total_ms: period.as_millis() as u64,
+                requests: stats.requests,
+                failed: stats.failed,
+            });
+        }
+        verdict
+    }
+
+    async fn watch_stabilizing(
         &self,
         new: &Serving,
         period: Duration,
@@ -466,6 +495,19 @@ pub async fn start_healthy(
     on_started: impl FnOnce(&Instance),
     on_probe: impl FnMut(&health::Probe, u32),
 ) -> Result<(Instance, Duration), DeployError> {
+    let never = super::AbortSignal::default();
+    start_healthy_unless_aborted(shared, component, release, &never, on_started, on_probe).await
+}
+
+/// [`start_healthy`], where `cutover abort` during the health gate stops the new instance.
+async fn start_healthy_unless_aborted(
+    shared: &Shared,
+    component: &ComponentRuntime,
+    release: &ReleaseId,
+    abort: &super::AbortSignal,
+    on_started: impl FnOnce(&Instance),
+    on_probe: impl FnMut(&health::Probe, u32),
+) -> Result<(Instance, Duration), DeployError> {
     let config = &component.config;
     let process = config
         .process()
@@ -523,7 +565,17 @@ pub async fn start_healthy(
     })
     .map_err(DeployError::Launch)?;
     on_started(&instance);
-    match health::wait_healthy(&instance, &process.health, on_probe).await {
+    let gate = tokio::select! {
+        gate = health::wait_healthy(&instance, &process.health, on_probe) => gate,
+        reason = abort.raised() => {
+            instance.stop(process.stop_timeout.get()).await;
+            let _ = store.set_instance_state(instance.id, InstanceState::Stopped);
+            return Err(DeployError::Aborted(format!(
+                "{reason} during the health gate; the new instance was stopped"
+            )));
+        }
+    };
+    match gate {
         Ok(after) => Ok((instance, after)),
         Err(failure) => {
             instance.stop(process.stop_timeout.get()).await;
