@@ -125,14 +125,26 @@ impl Readiness {
     }
 }
 
+/// Looks at the service once. `id` caches the container's id between looks (compose is asked
+/// only until it names one: a CLI start costs more than the engine's answer).
 pub async fn readiness(
     service: &ServiceConfig,
     compose: &ComposeRef,
     project: &Project,
     engine: &Engine,
+    id: &mut Option<String>,
 ) -> Readiness {
     let health = crate::checks::check_service(service).await;
-    let (container, container_problem) = match container(project, engine, &compose.service).await {
+    let container = async {
+        if id.is_none() {
+            *id = project.container_id(&compose.service).await?;
+        }
+        match id {
+            Some(id) => Ok::<_, StackError>(Some(engine.inspect(id).await?)),
+            None => Ok(None),
+        }
+    };
+    let (container, container_problem) = match container.await {
         Ok(c) => (c, None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -156,8 +168,9 @@ pub async fn wait_ready(
     mut progress: impl FnMut(&Readiness),
 ) -> Result<Readiness, Readiness> {
     let mut last_summary = String::new();
+    let mut id = None;
     loop {
-        let look = readiness(service, compose, project, engine).await;
+        let look = readiness(service, compose, project, engine, &mut id).await;
         if look.ready() {
             return Ok(look);
         }

@@ -207,7 +207,7 @@ pub fn services_image() -> Option<PathBuf> {
         .map(|b| Path::new(PG).join(b))
         .chain(["/usr/bin/redis-server", "/usr/bin/redis-cli"].map(PathBuf::from))
         .collect();
-    for f in files.iter().chain([&PathBuf::from("/usr/bin/busybox")]) {
+    for f in files.iter().chain([&PathBuf::from("/bin/busybox")]) {
         if !f.is_file() {
             return unavailable(format!(
                 "{} is missing; .ci/run must install postgresql-15, redis-server and busybox-static",
@@ -225,7 +225,8 @@ pub fn services_image() -> Option<PathBuf> {
         }
     }
     let mut libraries = BTreeSet::new();
-    for f in &files {
+    // busybox-static needs nothing; a dynamic busybox gets its libraries too.
+    for f in files.iter().chain([&PathBuf::from("/bin/busybox")]) {
         libraries.extend(ldd(f));
     }
     files.extend(libraries);
@@ -236,7 +237,7 @@ pub fn services_image() -> Option<PathBuf> {
     let mut hash = Sha256::new();
     hash.update(POSTGRES_ENTRYPOINT);
     hash.update(b"layout v1");
-    for f in files.iter().chain([&PathBuf::from("/usr/bin/busybox")]) {
+    for f in files.iter().chain([&PathBuf::from("/bin/busybox")]) {
         let meta = fs::metadata(f).unwrap();
         hash.update(format!(
             "{}:{}:{}\n",
@@ -261,7 +262,7 @@ pub fn services_image() -> Option<PathBuf> {
     tar.dir("tmp", 0o1777, 0);
     tar.dir("var/lib/postgresql", 0o755, POSTGRES_UID);
     tar.dir("var/lib/postgresql/data", 0o700, POSTGRES_UID);
-    tar.file_from("bin/busybox", Path::new("/usr/bin/busybox"));
+    tar.file_from("bin/busybox", Path::new("/bin/busybox"));
     tar.symlink("bin/sh", "busybox");
     tar.bytes(
         "bin/postgres-entrypoint",
