@@ -357,7 +357,7 @@ fn services_up_checks_for_an_engine_before_saying_what_it_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("docker command is not installed"),
+        text(&out.stderr).contains("no Docker Compose found: tried `docker compose version`"),
         "{}",
         text(&out.stderr)
     );

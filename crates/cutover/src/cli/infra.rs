@@ -1,4 +1,5 @@
-//! `cutover check`, `cutover services up`, `cutover migrate ...`: the infrastructure commands.
+//! `cutover check`, `cutover migrate ...`: the infrastructure commands (`services` is in
+//! `services.rs`).
 
 use super::client::Client;
 use super::output::{print, table};
@@ -7,12 +8,10 @@ use crate::checks::{self, human_bytes, DiskReport};
 use crate::config::Config;
 use crate::migrate::{self, Migrations};
 use crate::protocol::StatusResponse;
-use crate::services::{self, compose, ServiceHealth};
+use crate::services::ServiceHealth;
 use anyhow::{bail, Context};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Serialize)]
 pub struct CheckReport {
@@ -170,69 +169,6 @@ fn render_check(report: &CheckReport) -> String {
         "\nsome required checks FAIL\n"
     });
     out
-}
-
-/// `docker compose -f FILE up -d SERVICE...` per compose file, then our own health checks.
-pub async fn services_up(config: &Config, names: &[String]) -> anyhow::Result<Exit> {
-    let chosen: Vec<_> = if names.is_empty() {
-        config
-            .services
-            .iter()
-            .filter(|s| s.compose.is_some())
-            .collect()
-    } else {
-        names
-            .iter()
-            .map(|n| {
-                config
-                    .service(n)
-                    .with_context(|| format!("unknown service {n:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    let mut by_file: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-    for service in &chosen {
-        let Some(compose) = &service.compose else {
-            bail!(
-                "service {} has no `compose` setting; cutover does not know how to start it",
-                service.name
-            );
-        };
-        by_file
-            .entry(compose.file.clone())
-            .or_default()
-            .push(compose.service.clone());
-    }
-    if by_file.is_empty() {
-        bail!("no service has a `compose` setting");
-    }
-    for (file, services) in &by_file {
-        let argv: Vec<String> = compose::up_argv(file, services)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        // Checked first, so "running" is never printed for a command that cannot run.
-        compose::ready(file).await?;
-        println!("running: {}", argv.join(" "));
-        compose::up_checked(file, services).await?;
-    }
-    let mut failed = false;
-    for service in chosen {
-        let result = services::wait_healthy(
-            || checks::check_service(service),
-            Duration::from_secs(120),
-            Duration::from_secs(1),
-        )
-        .await;
-        match result {
-            Ok(health) => println!("ok    {health}"),
-            Err(health) => {
-                failed = true;
-                println!("FAIL  {health}");
-            }
-        }
-    }
-    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -8,6 +8,7 @@ mod operate;
 mod output;
 mod pipeline;
 mod progress;
+mod services;
 
 use crate::config::Config;
 use crate::protocol::*;
@@ -125,7 +126,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start infrastructure services (docker compose up -d) and wait until healthy
+    /// Infrastructure services under Docker Compose: up, status, logs, recreate
     Services {
         #[command(subcommand)]
         command: ServicesCommand,
@@ -199,8 +200,39 @@ enum EnvCommand {
 
 #[derive(Subcommand, Debug)]
 enum ServicesCommand {
-    /// `docker compose up -d` the listed services (or all with `compose`), then wait for health
-    Up { services: Vec<String> },
+    /// `compose up -d --no-recreate` the listed services (or all with `compose`), then wait
+    /// until each passes cutover's check and its container's healthcheck
+    Up {
+        services: Vec<String>,
+        /// How long to wait for all of them to be ready
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Each service's container, state, health and uptime beside cutover's own check
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The container's output (`compose logs`)
+    Logs {
+        service: String,
+        /// Keep printing new lines
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Replace the service's container with one from the current compose file (restarts it;
+    /// volumes are kept). Asks first; recorded in history
+    Recreate {
+        service: String,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Who is doing it, for the history [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -449,9 +481,20 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             Ok(Exit::Ok)
         }
         Command::Check { json } => infra::check(&config, &client, json).await,
-        Command::Services {
-            command: ServicesCommand::Up { services },
-        } => infra::services_up(&config, &services).await,
+        Command::Services { command } => match command {
+            ServicesCommand::Up { services, timeout } => {
+                services::up(&config, &services, timeout).await
+            }
+            ServicesCommand::Status { json } => services::status(&config, json).await,
+            ServicesCommand::Logs {
+                service,
+                follow,
+                lines,
+            } => services::logs(&config, &service, follow, lines).await,
+            ServicesCommand::Recreate { service, yes, who } => {
+                services::recreate(&config, &service, yes, who.unwrap_or_else(default_who)).await
+            }
+        },
         Command::Migrate { target, command } => infra::migrate(&config, &target, &command).await,
         Command::Changed { base, head, json } => operate::changed(&config, &base, &head, json),
         Command::Env {

@@ -214,7 +214,7 @@ pub fn releases(releases: &ReleasesResponse) -> String {
 }
 
 pub fn history(history: &HistoryResponse) -> String {
-    if history.deploys.is_empty() {
+    if history.deploys.is_empty() && history.pipelines.is_empty() {
         return "no deploys yet\n".into();
     }
     let pipelines: Vec<Vec<String>> = history

@@ -302,6 +302,26 @@ impl ServiceConfig {
 pub struct ComposeRef {
     pub file: PathBuf,
     pub service: String,
+    /// The compose CLI to run instead of detecting one (`["docker-compose"]`,
+    /// `["/usr/bin/docker", "compose"]`).
+    #[serde(default, deserialize_with = "compose_command")]
+    pub command: Option<Vec<String>>,
+}
+
+/// A compose command names at least a program.
+fn compose_command<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let command = Vec::<String>::deserialize(deserializer)?;
+    if command
+        .first()
+        .is_none_or(|program| program.trim().is_empty())
+    {
+        return Err(serde::de::Error::custom(
+            "give the compose CLI to run, e.g. [\"docker-compose\"] or [\"docker\", \"compose\"]",
+        ));
+    }
+    Ok(Some(command))
 }
 
 #[derive(Deserialize)]
@@ -1105,6 +1125,7 @@ impl Validator<'_> {
             compose: raw.compose.map(|c| ComposeRef {
                 file: self.resolve(&c.file),
                 service: c.service,
+                command: c.command,
             }),
             required: raw.required,
             timeout: raw.timeout,

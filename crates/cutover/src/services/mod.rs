@@ -5,8 +5,13 @@
 //! - [`postgres`]: connect with tokio-postgres, `SELECT 1`, `SHOW server_version`; failures
 //!   classified by SQLSTATE and error type, never by message text.
 //! - [`redis`]: a hand-written RESP exchange: `AUTH` when the URL has a password, then `PING`.
-//! - [`compose`]: `docker compose -f FILE up -d SERVICE...`, and nothing else: cutover never runs
-//!   a destructive compose verb (a test scans this crate's sources for one).
+//! - [`compose`]: which compose CLI (`docker compose` or `docker-compose`, or `compose.command`)
+//!   and every compose command line cutover runs: `up -d --no-recreate`, the explicit
+//!   `--force-recreate` of `services recreate`, and read-only queries. Never a destructive verb
+//!   (a test scans this crate's sources for one).
+//! - [`engine`]: the Docker engine's API, read-only (`/_ping`, container inspect).
+//! - [`stack`]: a configured service under compose: its container, drift from the compose file,
+//!   waiting until both the protocol check and the container's healthcheck pass.
 //! - [`url`]: [`redact_url`], the only way a service URL is ever shown.
 //!
 //! Secrets: no type in this module stores a URL with its password. Every URL that reaches an
@@ -14,8 +19,10 @@
 //! quoted back are scrubbed of the password (a misbehaving server could echo it).
 
 pub mod compose;
+pub mod engine;
 pub mod postgres;
 pub mod redis;
+pub mod stack;
 pub mod url;
 
 pub use postgres::check_postgres;
