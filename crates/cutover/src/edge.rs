@@ -62,6 +62,23 @@ impl EdgePolicy {
     }
 }
 
+/// The hops of an X-Forwarded-For chain that can be read, from the right up to the first that
+/// cannot: whatever stands left of a hop that is not an address (or `address:port`) cannot be
+/// attributed, so it is never taken for the client.
+fn trusted_suffix(hops: &[String]) -> Vec<IpAddr> {
+    let mut chain: Vec<IpAddr> = hops
+        .iter()
+        .rev()
+        .map_while(|hop| {
+            hop.parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        })
+        .collect();
+    chain.reverse();
+    chain
+}
+
 /// IPv4 clients of a dual-stack socket appear as `::ffff:a.b.c.d`; CIDRs are written in v4.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -113,7 +130,7 @@ pub fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &Edge
         .map(|hop| hop.trim().to_owned())
         .filter(|hop| !hop.is_empty())
         .collect();
-    let chain: Vec<IpAddr> = previous.iter().filter_map(|h| h.parse().ok()).collect();
+    let chain = trusted_suffix(&previous);
     let client_ip = edge.client_ip(&chain, peer_ip);
     let forwarded_for = previous
         .iter()
@@ -186,7 +203,19 @@ mod tests {
 
     #[test]
     fn client_is_the_rightmost_untrusted_address() {
+        let hops = |list: &[&str]| list.iter().map(|h| h.to_string()).collect::<Vec<_>>();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A hop that is no address ends what can be attributed: the forged left part is not
+        // taken for the client; a trusted proxy writing `ip:port` is read.
+        assert_eq!(
+            trusted_suffix(&hops(&[
+                "6.6.6.6",
+                "garbage",
+                "198.51.100.7:5123",
+                "10.0.0.3"
+            ])),
+            [ip("198.51.100.7"), ip("10.0.0.3")]
+        );
         let edge = policy(&["10.0.0.0/8"]);
         let chain = [ip("203.0.113.9"), ip("198.51.100.7"), ip("10.1.1.1")];
         assert_eq!(edge.client_ip(&chain, ip("10.0.0.2")), ip("198.51.100.7"));

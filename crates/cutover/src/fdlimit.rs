@@ -57,6 +57,7 @@ pub fn raise_to_hard_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
+    let _ = INHERITED_SOFT_LIMIT.set(soft);
     // An unlimited hard limit cannot be the soft one: the kernel caps fds at fs.nr_open.
     let target = if hard == nix::libc::RLIM_INFINITY {
         nr_open().unwrap_or(soft)
@@ -77,6 +78,16 @@ pub fn raise_to_hard_limit() -> u64 {
             soft
         }
     }
+}
+
+/// The soft limit the daemon was started with, before [`raise_to_hard_limit`].
+static INHERITED_SOFT_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The soft limit releases get: the one the daemon inherited, not the one it raised for its own
+/// sockets. Programs built around select(2) break past 1024 fds, which is why systemd starts
+/// services with a soft limit of 1024 and lets those that can use more raise it themselves.
+pub fn release_soft_limit() -> Option<u64> {
+    INHERITED_SOFT_LIMIT.get().copied()
 }
 
 fn nr_open() -> Option<u64> {

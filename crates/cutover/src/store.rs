@@ -391,6 +391,24 @@ impl Store {
         })
     }
 
+    /// Releases some watchdog rollback moved away from, with when it last did: a crash loop's
+    /// release is no rollback target until it is activated again.
+    pub fn rolled_back_from(
+        &self,
+        component: &str,
+        who: &str,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT from_release, MAX(ended_at) FROM deploys
+                 WHERE component = ?1 AND kind = 'rollback' AND who = ?2 AND outcome = 'succeeded'
+                   AND from_release IS NOT NULL GROUP BY from_release",
+            )?;
+            let rows = stmt.query_map([component, who], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     pub fn mark_pruned(&self, component: &str, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(

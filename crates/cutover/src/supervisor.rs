@@ -229,6 +229,22 @@ pub fn launch(
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(soft) = crate::fdlimit::release_soft_limit() {
+        // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && soft < limit.rlim_cur {
+                    limit.rlim_cur = soft;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+                Ok(())
+            });
+        }
+    }
 
     if let Some(dir) = spec.log_path.parent() {
         fs::create_dir_all(dir).map_err(|source| SupervisorError::Log {

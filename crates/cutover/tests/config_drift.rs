@@ -66,7 +66,8 @@ fn every_command_says_when_the_daemon_runs_an_older_config() {
     // The component the file has and the daemon does not: the error says why.
     let out = daemon.cli(&["deploy", "pyapp", "--release", "v1", "--artifact", api]);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // An unknown component is bad usage (exit 2), even when only the daemon knows it is.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with(&notice), "{stderr}");
     assert!(
         stderr.lines().next().unwrap().ends_with(REMEDY.trim_end()),
@@ -93,7 +94,7 @@ fn every_command_says_when_the_daemon_runs_an_older_config() {
         &pyapp_artifact,
     ]);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with(&notice), "{stderr}");
     assert!(
         stderr.contains(

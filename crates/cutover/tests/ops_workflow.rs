@@ -575,11 +575,26 @@ fn every_config_in_the_readme_and_the_template_gets_a_clean_workflow() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut configs: Vec<String> = Vec::new();
-    let mut so_far = String::new();
+    // Merged as tables, later blocks adding to (or overriding) earlier ones: a block may show
+    // again a table an earlier one has (`[services.db]` with its compose file, say).
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (key, value) in from {
+            match (into.get_mut(&key), value) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, value) => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut so_far = toml::Table::new();
     for block in &blocks {
-        so_far.push_str(block);
+        let table: toml::Table = block
+            .parse()
+            .unwrap_or_else(|e| panic!("a README TOML block does not parse: {e}\n{block}"));
+        merge(&mut so_far, table);
         if block.contains("[components.") {
-            configs.push(so_far.clone());
+            configs.push(toml::to_string(&so_far).unwrap());
         }
     }
     assert!(configs.len() >= 2, "README config blocks: {blocks:#?}");

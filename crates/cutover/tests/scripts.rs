@@ -58,7 +58,15 @@ fn not_as_root_it_prints_the_apt_line_for_what_is_missing() {
     if !Path::new("/usr/lib/postgresql/15/bin/initdb").is_file() {
         missing.push("postgresql-15");
     }
-    missing.extend(["util-linux", "shellcheck", "python3-pip"]);
+    missing.extend(["util-linux", "shellcheck", "nodejs", "golang-go"]);
+    if !Path::new("/usr/lib/python3/dist-packages/gunicorn").is_dir() {
+        missing.push("python3-gunicorn");
+    }
+    missing.extend(["passwd", "tmux", "docker.io", "docker-compose"]);
+    if !Path::new("/bin/busybox").exists() {
+        missing.push("busybox-static");
+    }
+    missing.push("python3-pip");
     let line = format!("    sudo apt-get install -y {}", missing.join(" "));
     assert!(
         stderr.lines().any(|l| l == line),

@@ -17,6 +17,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// start of its event stream (the daemon answers both at once when it is alive).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a request that changes things (a deploy, a rollback) may take to start answering:
+/// the daemon commits the pipeline to SQLite (fsync) first, which a busy disk can slow down.
+/// The CLI pinged the daemon just before, so a daemon that is down is still told at once.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the cutover daemon at {}: {source} (is `cutover serve` running?)", socket.display())]
@@ -166,6 +171,11 @@ impl Client {
             mut sender,
             daemon_pid,
         } = self.connect().await?;
+        let head_timeout = if method == Method::GET {
+            ANSWER_TIMEOUT
+        } else {
+            START_TIMEOUT
+        };
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -173,9 +183,9 @@ impl Client {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request parts are valid");
-        let response = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(request))
+        let response = tokio::time::timeout(head_timeout, sender.send_request(request))
             .await
-            .map_err(|_| self.not_answering(daemon_pid, ANSWER_TIMEOUT))??;
+            .map_err(|_| self.not_answering(daemon_pid, head_timeout))??;
         self.observe(response.headers());
         if response.status().is_success() {
             return Ok((response, daemon_pid));

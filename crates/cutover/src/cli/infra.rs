@@ -43,7 +43,16 @@ pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Resu
             health: checks::check_service(service).await,
         });
     }
-    let status = client.get::<StatusResponse>("/v1/status").await.ok();
+    let answer = client.get::<StatusResponse>("/v1/status").await;
+    // Down, not allowed, not answering: each says so, not all "not running".
+    let unreachable = match &answer {
+        Err(super::client::ClientError::Unreachable { .. }) => {
+            Some("the daemon is not running".to_owned())
+        }
+        Err(e) => Some(e.to_string()),
+        Ok(_) => None,
+    };
+    let status = answer.ok();
     let components = config
         .components
         .iter()
@@ -55,7 +64,7 @@ pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Resu
                 (None, _) => ComponentCheck {
                     name: c.name.to_string(),
                     ok: false,
-                    detail: "the daemon is not running".into(),
+                    detail: unreachable.clone().unwrap_or_default(),
                 },
                 (Some(_), Some(live)) => match (&live.active, &live.serving_release) {
                     (None, _) => ComponentCheck {

@@ -49,6 +49,9 @@ impl HealthBoard {
 }
 
 /// Starts the watchdog of a process component; it ends with the daemon.
+/// Who a crash-loop rollback is recorded as (history, and the rollback target's choice).
+const CRASH_LOOP: &str = "cutover (crash loop)";
+
 pub fn spawn(shared: Arc<Shared>, component: Arc<ComponentRuntime>, shutdown: Shutdown) {
     let Some(process) = component.config.process().cloned() else {
         return;
@@ -69,6 +72,7 @@ pub fn spawn(shared: Arc<Shared>, component: Arc<ComponentRuntime>, shutdown: Sh
         last_probe: None,
         confirmed: false,
         reason: None,
+        last_probe_answered: true,
     };
     tokio::spawn(runner.run());
 }
@@ -103,6 +107,9 @@ struct Runner {
     confirmed: bool,
     /// Why the instance is unhealthy.
     reason: Option<String>,
+    /// The last probe got an HTTP answer (a 500, say): the instance still serves, so requests
+    /// are not held while it is replaced. No answer (frozen, hung) means held.
+    last_probe_answered: bool,
 }
 
 impl Runner {
@@ -193,6 +200,7 @@ impl Runner {
             _ = self.shutdown.wait() => return None,
         };
         self.last_probe = Some((now_millis(), probe.ok, probe.to_string()));
+        self.last_probe_answered = probe.status.is_some();
         if probe.ok {
             self.confirmed = true;
         } else {
@@ -320,7 +328,12 @@ impl Runner {
             _ => Cause::Exited,
         };
         let route = self.component.route.clone();
-        route.hold(self.process.restart.hold_requests.get());
+        // An instance that died answers nothing at all: requests wait (each up to
+        // hold_requests) for the replacement, through the backoff too, rather than failing at
+        // once (a crash loop's gaps were thousands of 502s).
+        if cause == Cause::Exited {
+            route.hold(self.process.restart.hold_requests.get());
+        }
         if let Some(dead) = watched.filter(|_| cause == Cause::Exited) {
             // Whatever the leader left behind in its group goes too (it may hold the port).
             dead.instance.stop(Duration::ZERO).await;
@@ -355,7 +368,7 @@ impl Runner {
             }
         }
         let who = match (&target, cause) {
-            (Some(_), _) => "cutover (crash loop)",
+            (Some(_), _) => CRASH_LOOP,
             (None, Cause::Exited) => "cutover (restart after exit)",
             (None, Cause::Unhealthy) => "cutover (restart: unhealthy)",
         };
@@ -377,6 +390,11 @@ impl Runner {
         if self.component.serving().map(|s| s.instance.id) != watched_id {
             route.release_hold();
             return Input::Reset; // a deploy switched meanwhile
+        }
+        // A frozen or hung instance answers nothing: its requests are held while the
+        // replacement starts. One that answers (5xx, say) keeps getting them meanwhile.
+        if cause == Cause::Unhealthy && !self.last_probe_answered {
+            route.hold(self.process.restart.hold_requests.get());
         }
         let outcome = match &target {
             Some(previous) => {
@@ -421,29 +439,40 @@ impl Runner {
         }
     }
 
-    /// The previous release, if it is kept and is not the one failing.
+    /// The release to roll a crash loop back to: the one most recently active before, still
+    /// kept, and not itself rolled away from by a crash loop since (after a rollback from v3 to
+    /// v2, v3 is the committed `previous`: a crash loop of v2 must not go back to it).
     fn rollback_target(&self, current: &ReleaseId) -> Option<ReleaseId> {
-        let state = self.shared.store.component_state(self.name()).ok()?;
-        let previous = state.previous.and_then(|p| ReleaseId::parse(&p).ok());
-        let kept = previous.filter(|p| {
-            p != current
-                && matches!(
-                    self.shared.store.release(self.name(), p.as_str()),
-                    Ok(Some(_))
-                )
-                && self
-                    .shared
-                    .releases
-                    .get(&self.component.config.name, p)
-                    .is_ok()
-        });
-        if kept.is_none() {
+        let store = &self.shared.store;
+        let abandoned = store
+            .rolled_back_from(self.name(), CRASH_LOOP)
+            .unwrap_or_default();
+        let mut candidates: Vec<_> = store
+            .release_records(self.name())
+            .ok()?
+            .into_iter()
+            .filter_map(|r| Some((r.last_active_at?, r.release.id)))
+            .filter(|(active_at, id)| {
+                id != current
+                    && abandoned
+                        .get(id.as_str())
+                        .is_none_or(|left| left < active_at)
+                    && self
+                        .shared
+                        .releases
+                        .get(&self.component.config.name, id)
+                        .is_ok()
+            })
+            .collect();
+        candidates.sort_by_key(|(active_at, _)| std::cmp::Reverse(*active_at));
+        let target = candidates.into_iter().next().map(|(_, id)| id);
+        if target.is_none() {
             tracing::warn!(
                 component = self.name(),
-                "{current} keeps failing, but no previous release is kept to roll back to; restarting it"
+                "{current} keeps failing, but no earlier good release is kept to roll back to; restarting it"
             );
         }
-        kept
+        target
     }
 
     /// A healthy instance of `release`, not yet serving.
@@ -472,7 +501,7 @@ impl Runner {
         reason: String,
     ) -> Result<Serving, ()> {
         let store = &self.shared.store;
-        let who = "cutover (crash loop)";
+        let who = CRASH_LOOP;
         let deploy_id = match store.begin_deploy(
             None,
             &self.component.config.name,

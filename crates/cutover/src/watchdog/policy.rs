@@ -58,6 +58,10 @@ pub struct Watch {
     unhealthy: bool,
     /// When each restart within the window was started.
     restarts: VecDeque<Instant>,
+    /// The last restart asked for was a rollback.
+    rolling_back: bool,
+    /// A rollback was tried and failed: plain restarts from then on, until something serves.
+    rollback_failed: bool,
 }
 
 impl Watch {
@@ -67,6 +71,8 @@ impl Watch {
             failures: 0,
             unhealthy: false,
             restarts: VecDeque::new(),
+            rolling_back: false,
+            rollback_failed: false,
         }
     }
 
@@ -109,9 +115,15 @@ impl Watch {
                 effects.push(self.restart(now));
                 effects
             }
-            Input::RestartFailed => vec![self.restart(now)],
+            Input::RestartFailed => {
+                // One failed rollback is enough: trying again every backoff would fill history
+                // and the webhooks with the same failure.
+                self.rollback_failed |= self.rolling_back;
+                vec![self.restart(now)]
+            }
             Input::Replaced { rolled_back } => {
                 self.failures = 0;
+                self.rollback_failed = false;
                 if rolled_back {
                     // Another release: its own count starts now.
                     self.restarts.clear();
@@ -122,6 +134,7 @@ impl Watch {
                 self.failures = 0;
                 self.unhealthy = false;
                 self.restarts.clear();
+                self.rollback_failed = false;
                 Vec::new()
             }
         }
@@ -141,7 +154,9 @@ impl Watch {
         let window = self.policy.window;
         self.restarts.retain(|t| now.duration_since(*t) < window);
         let before = self.restarts.len() as u32;
-        let roll_back = self.policy.rollback && before >= self.policy.max_restarts;
+        let roll_back =
+            self.policy.rollback && !self.rollback_failed && before >= self.policy.max_restarts;
+        self.rolling_back = roll_back;
         let delay = match before {
             // The first restart, and the first try of a rollback to a release that was fine
             // before, go at once; a rollback that keeps failing backs off like restarts do.
@@ -163,6 +178,43 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_rollback_is_not_tried_again_until_something_serves() {
+        let mut watch = Watch::new(policy());
+        let t = Instant::now();
+        let mut effects = watch.apply(Input::Exited, t);
+        for _ in 0..3 {
+            effects = watch.apply(Input::RestartFailed, t);
+        }
+        assert!(
+            matches!(
+                effects.last(),
+                Some(Effect::Restart {
+                    roll_back: true,
+                    ..
+                })
+            ),
+            "{effects:?}"
+        );
+        // The rollback fails: back to restarts of the same release, with backoff.
+        let effects = watch.apply(Input::RestartFailed, t);
+        assert!(
+            matches!(effects.last(), Some(Effect::Restart { roll_back: false, delay, .. }) if !delay.is_zero()),
+            "{effects:?}"
+        );
+        let effects = watch.apply(Input::RestartFailed, t);
+        assert!(matches!(
+            effects.last(),
+            Some(Effect::Restart {
+                roll_back: false,
+                ..
+            })
+        ));
+        // Once an instance serves again, a later crash loop may roll back once more.
+        watch.apply(Input::Replaced { rolled_back: false }, t);
+        assert!(!watch.rollback_failed);
+    }
 
     fn policy() -> Policy {
         Policy {
@@ -255,10 +307,11 @@ mod tests {
         let (delay, roll_back) = restart(&watch.apply(Input::Exited, t + Duration::from_secs(3)));
         assert!(roll_back, "the fourth failure within the window rolls back");
         assert_eq!(delay, Duration::ZERO);
-        // A rollback that cannot start its release is tried again, backing off.
+        // A rollback that cannot start its release is not tried again: plain restarts, backing
+        // off (see a_failed_rollback_is_not_tried_again_until_something_serves).
         let mut failed = watch.clone();
         let retry = restart(&failed.apply(Input::RestartFailed, t + Duration::from_secs(4)));
-        assert_eq!(retry, (Duration::from_secs(4), true));
+        assert_eq!(retry, (Duration::from_secs(4), false));
         // The rolled-back release starts with a clean count.
         watch.apply(Input::Replaced { rolled_back: true }, t);
         assert_eq!(
