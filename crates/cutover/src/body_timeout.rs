@@ -78,6 +78,23 @@ impl BodySent {
     }
 }
 
+/// The timer of a body read that found nothing: armed on the first empty read, cleared (by
+/// setting the slot to `None`) by every frame, so a body that flows costs no timer at all.
+pub struct IdleTimer;
+
+impl IdleTimer {
+    /// Ready once the body has been idle for `idle` since the read that armed the timer.
+    pub fn poll(
+        slot: &mut Option<Pin<Box<Sleep>>>,
+        idle: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        slot.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)))
+            .as_mut()
+            .poll(cx)
+    }
+}
+
 /// A body that fails with [`BodyTimedOut`] when no frame arrives for `idle` while it is read.
 pub struct IdleTimeout<B> {
     inner: B,
@@ -142,10 +159,7 @@ where
             }
             Poll::Pending => {
                 let idle = self.idle;
-                let waiting = self
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match waiting.as_mut().poll(cx) {
+                match IdleTimer::poll(&mut self.waiting, idle, cx) {
                     Poll::Ready(()) => {
                         self.timed_out.0.store(true, Ordering::Relaxed);
                         self.sent.done();

@@ -635,7 +635,6 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        use std::future::Future;
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
                 self.count_broken("cut a response short");
@@ -647,10 +646,7 @@ where
             }
             Poll::Pending => {
                 let idle = self.idle;
-                let waiting = self
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match waiting.as_mut().poll(cx) {
+                match crate::body_timeout::IdleTimer::poll(&mut self.waiting, idle, cx) {
                     Poll::Ready(()) => {
                         self.count_broken("left a response body idle");
                         Poll::Ready(Some(Err(UpstreamBodyIdle(idle).into())))

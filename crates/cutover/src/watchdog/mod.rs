@@ -590,6 +590,9 @@ fn retire(old: Serving, shared: &Arc<Shared>, process: &ProcessConfig) {
     let shared = shared.clone();
     let stop_timeout = process.stop_timeout.get();
     tokio::spawn(async move {
+        // No drain: the instance is dead, frozen or failing its health checks; what it still
+        // holds ends with it (tunnels first, so their clients learn at once).
+        old.upstream.close_tunnels();
         old.upstream.close_pool();
         if old.instance.exit_status().is_none() {
             // SAFETY: kill(2) on the instance's own process group; no memory is involved.
