@@ -57,21 +57,8 @@ pub enum BundleError {
     },
 }
 
-/// The most one bundle may unpack to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub max_bytes: u64,
-    pub max_entries: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_bytes: 4 << 30,
-            max_entries: 200_000,
-        }
-    }
-}
+/// The most one bundle may unpack to (a setting of the daemon's).
+pub use crate::config::BundleLimits as Limits;
 
 /// Counts what an unpack wrote against its [`Limits`].
 struct Budget<'a> {
@@ -105,7 +92,7 @@ impl Budget<'_> {
         if self.bytes > self.limits.max_bytes {
             return Err(BundleError::TooLarge {
                 bundle: self.source.to_owned(),
-                limit: crate::checks::human_bytes(self.limits.max_bytes),
+                limit: crate::vocab::human_bytes(self.limits.max_bytes),
                 what: "bytes",
                 key: "size",
             });

@@ -88,9 +88,7 @@ pub fn check_disks(config: &Config) -> Vec<DiskReport> {
         .collect()
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    bytesize::ByteSize(bytes).to_string_as(true)
-}
+pub use crate::vocab::human_bytes;
 
 /// Why a deploy of a component may not start now: low disk, a bad env, or a required service
 /// down.

@@ -26,9 +26,9 @@ pub struct ComponentRuntime {
     /// The deploy that owns this component right now; a second one is refused.
     deploying: Mutex<Option<DeployInProgress>>,
     /// How `cutover abort` reaches that deploy (none for the watchdog's own restarts).
-    abort: Mutex<Option<crate::deploy::AbortSignal>>,
+    abort: Mutex<Option<crate::abort::AbortSignal>>,
     /// What the watchdog last saw of the serving instance (process components).
-    pub health: crate::watchdog::HealthBoard,
+    pub health: crate::health::HealthBoard,
 }
 
 #[derive(Clone)]
@@ -53,7 +53,7 @@ impl DeployClaim {
     /// Lets `cutover abort` stop the deploy holding this claim; the deploy checks the signal.
     /// One signal is shared by every stage of a pipeline: aborting one component stops the
     /// pipeline (its running stages stop safely, the others are skipped).
-    pub fn abortable(&self, signal: &crate::deploy::AbortSignal) {
+    pub fn abortable(&self, signal: &crate::abort::AbortSignal) {
         *lock(&self.component.abort) = Some(signal.clone());
     }
 

@@ -223,6 +223,13 @@ fn is_resource_error(error: &io::Error) -> bool {
     )
 }
 
+/// How much one listener may hold: its connection cap and the request-body read timeout.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connections: ConnLimit,
+    pub body_read_timeout: Duration,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,11 @@
 //! `[daemon] socket_group`). See [`crate::protocol`].
 
 use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
-use crate::daemon::DaemonState;
 use crate::deploy::{self, DeployPlan, EventSink};
 use crate::fdlimit::CONTROL_CONNECTIONS;
 use crate::protocol::*;
 use crate::release::{now_millis, ReleaseId};
+use crate::runtime::DaemonState;
 use crate::shutdown::Shutdown;
 use crate::status;
 use crate::store::DeployKind;
@@ -521,7 +521,7 @@ fn launch_pipeline(
         for path in uploads {
             state.uploads.remove(&path);
         }
-        crate::sd::status(&crate::daemon::status_line(&state));
+        crate::sd::status(&crate::runtime::status_line(&state));
     });
 
     let (mut body_tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);

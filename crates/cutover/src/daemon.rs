@@ -18,6 +18,7 @@ use crate::health;
 use crate::listener::{self, Inherited};
 use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
+use crate::runtime::{status_line, DaemonState};
 use crate::server::{self, Frontend};
 use crate::store::{InstanceRecord, InstanceState, Store};
 use crate::supervisor;
@@ -26,21 +27,6 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Everything the control API needs.
-pub struct DaemonState {
-    pub shared: Arc<Shared>,
-    pub components: Vec<Arc<ComponentRuntime>>,
-    pub started_at: i64,
-    /// Artifacts received over the control socket, removed when their pipeline ends.
-    pub uploads: crate::upload::Uploads,
-}
-
-impl DaemonState {
-    pub fn component(&self, name: &str) -> Option<&Arc<ComponentRuntime>> {
-        self.components.iter().find(|c| c.name() == name)
-    }
-}
 
 pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<()> {
     let fd_budget = crate::fdlimit::budget_for(&config);
@@ -250,23 +236,6 @@ async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: crate::shutdown::S
             _ = shutdown.wait() => return,
         }
     }
-}
-
-/// One line for systemd's STATUS=: what each component serves.
-pub fn status_line(state: &DaemonState) -> String {
-    let parts: Vec<String> = state
-        .components
-        .iter()
-        .map(|c| {
-            let serving = c.serving_release(&state.shared.store);
-            format!(
-                "{}={}",
-                c.name(),
-                serving.map_or("-".into(), |r| r.to_string())
-            )
-        })
-        .collect();
-    format!("serving {}", parts.join(" "))
 }
 
 async fn wait_for_signal() {

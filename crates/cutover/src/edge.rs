@@ -7,11 +7,8 @@
 //! HTTP/1.1 request without one, is answered 400: backends and caches would each pick a
 //! different host, which is how cache poisoning and routing confusion start.
 
-use crate::proxy::ProxyBody;
-use bytes::Bytes;
+use crate::response::ProxyBody;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
-use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -25,41 +22,20 @@ pub const FORWARDING_HEADERS: &[&str] = &[
     "via",
 ];
 
-/// Which peers' forwarding headers are believed.
-#[derive(Clone, Debug, Default)]
-pub struct EdgePolicy {
-    pub trusted_proxies: Vec<IpNet>,
-}
+pub use crate::config::EdgePolicy;
 
 /// The daemon's policy: set once at start-up from the config (which is never reloaded), read by
 /// every connection without threading it through each listener.
 static POLICY: OnceLock<EdgePolicy> = OnceLock::new();
 
-impl EdgePolicy {
-    /// Makes `policy` the daemon's; the first call wins.
-    pub fn install(policy: EdgePolicy) {
-        let _ = POLICY.set(policy);
-    }
+/// Makes `policy` the daemon's; the first call wins.
+pub fn install(policy: EdgePolicy) {
+    let _ = POLICY.set(policy);
+}
 
-    /// The daemon's policy (nobody trusted until one is installed).
-    pub fn current() -> &'static EdgePolicy {
-        POLICY.get_or_init(EdgePolicy::default)
-    }
-
-    pub fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The client's address: walking the chain (earlier hops, then the peer) from the right,
-    /// the first address that is not a trusted proxy. Everything left of it could be forged.
-    pub fn client_ip(&self, chain: &[IpAddr], peer: IpAddr) -> IpAddr {
-        std::iter::once(peer)
-            .chain(chain.iter().rev().copied())
-            .find(|ip| !self.trusts(*ip))
-            .or_else(|| chain.first().copied())
-            .unwrap_or(peer)
-    }
+/// The daemon's policy (nobody trusted until one is installed).
+pub fn policy() -> &'static EdgePolicy {
+    POLICY.get_or_init(EdgePolicy::default)
 }
 
 /// The hops of an X-Forwarded-For chain that can be read, from the right up to the first that
@@ -79,21 +55,13 @@ fn trusted_suffix(hops: &[String]) -> Vec<IpAddr> {
     chain
 }
 
-/// IPv4 clients of a dual-stack socket appear as `::ffff:a.b.c.d`; CIDRs are written in v4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// Checks a request before dispatch: the answer to send instead if it is refused (`None`: go
 /// on). Forwarding headers from an untrusted peer are removed.
 pub fn admit<B>(req: &mut Request<B>, peer: SocketAddr) -> Option<Response<ProxyBody>> {
     if let Err(why) = check_host(req.version(), req.headers()) {
         return Some(bad_request(why));
     }
-    if !EdgePolicy::current().trusts(peer.ip()) {
+    if !policy().trusts(peer.ip()) {
         remove_forwarding_headers(req.headers_mut());
     }
     None
@@ -175,20 +143,8 @@ pub fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &Edge
 }
 
 fn bad_request(message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     // The request may have been framed in a way the next one on this connection is not.
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+    crate::response::plain_and_close(StatusCode::BAD_REQUEST, message)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::conn_limit::ConnLimit;
-use crate::server::Limits;
+use crate::conn_limit::Limits;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 /// fds the daemon needs whatever the traffic: stdio, the tokio runtime, listening sockets,

@@ -84,6 +84,24 @@ async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
     Ok(response.status().as_u16())
 }
 
+/// The watchdog's last view of the serving instance, read by `status`.
+#[derive(Default)]
+pub struct HealthBoard(std::sync::Mutex<Option<(i64, crate::protocol::HealthStatus)>>);
+
+impl HealthBoard {
+    /// The health of instance `instance_id`, if that is the instance the watchdog watches.
+    pub fn get(&self, instance_id: i64) -> Option<crate::protocol::HealthStatus> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .filter(|(id, _)| *id == instance_id)
+            .map(|(_, status)| status.clone())
+    }
+
+    pub(crate) fn set(&self, instance_id: i64, status: crate::protocol::HealthStatus) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((instance_id, status));
+    }
+}
+
 /// Why an instance did not pass the start-up gate.
 #[derive(Debug)]
 pub enum GateFailure {

@@ -33,6 +33,7 @@
 //! - [`upload`]: artifacts sent over the control socket.
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
+pub mod abort;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;
@@ -46,6 +47,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod diskspace;
 pub mod edge;
+pub mod envfile;
 pub mod fdlimit;
 pub mod health;
 pub mod https;
@@ -57,7 +59,9 @@ pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod release;
+pub mod response;
 pub mod retention;
+pub mod runtime;
 pub mod sd;
 pub mod server;
 pub mod services;
@@ -67,4 +71,5 @@ pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod upload;
+pub mod vocab;
 pub mod watchdog;

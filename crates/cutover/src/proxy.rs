@@ -10,11 +10,10 @@
 use crate::config::ComponentName;
 use crate::release::ReleaseId;
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
@@ -26,8 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::response::{BoxError, ProxyBody};
 
 type UpstreamClient = Client<HttpConnector, crate::body_timeout::RequestBody>;
 
@@ -400,17 +398,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    crate::response::plain(status, message)
 }
 
 pub async fn handle(
@@ -560,7 +548,7 @@ async fn send(
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
-    crate::edge::forwarding_headers(headers, peer, crate::edge::EdgePolicy::current());
+    crate::edge::forwarding_headers(headers, peer, crate::edge::policy());
 }
 
 /// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard

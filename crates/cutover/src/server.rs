@@ -2,7 +2,7 @@
 //! proxy (process components) or the static file server (static components).
 
 use crate::body_timeout::IdleTimeout;
-use crate::conn_limit::{AcceptBackoff, CapReport, ConnLimit, Counted};
+use crate::conn_limit::{AcceptBackoff, CapReport, Counted};
 use crate::proxy::{self, Route};
 use crate::shutdown::Shutdown;
 use crate::site::{self, SiteRoute};
@@ -35,12 +35,7 @@ impl Frontend {
     }
 }
 
-/// How much one listener may hold: its connection cap and the request-body read timeout.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub connections: ConnLimit,
-    pub body_read_timeout: Duration,
-}
+pub use crate::conn_limit::Limits;
 
 /// Accepts connections on `listener` and answers them until shutdown, then asks open
 /// connections to finish their current request and close (waiting up to `grace`).
@@ -145,17 +140,8 @@ pub async fn serve(
 
 /// 408, and the connection closes: the rest of the body will never be read.
 fn body_timeout_response(after: Duration) -> http::Response<proxy::ProxyBody> {
-    use http_body_util::BodyExt;
-    http::Response::builder()
-        .status(http::StatusCode::REQUEST_TIMEOUT)
-        .header(http::header::CONNECTION, "close")
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(
-            http_body_util::Full::new(bytes::Bytes::from(format!(
-                "cutover: no request body data for {after:?}\n"
-            )))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-        )
-        .expect("static response parts are valid")
+    crate::response::plain_and_close(
+        http::StatusCode::REQUEST_TIMEOUT,
+        &format!("cutover: no request body data for {after:?}"),
+    )
 }

@@ -1,8 +1,8 @@
 //! Read-only views of state, shared by the daemon (live) and the CLI (daemon down).
 
 use crate::config::Config;
-use crate::daemon::DaemonState;
 use crate::protocol::*;
+use crate::runtime::DaemonState;
 use crate::store::{Store, StoreError};
 
 pub fn online(state: &DaemonState) -> StatusResponse {

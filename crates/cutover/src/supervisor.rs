@@ -154,23 +154,12 @@ fn expand(template: &str, values: &BTreeMap<&str, String>) -> String {
     out
 }
 
-/// Reads a dotenv file with dotenvy (quotes, escapes, `export`, comments, multiline values).
+/// Reads a dotenv file (see [`crate::envfile`]).
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SupervisorError> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| SupervisorError::EnvFile {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    iter.map(|item| {
-        item.map_err(|e| SupervisorError::EnvFile {
-            path: path.to_owned(),
-            // dotenvy's parse errors quote the line, which may hold a secret: keep only the position.
-            message: match e {
-                dotenvy::Error::LineParse(_, index) => format!("syntax error at byte {index}"),
-                other => other.to_string(),
-            },
-        })
+    crate::envfile::read(path).map_err(|e| SupervisorError::EnvFile {
+        path: e.path,
+        message: e.message,
     })
-    .collect()
 }
 
 /// Starts an instance and records it. `record` stores the row and returns its id; it runs

@@ -377,7 +377,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
-            crate::edge::EdgePolicy::install(config.edge.clone());
+            crate::edge::install(config.edge.clone());
             crate::daemon::serve(config.clone(), inherited)
                 .await
                 .map_err(|e| locate_bind_error(&config, e))?;

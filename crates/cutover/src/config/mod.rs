@@ -5,11 +5,13 @@
 //! matter where they were started from.
 
 mod duration;
+mod edge;
 mod environment;
 mod error;
 mod rules;
 
 pub use duration::HumanDuration;
+pub use edge::EdgePolicy;
 pub use error::ConfigError;
 use rules::placeholder_problem;
 
@@ -78,7 +80,7 @@ pub struct Config {
     pub systemd: SystemdConfig,
     pub notify: Vec<NotifyConfig>,
     /// `[edge]`: what cutover believes of the peers that connect to it.
-    pub edge: crate::edge::EdgePolicy,
+    pub edge: EdgePolicy,
     /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
     /// `validate` prints them and `serve` logs them.
     pub warnings: Vec<String>,
@@ -99,7 +101,7 @@ pub struct DaemonConfig {
     /// An instance log larger than this is rotated (copied to `.1`, then truncated).
     pub log_max_size: u64,
     /// Most a bundle may unpack to: a bomb is refused, not unpacked until the disk is full.
-    pub bundle_limits: crate::bundle::Limits,
+    pub bundle_limits: BundleLimits,
     /// Connections one public listener holds open at once; `None`: derived from the fd limit
     /// (see [`crate::fdlimit`]).
     pub max_connections: Option<usize>,
@@ -108,6 +110,22 @@ pub struct DaemonConfig {
     /// The group that may use the control socket (mode 0660 then, else 0600): deployers join
     /// it instead of becoming the daemon's user.
     pub socket_group: Option<String>,
+}
+
+/// The most one bundle may unpack to (`[daemon] bundle_max_size` / `bundle_max_entries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleLimits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        BundleLimits {
+            max_bytes: 4 << 30,
+            max_entries: 200_000,
+        }
+    }
 }
 
 /// How `cutover generate systemd` / `init` write the service unit.
@@ -279,8 +297,7 @@ impl ServiceConfig {
             UrlSource::Literal(url) => Ok(url.clone()),
             UrlSource::Env { var, env_file } => {
                 if let Some(file) = env_file {
-                    let pairs =
-                        crate::supervisor::read_env_file(file).map_err(|e| e.to_string())?;
+                    let pairs = crate::envfile::read(file).map_err(|e| e.to_string())?;
                     if let Some((_, value)) = pairs.into_iter().find(|(k, _)| k == var) {
                         return Ok(value);
                     }
@@ -584,11 +601,11 @@ fn default_body_read_timeout() -> HumanDuration {
 }
 
 fn default_bundle_max_size() -> u64 {
-    crate::bundle::Limits::default().max_bytes
+    BundleLimits::default().max_bytes
 }
 
 fn default_bundle_max_entries() -> u64 {
-    crate::bundle::Limits::default().max_entries
+    BundleLimits::default().max_entries
 }
 
 fn default_log_max_size() -> u64 {
@@ -776,7 +793,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut config = Validator { path, text, base }.validate(raw)?;
         config.sha256 = environment::sha256_hex(text.as_bytes());
-        config.loaded_at = crate::release::now_millis();
+        config.loaded_at = crate::vocab::now_millis();
         Ok(config)
     }
 
@@ -876,7 +893,7 @@ impl Validator<'_> {
                 admin_listen: raw.daemon.admin_listen,
                 production: raw.daemon.production,
                 log_max_size: raw.daemon.log_max_size,
-                bundle_limits: crate::bundle::Limits {
+                bundle_limits: BundleLimits {
                     max_bytes: raw.daemon.bundle_max_size,
                     max_entries: raw.daemon.bundle_max_entries,
                 },

@@ -39,7 +39,7 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn edge(&self, raw: &RawEdge) -> Result<crate::edge::EdgePolicy, ConfigError> {
+    pub(super) fn edge(&self, raw: &RawEdge) -> Result<super::EdgePolicy, ConfigError> {
         let mut trusted_proxies = Vec::new();
         for text in &raw.trusted_proxies {
             let net = text
@@ -55,7 +55,7 @@ impl Validator<'_> {
                 })?;
             trusted_proxies.push(net.trunc());
         }
-        Ok(crate::edge::EdgePolicy { trusted_proxies })
+        Ok(super::EdgePolicy { trusted_proxies })
     }
 
     /// Whether `key` is written in the file (rather than left to its default).

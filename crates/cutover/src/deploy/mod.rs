@@ -15,14 +15,13 @@
 //! as active changes only in `finalize`: after a crash at any point, recovery brings the
 //! component back to the committed active release (see [`crate::daemon`]).
 
-mod abort;
 mod hook;
 pub mod machine;
 mod pipeline;
 mod process;
 mod site;
 
-pub use abort::AbortSignal;
+pub use crate::abort::AbortSignal;
 pub use pipeline::run_pipeline;
 pub use process::{launch_dir, start_healthy};
 pub use site::load_site;

@@ -13,7 +13,7 @@
 //! PASSWD), `TOKEN`, `KEY`, `PRIVATE`, `CREDENTIAL` or `DSN`, or when its value is a URL with a
 //! password (`postgres://app:pw@db/app` in `DATABASE_URL`, `REDIS_URL`, ...).
 //!
-//! # The dotenv dialect (one parser: dotenvy, through [`crate::supervisor::read_env_file`])
+//! # The dotenv dialect (one parser: dotenvy, through [`crate::envfile::read`])
 //! Every env file cutover reads goes through the same function. What it accepts (each line is
 //! checked by the table test below):
 //! - `KEY=value`; keys are letters, digits, `_` and `.`; `export KEY=value` is the same.
@@ -125,14 +125,10 @@ pub fn check_env_file(path: &Path, required: &[String], production: bool) -> Env
             return report;
         }
     };
-    let vars = match crate::supervisor::read_env_file(path) {
+    let vars = match crate::envfile::read(path) {
         Ok(vars) => vars,
         Err(e) => {
-            let reason = match e {
-                crate::supervisor::SupervisorError::EnvFile { message, .. } => message,
-                other => other.to_string(),
-            };
-            report.problems.push(unreadable(reason));
+            report.problems.push(unreadable(e.message));
             return report;
         }
     };
@@ -385,7 +381,7 @@ mod tests {
         for (i, (text, expected)) in cases.iter().enumerate() {
             let path = dir.path().join(format!("case{i}.env"));
             std::fs::write(&path, text).unwrap();
-            let got = crate::supervisor::read_env_file(&path).ok();
+            let got = crate::envfile::read(&path).ok();
             let expected: Option<Vec<(String, String)>> = expected.map(|pairs| {
                 pairs
                     .iter()

@@ -27,31 +27,13 @@ use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId};
 use crate::shutdown::Shutdown;
 use crate::store::{DeployKind, InstanceState, Outcome, Phase};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The watchdog's last view of the serving instance, read by `status`.
-#[derive(Default)]
-pub struct HealthBoard(Mutex<Option<(i64, HealthStatus)>>);
-
-impl HealthBoard {
-    /// The health of instance `instance_id`, if that is the instance the watchdog watches.
-    pub fn get(&self, instance_id: i64) -> Option<HealthStatus> {
-        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref()
-            .filter(|(id, _)| *id == instance_id)
-            .map(|(_, status)| status.clone())
-    }
-
-    fn set(&self, instance_id: i64, status: HealthStatus) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((instance_id, status));
-    }
-}
-
-/// Starts the watchdog of a process component; it ends with the daemon.
 /// Who a crash-loop rollback is recorded as (history, and the rollback target's choice).
 const CRASH_LOOP: &str = "cutover (crash loop)";
 
+/// Starts the watchdog of a process component; it ends with the daemon.
 pub fn spawn(shared: Arc<Shared>, component: Arc<ComponentRuntime>, shutdown: Shutdown) {
     let Some(process) = component.config.process().cloned() else {
         return;

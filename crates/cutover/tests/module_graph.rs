@@ -1,0 +1,119 @@
+//! The crate's modules form no import cycle: every `crate::a::b` path in `src/` (outside test
+//! modules and comments) is an edge from the file's module to the module it names; a module
+//! and its own submodules do not count. Fails naming the cycle when one appears.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn modules(src: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".rs") || name == "tests.rs" {
+                continue;
+            }
+            let rel = path.strip_prefix(src).unwrap().with_extension("");
+            let mut parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if matches!(
+                parts.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
+                parts.pop();
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Test modules may use anything; comments and doc links are not dependencies.
+            let text = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap()
+                .to_owned();
+            let code: String = text
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.insert(parts.join("::"), code);
+        }
+    }
+    out
+}
+
+/// The module a `crate::...` path lands in: the longest module name it starts with.
+fn resolve<'a>(path: &str, names: &'a [String]) -> Option<&'a String> {
+    names
+        .iter()
+        .filter(|n| !n.is_empty() && (path == n.as_str() || path.starts_with(&format!("{n}::"))))
+        .max_by_key(|n| n.len())
+}
+
+fn related(a: &str, b: &str) -> bool {
+    a == b || a.starts_with(&format!("{b}::")) || b.starts_with(&format!("{a}::"))
+}
+
+#[test]
+fn modules_have_no_import_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    let names: Vec<String> = mods.keys().cloned().collect();
+    let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (module, code) in &mods {
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            if let Some(target) = resolve(path.trim_end_matches(':'), &names) {
+                if !related(module, target) {
+                    edges
+                        .entry(module.as_str())
+                        .or_default()
+                        .insert(target.as_str());
+                }
+            }
+        }
+    }
+    // A cycle is a path back to where a depth-first walk started.
+    fn walk<'a>(
+        at: &'a str,
+        edges: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(i) = path.iter().position(|m| *m == at) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(at);
+            return Some(cycle);
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at);
+        for next in edges.get(at).into_iter().flatten() {
+            if let Some(cycle) = walk(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(at);
+        None
+    }
+    let mut done = BTreeSet::new();
+    for module in mods.keys() {
+        if let Some(cycle) = walk(module, &edges, &mut Vec::new(), &mut done) {
+            panic!("import cycle between modules: {}", cycle.join(" -> "));
+        }
+    }
+    assert!(edges.len() > 10, "the module graph looks empty: {edges:?}");
+}
