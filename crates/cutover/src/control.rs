@@ -9,7 +9,7 @@ use crate::release::{now_millis, ReleaseId};
 use crate::runtime::DaemonState;
 use crate::shutdown::Shutdown;
 use crate::status;
-use crate::store::DeployKind;
+use crate::vocab::DeployKind;
 use anyhow::Context;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};

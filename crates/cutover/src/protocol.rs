@@ -14,7 +14,8 @@
 //! `pipeline_finished` event; a stream that ends without one means the daemon went away.
 
 use crate::proxy::StatsSnapshot;
-use crate::store::{DeployKind, DeployRecord, EventRecord, Outcome, PipelineRecord};
+use crate::store::{DeployRecord, EventRecord, PipelineRecord};
+use crate::vocab::{DeployKind, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -198,7 +199,7 @@ pub struct ReleaseEntry {
     /// How the latest finished deploy to it ended (`succeeded`, `failed`, `rolled_back`,
     /// `interrupted`); none for a release stored by an older cutover.
     #[serde(default)]
-    pub outcome: Option<crate::store::Outcome>,
+    pub outcome: Option<crate::vocab::Outcome>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -44,71 +44,25 @@ impl StoreError {
     }
 }
 
-/// Where a deploy is; committed before the step starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Preparing,
-    Migrating,
-    Starting,
-    Switching,
-    Stabilizing,
-    Finalizing,
-    RollingBack,
-    Done,
+pub use crate::vocab::{DeployKind, InstanceState, Outcome, Phase};
+
+/// Vocabulary words stored as text columns (CHECK constraints keep them to these words).
+trait FromSqlWord: Sized {
+    fn from_sql(text: &str) -> rusqlite::Result<Self>;
 }
 
-/// How a deploy or pipeline ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-    /// Switched, then swapped back automatically during stabilization.
-    RolledBack,
-    /// The daemon stopped (crash or shutdown) while it ran.
-    Interrupted,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeployKind {
-    Deploy,
-    Rollback,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceState {
-    Starting,
-    Serving,
-    Stopped,
-}
-
-macro_rules! text_enum {
-    ($ty:ty { $($variant:ident = $text:literal),* $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),* }
-            }
+macro_rules! from_sql_word {
+    ($($ty:ident),*) => {$(
+        impl FromSqlWord for $ty {
             fn from_sql(text: &str) -> rusqlite::Result<Self> {
-                match text {
-                    $($text => Ok(Self::$variant),)*
-                    other => Err(rusqlite::Error::InvalidColumnType(
-                        0, format!("{}: {other}", stringify!($ty)), rusqlite::types::Type::Text)),
-                }
+                $ty::parse(text).ok_or_else(|| rusqlite::Error::InvalidColumnType(
+                    0, format!("{}: {text}", stringify!($ty)), rusqlite::types::Type::Text))
             }
         }
-    };
+    )*};
 }
 
-text_enum!(Phase { Preparing = "preparing",
-        Migrating = "migrating", Starting = "starting", Switching = "switching",
-    Stabilizing = "stabilizing", Finalizing = "finalizing", RollingBack = "rolling_back", Done = "done" });
-text_enum!(Outcome { Succeeded = "succeeded", Failed = "failed", RolledBack = "rolled_back",
-    Interrupted = "interrupted" });
-text_enum!(DeployKind { Deploy = "deploy", Rollback = "rollback" });
-text_enum!(InstanceState { Starting = "starting", Serving = "serving", Stopped = "stopped" });
+from_sql_word!(Phase, Outcome, DeployKind, InstanceState);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeployRecord {

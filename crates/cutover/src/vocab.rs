@@ -1,5 +1,6 @@
 //! Words every layer shares, at the bottom of the crate: it imports nothing else of it.
 
+use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wall clock, as Unix milliseconds: what the state database and the protocol record.
@@ -13,3 +14,68 @@ pub fn now_millis() -> i64 {
 pub fn human_bytes(bytes: u64) -> String {
     bytesize::ByteSize(bytes).to_string_as(true)
 }
+
+/// Where a deploy is; committed before the step starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Preparing,
+    Migrating,
+    Starting,
+    Switching,
+    Stabilizing,
+    Finalizing,
+    RollingBack,
+    Done,
+}
+
+/// How a deploy or pipeline ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Switched, then swapped back automatically during stabilization.
+    RolledBack,
+    /// The daemon stopped (crash or shutdown) while it ran.
+    Interrupted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployKind {
+    Deploy,
+    Rollback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Starting,
+    Serving,
+    Stopped,
+}
+
+macro_rules! text_enum {
+    ($ty:ty { $($variant:ident = $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+text_enum!(Phase { Preparing = "preparing",
+        Migrating = "migrating", Starting = "starting", Switching = "switching",
+    Stabilizing = "stabilizing", Finalizing = "finalizing", RollingBack = "rolling_back", Done = "done" });
+text_enum!(Outcome { Succeeded = "succeeded", Failed = "failed", RolledBack = "rolled_back",
+    Interrupted = "interrupted" });
+text_enum!(DeployKind { Deploy = "deploy", Rollback = "rollback" });
+text_enum!(InstanceState { Starting = "starting", Serving = "serving", Stopped = "stopped" });

@@ -9,7 +9,7 @@ use super::progress::Progress;
 use super::Exit;
 use crate::loadgen::{ClientKind, Load};
 use crate::protocol::*;
-use crate::store::Outcome;
+use crate::vocab::Outcome;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@ use super::client::{Client, ClientError};
 use super::{output, progress, Exit, UsageError};
 use crate::config::{ComponentKind, Config};
 use crate::protocol::{AbortRequest, AbortResponse, EventKind, HistoryResponse, StatusResponse};
-use crate::store::Outcome;
+use crate::vocab::Outcome;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -307,7 +307,7 @@ pub async fn recreate(config: &Config, name: &str, yes: bool, who: String) -> an
         shown(&project.recreate_argv(&compose.service))
     );
     if let Err(e) = project.recreate(&compose.service).await {
-        history.finish(crate::store::Outcome::Failed, &e.to_string());
+        history.finish(crate::vocab::Outcome::Failed, &e.to_string());
         return Err(e.into());
     }
     let after = stack::container(&project, &engine, &compose.service).await?;
@@ -320,12 +320,12 @@ pub async fn recreate(config: &Config, name: &str, yes: bool, who: String) -> an
     let result = wait_one(service, compose, &project, &engine).await;
     match &result {
         Ok(look) => {
-            history.finish(crate::store::Outcome::Succeeded, &replaced);
+            history.finish(crate::vocab::Outcome::Succeeded, &replaced);
             println!("ok    {}; {}", look.health, look.container_summary());
         }
         Err(look) => {
             history.finish(
-                crate::store::Outcome::Failed,
+                crate::vocab::Outcome::Failed,
                 &format!("{replaced}; not ready: {}", look.health),
             );
             println!("FAIL  {}; {}", look.health, look.container_summary());
@@ -393,7 +393,7 @@ impl History {
         })
     }
 
-    fn finish(&self, outcome: crate::store::Outcome, reason: &str) {
+    fn finish(&self, outcome: crate::vocab::Outcome, reason: &str) {
         if let Some((store, id)) = &self.store {
             if let Err(e) = store.finish_pipeline(*id, outcome, Some(reason)) {
                 eprintln!("warning: cannot record the outcome in history: {e}");

@@ -6,7 +6,7 @@ use crate::config::HookConfig;
 use crate::health;
 use crate::protocol::EventKind;
 use crate::release::now_millis;
-use crate::store::{Outcome, Phase};
+use crate::vocab::{Outcome, Phase};
 use std::process::Stdio;
 use std::time::Instant;
 

@@ -22,7 +22,7 @@
 //! the old release back (see [`after_crash`]).
 
 use crate::proxy::StatsSnapshot;
-use crate::store::{DeployKind, Outcome, Phase};
+use crate::vocab::{DeployKind, Outcome, Phase};
 use std::fmt;
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@ use super::{deploy_one, DeployPlan, EventSink, Shared};
 use crate::config::OnFailure;
 use crate::protocol::{outcome_words, EventKind};
 use crate::release::ReleaseId;
-use crate::store::{DeployKind, Outcome};
+use crate::vocab::{DeployKind, Outcome};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 

@@ -9,8 +9,9 @@ use crate::migrate::{self, Migrations};
 use crate::protocol::EventKind;
 use crate::proxy::{StatsSnapshot, Upstream};
 use crate::release::{now_millis, ArtifactKind, ReleaseError, ReleaseId};
-use crate::store::{DeployKind, InstanceRecord, InstanceState, Outcome, Phase};
+use crate::store::InstanceRecord;
 use crate::supervisor::{self, Instance, LaunchSpec};
+use crate::vocab::{DeployKind, InstanceState, Outcome, Phase};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@ use super::{DeployError, DeployPlan, Run};
 use crate::config::ComponentKind;
 use crate::protocol::EventKind;
 use crate::site::Site;
-use crate::store::{Outcome, Phase};
+use crate::vocab::{Outcome, Phase};
 use std::sync::Arc;
 
 impl Run<'_> {

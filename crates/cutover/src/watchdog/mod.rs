@@ -26,7 +26,7 @@ use crate::protocol::{DeployInProgress, HealthState, HealthStatus};
 use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId};
 use crate::shutdown::Shutdown;
-use crate::store::{DeployKind, InstanceState, Outcome, Phase};
+use crate::vocab::{DeployKind, InstanceState, Outcome, Phase};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ mod timeline;
 
 use super::output::first_line;
 use crate::protocol::{outcome_words, Event, EventKind};
-use crate::store::Outcome;
+use crate::vocab::Outcome;
 use stage::Stage;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

@@ -3,7 +3,7 @@
 use super::super::output::{first_line, printable};
 use super::thousands;
 use crate::protocol::{outcome_words, EventKind};
-use crate::store::Outcome;
+use crate::vocab::Outcome;
 
 #[derive(Default)]
 pub struct Stage {

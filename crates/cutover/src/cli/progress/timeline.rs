@@ -3,7 +3,7 @@
 use super::super::output::first_line;
 use super::thousands;
 use crate::protocol::{outcome_words, Event, EventKind};
-use crate::store::Outcome;
+use crate::vocab::Outcome;
 use std::collections::BTreeMap;
 
 /// What each stage did, condensed into the summary printed at the end:
@@ -197,7 +197,7 @@ fn trace_stabilized(trace: Option<&StageTrace>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DeployKind;
+    use crate::vocab::DeployKind;
 
     fn at(t_ms: u64, kind: EventKind) -> Event {
         Event { t_ms, kind }
