@@ -77,3 +77,48 @@ fn a_release_that_never_shows_up_fails_verification() {
         "{shown}"
     );
 }
+
+/// Review finding: `cutover abort` did not stop a hook whose verify URL never showed the
+/// release; the deploy polled on for the whole verify timeout.
+#[test]
+fn abort_stops_a_hook_that_waits_for_its_verify_url() {
+    let daemon = start(r#"["true"]"#, "10m");
+    let (config, done) = (daemon.config.clone(), std::sync::mpsc::channel());
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(CUTOVER)
+            .args(["deploy", "docs", "--release", "v9", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let _ = done.0.send(out);
+    });
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the hook deploy to be in progress",
+        || !daemon.component_status("docs")["deploying"].is_null(),
+    );
+    let out = daemon.cli(&["abort", "docs", "--who", "carol"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let deploy = done
+        .1
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the hook deploy went on after the abort");
+    assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stdout));
+    let history: serde_json::Value =
+        serde_json::from_slice(&daemon.cli(&["history", "--json"]).stdout).unwrap();
+    let last = &history["deploys"][0];
+    assert_eq!(last["outcome"], "failed", "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("aborted by carol"),
+        "{last}"
+    );
+}

@@ -51,7 +51,12 @@ impl Run<'_> {
             .spawn()
             .map_err(|e| DeployError::Launch(anyhow::anyhow!("cannot run `{}`: {e}", argv[0])))?;
         let deadline = Instant::now() + hook.verify.timeout.get();
-        let status = match tokio::time::timeout_at(deadline.into(), child.wait()).await {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout_at(deadline.into(), child.wait()) => waited,
+            // `kill_on_drop`: the hook's process goes with `child` when this returns.
+            reason = self.abort.raised() => return Err(DeployError::Aborted(reason)),
+        };
+        let status = match waited {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => {
                 return Err(DeployError::Launch(anyhow::anyhow!(
@@ -91,8 +96,10 @@ impl Run<'_> {
         let last = loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result =
-                health::fetch_text(&url, remaining.min(std::time::Duration::from_secs(30))).await;
+            let result = tokio::select! {
+                result = health::fetch_text(&url, remaining.min(std::time::Duration::from_secs(30))) => result,
+                reason = self.abort.raised() => return Err(DeployError::Aborted(reason)),
+            };
             let (ok, detail) = match &result {
                 Ok((status, body)) => {
                     let found = expected
@@ -123,7 +130,10 @@ impl Run<'_> {
             if next >= deadline {
                 break Some(detail);
             }
-            tokio::time::sleep_until(next.into()).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                reason = self.abort.raised() => return Err(DeployError::Aborted(reason)),
+            }
         };
         if let Some(detail) = last {
             return Err(DeployError::Refused(format!(
