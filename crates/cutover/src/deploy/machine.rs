@@ -333,7 +333,7 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
         return match state {
             S::Preparing { .. } | S::Migrating { .. } => Some(finish(Outcome::Failed, reason)),
             S::Starting { .. } | S::Switching { .. } => Some(stop_new(reason)),
-            S::Draining { .. } | S::Stabilizing { .. } => Some(roll_back(spec, reason)),
+            S::Draining { .. } | S::Stabilizing { .. } => Some(roll_back(reason)),
             _ => None,
         };
     }
@@ -388,13 +388,10 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
             }
         }
         (S::Draining { until }, E::Drained { .. }) => after_drain(spec, now, *until),
-        (S::Draining { .. }, E::NewExited { status }) => roll_back(
-            spec,
-            Failure::NewExited {
-                status,
-                while_draining: true,
-            },
-        ),
+        (S::Draining { .. }, E::NewExited { status }) => roll_back(Failure::NewExited {
+            status,
+            while_draining: true,
+        }),
         (
             S::Stabilizing {
                 committed: false,
@@ -417,7 +414,7 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
                 committed: false, ..
             },
             E::PhaseNotCommitted(why),
-        ) => roll_back(spec, Failure::Record(why)),
+        ) => roll_back(Failure::Record(why)),
         (
             S::Stabilizing {
                 committed: true,
@@ -428,7 +425,7 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
             },
             E::Observed(seen),
         ) => match judge(&spec.checks, *failures, &seen) {
-            Verdict::Fails(reason) => roll_back(spec, reason),
+            Verdict::Fails(reason) => roll_back(reason),
             Verdict::Watching { .. } if now >= *until => (
                 S::Finalizing {
                     committed: false,
@@ -450,13 +447,10 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
                 },
             ),
         },
-        (S::Stabilizing { .. }, E::NewExited { status }) => roll_back(
-            spec,
-            Failure::NewExited {
-                status,
-                while_draining: false,
-            },
-        ),
+        (S::Stabilizing { .. }, E::NewExited { status }) => roll_back(Failure::NewExited {
+            status,
+            while_draining: false,
+        }),
         (
             S::Finalizing {
                 committed: false,
@@ -494,7 +488,7 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
         (S::Finalizing { .. }, E::PhaseNotCommitted(why) | E::Failed(Failure::Step(why)))
             if spec.runs_instance && spec.has_old =>
         {
-            roll_back(spec, Failure::Record(why))
+            roll_back(Failure::Record(why))
         }
         (S::Retiring, E::Stopped) => finish(Outcome::Succeeded, None),
         (S::StoppingNew { reason }, E::Stopped) => finish(Outcome::Failed, reason.clone()),
@@ -581,7 +575,7 @@ fn after_drain(spec: &Spec, now: Instant, drain_until: Instant) -> (State, Effec
     }
 }
 
-fn roll_back(_spec: &Spec, reason: Failure) -> (State, Effect) {
+fn roll_back(reason: Failure) -> (State, Effect) {
     (
         State::RollingBack {
             committed: false,

@@ -456,6 +456,22 @@ impl Run<'_> {
 }
 
 fn record_metrics(component: &str, kind: DeployKind, outcome: Outcome, took: Duration) {
+    let rollback = match (kind, outcome) {
+        (_, Outcome::RolledBack) => Some("automatic"),
+        (DeployKind::Rollback, Outcome::Succeeded) => Some("manual"),
+        _ => None,
+    };
+    record_outcome(component, kind, outcome, took, rollback);
+}
+
+/// The metrics of one finished deploy; `rollback`: how it rolled back, if it did.
+pub(crate) fn record_outcome(
+    component: &str,
+    kind: DeployKind,
+    outcome: Outcome,
+    took: Duration,
+    rollback: Option<&str>,
+) {
     let m = crate::metrics::global();
     let labels = |outcome: &str| crate::metrics::OutcomeLabels {
         component: component.to_owned(),
@@ -463,11 +479,6 @@ fn record_metrics(component: &str, kind: DeployKind, outcome: Outcome, took: Dur
         outcome: outcome.to_owned(),
     };
     m.deploys.get_or_create(&labels(outcome.as_str())).inc();
-    let rollback = match (kind, outcome) {
-        (_, Outcome::RolledBack) => Some("automatic"),
-        (DeployKind::Rollback, Outcome::Succeeded) => Some("manual"),
-        _ => None,
-    };
     if let Some(how) = rollback {
         m.rollbacks.get_or_create(&labels(how)).inc();
     }

@@ -526,21 +526,15 @@ impl Runner {
         if let Err(e) = store.finish_deploy(deploy_id, outcome, Some(&recorded)) {
             tracing::error!("cannot record the end of deploy #{deploy_id}: {e}");
         }
-        let m = crate::metrics::global();
-        let labels = |outcome: &str| crate::metrics::OutcomeLabels {
-            component: self.name().to_owned(),
-            kind: DeployKind::Rollback.as_str().to_owned(),
-            outcome: outcome.to_owned(),
-        };
-        m.deploys.get_or_create(&labels(outcome.as_str())).inc();
-        m.deploy_duration
-            .get_or_create(&crate::metrics::ComponentLabels {
-                component: self.name().to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        deploy::record_outcome(
+            self.name(),
+            DeployKind::Rollback,
+            outcome,
+            started.elapsed(),
+            (outcome == Outcome::Succeeded).then_some("crash_loop"),
+        );
         match (outcome, result) {
             (Outcome::Succeeded, Ok(new)) => {
-                m.rollbacks.get_or_create(&labels("crash_loop")).inc();
                 self.shared.notify(
                     Notify::Rollback,
                     self.name(),
