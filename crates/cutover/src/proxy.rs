@@ -530,11 +530,11 @@ async fn send(
     Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
     tokio::time::error::Elapsed,
 > {
-    let body_sent = req.body().sent();
-    let nothing_to_send = req.body().is_end_stream();
+    // Most requests have no body: no signal to share for them.
+    let body_sent = (!req.body().is_end_stream()).then(|| req.body().sent());
     let response = upstream.client().request(req);
     tokio::pin!(response);
-    if !nothing_to_send && !body_sent.is_done() {
+    if let Some(body_sent) = body_sent.filter(|sent| !sent.is_done()) {
         tokio::select! {
             biased;
             early = &mut response => return Ok(early),
