@@ -20,32 +20,37 @@ impl Default for AbortSignal {
 
 impl AbortSignal {
     /// Raises the signal; `who` is the operator, as the daemon names peers. Returns false if it
-    /// was raised already (the first reason stands).
+    /// was raised already (the first one stands).
     pub fn raise(&self, who: &str) -> bool {
-        self.tx.send_if_modified(|reason| {
-            if reason.is_some() {
+        self.tx.send_if_modified(|raised_by| {
+            if raised_by.is_some() {
                 return false;
             }
-            *reason = Some(format!("aborted by {who}"));
+            *raised_by = Some(who.to_owned());
             true
         })
     }
 
-    /// "aborted by WHO" once raised.
-    pub fn reason(&self) -> Option<String> {
+    /// Who raised it, once raised.
+    pub fn who(&self) -> Option<String> {
         self.tx.borrow().clone()
     }
 
-    /// Resolves with the reason once raised; never resolves otherwise.
-    pub async fn raised(&self) -> String {
+    /// "aborted by WHO" once raised.
+    pub fn reason(&self) -> Option<String> {
+        self.who().map(|who| format!("aborted by {who}"))
+    }
+
+    /// Resolves with who raised it; never resolves otherwise.
+    pub async fn raised_by(&self) -> String {
         let mut rx = self.tx.subscribe();
-        let reason = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
+        let who = match rx.wait_for(Option::is_some).await {
+            Ok(who) => who.clone(),
             // The sender lives in `self`: it cannot have gone.
             Err(_) => None,
         };
-        match reason {
-            Some(reason) => reason,
+        match who {
+            Some(who) => who,
             None => std::future::pending().await,
         }
     }
@@ -60,10 +65,10 @@ mod tests {
         let signal = AbortSignal::default();
         assert_eq!(signal.reason(), None);
         let waiter = signal.clone();
-        let waiting = tokio::spawn(async move { waiter.raised().await });
+        let waiting = tokio::spawn(async move { waiter.raised_by().await });
         assert!(signal.raise("alice (uid 1000)"));
         assert!(!signal.raise("bob (uid 1001)"));
-        assert_eq!(waiting.await.unwrap(), "aborted by alice (uid 1000)");
+        assert_eq!(waiting.await.unwrap(), "alice (uid 1000)");
         assert_eq!(
             signal.reason().as_deref(),
             Some("aborted by alice (uid 1000)")
@@ -74,7 +79,7 @@ mod tests {
     async fn a_signal_never_raised_never_resolves() {
         let signal = AbortSignal::default();
         let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(50), signal.raised()).await;
+            tokio::time::timeout(std::time::Duration::from_millis(50), signal.raised_by()).await;
         assert!(waited.is_err());
     }
 }

@@ -37,6 +37,51 @@ pub struct Serving {
     pub upstream: Arc<Upstream>,
 }
 
+impl Serving {
+    /// The instance with a fresh upstream (its own connection pool and traffic counters).
+    pub fn new(component: &str, instance: Instance) -> Self {
+        Self {
+            upstream: Upstream::new(component, instance.addr, instance.release.clone()),
+            instance,
+        }
+    }
+}
+
+/// A component already claimed: by whom, since when.
+#[derive(Debug)]
+pub struct Busy {
+    component: String,
+    holder: DeployInProgress,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = &self.holder;
+        let since = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(current.started_at.max(0) as u64),
+        );
+        if current.deploy_id > 0 {
+            write!(f, "deploy #{} ", current.deploy_id)?;
+        } else {
+            f.write_str("a deploy ")?;
+        }
+        write!(
+            f,
+            "of {} to {} is in progress (started by {} at {since}); try again when it has finished",
+            self.component, current.release, current.who
+        )
+    }
+}
+
+/// Why `cutover abort` found nothing to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAbortable {
+    #[error("{component} is busy with {who} (not a deploy); nothing to abort")]
+    NotADeploy { component: String, who: String },
+    #[error("no deploy of {component} is in progress")]
+    Idle { component: String },
+}
+
 /// Exclusive right to change a component; released on drop.
 pub struct DeployClaim {
     component: Arc<ComponentRuntime>,
@@ -91,34 +136,41 @@ impl ComponentRuntime {
         self.config.name.as_str()
     }
 
-    /// Claims the component for a deploy, or says which deploy already holds it.
-    pub fn claim(self: &Arc<Self>, info: DeployInProgress) -> Result<DeployClaim, String> {
+    /// Claims the component for a change to `release` by `who` (a deploy, a rollback, the
+    /// watchdog's restart), or says which one already holds it.
+    pub fn claim(self: &Arc<Self>, release: &ReleaseId, who: &str) -> Result<DeployClaim, Busy> {
         let mut slot = lock(&self.deploying);
         if let Some(current) = slot.as_ref() {
-            let since = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(current.started_at.max(0) as u64),
-            );
-            let id = if current.deploy_id > 0 {
-                format!("deploy #{} ", current.deploy_id)
-            } else {
-                "a deploy ".to_owned()
-            };
-            return Err(format!(
-                "{id}of {} to {} is in progress (started by {} at {since}); try again when it has finished",
-                self.name(),
-                current.release,
-                current.who
-            ));
+            return Err(Busy {
+                component: self.name().to_owned(),
+                holder: current.clone(),
+            });
         }
-        *slot = Some(info);
+        *slot = Some(DeployInProgress {
+            deploy_id: 0,
+            release: release.to_string(),
+            who: who.to_owned(),
+            started_at: crate::vocab::now_millis(),
+        });
         Ok(DeployClaim {
             component: self.clone(),
         })
     }
 
+    /// [`Self::claim`], for a deploy `cutover abort` can stop through `abort`.
+    pub fn claim_abortable(
+        self: &Arc<Self>,
+        release: &ReleaseId,
+        who: &str,
+        abort: &crate::abort::AbortSignal,
+    ) -> Result<DeployClaim, Busy> {
+        let claim = self.claim(release, who)?;
+        claim.abortable(abort);
+        Ok(claim)
+    }
+
     /// Raises the abort signal of the deploy in progress; says why not when there is none.
-    pub fn abort(&self, who: &str) -> Result<DeployInProgress, String> {
+    pub fn abort(&self, who: &str) -> Result<DeployInProgress, NotAbortable> {
         let deploying = self.deploying();
         let signal = lock(&self.abort).clone();
         match (deploying, signal) {
@@ -126,12 +178,13 @@ impl ComponentRuntime {
                 signal.raise(who);
                 Ok(info)
             }
-            (Some(info), None) => Err(format!(
-                "{} is busy with {} (not a deploy); nothing to abort",
-                self.name(),
-                info.who
-            )),
-            (None, _) => Err(format!("no deploy of {} is in progress", self.name())),
+            (Some(info), None) => Err(NotAbortable::NotADeploy {
+                component: self.name().to_owned(),
+                who: info.who,
+            }),
+            (None, _) => Err(NotAbortable::Idle {
+                component: self.name().to_owned(),
+            }),
         }
     }
 

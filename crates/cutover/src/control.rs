@@ -5,7 +5,7 @@ use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
 use crate::deploy::{self, DeployPlan, EventSink};
 use crate::fdlimit::CONTROL_CONNECTIONS;
 use crate::protocol::*;
-use crate::release::{now_millis, ReleaseId};
+use crate::release::ReleaseId;
 use crate::runtime::DaemonState;
 use crate::shutdown::Shutdown;
 use crate::status;
@@ -349,16 +349,10 @@ fn start_deploy(
                 format!("no artifact given for {}", component.name()),
             );
         }
-        let claim = match component.claim(DeployInProgress {
-            deploy_id: 0,
-            release: release.to_string(),
-            who: who.clone(),
-            started_at: now_millis(),
-        }) {
+        let claim = match component.claim_abortable(&release, &who, &abort) {
             Ok(claim) => claim,
-            Err(busy) => return error(StatusCode::CONFLICT, busy),
+            Err(busy) => return error(StatusCode::CONFLICT, busy.to_string()),
         };
-        claim.abortable(&abort);
         plans.push(DeployPlan {
             component: component.clone(),
             claim: Some(claim),
@@ -399,7 +393,7 @@ fn abort(state: &Arc<DaemonState>, request: AbortRequest, uid: Option<u32>) -> R
                 reason: format!("aborted by {who}"),
             },
         ),
-        Err(why) => error(StatusCode::CONFLICT, why),
+        Err(why) => error(StatusCode::CONFLICT, why.to_string()),
     }
 }
 
@@ -469,17 +463,11 @@ fn start_rollback(
         );
     }
     let who = who(&request.who, uid);
-    let claim = match component.claim(DeployInProgress {
-        deploy_id: 0,
-        release: release.to_string(),
-        who: who.clone(),
-        started_at: now_millis(),
-    }) {
-        Ok(claim) => claim,
-        Err(busy) => return error(StatusCode::CONFLICT, busy),
-    };
     let abort = deploy::AbortSignal::default();
-    claim.abortable(&abort);
+    let claim = match component.claim_abortable(&release, &who, &abort) {
+        Ok(claim) => claim,
+        Err(busy) => return error(StatusCode::CONFLICT, busy.to_string()),
+    };
     let plan = DeployPlan {
         component: component.clone(),
         claim: Some(claim),

@@ -13,10 +13,10 @@ use crate::component::{ComponentRuntime, Serving};
 use crate::config::ComponentKind;
 use crate::config::Config;
 use crate::control;
+use crate::deploy::recovery;
 use crate::deploy::{self, Shared};
 use crate::health;
 use crate::listener::{self, Inherited};
-use crate::proxy::Upstream;
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
 use crate::runtime::{status_line, DaemonState};
 use crate::server::{self, Frontend};
@@ -291,21 +291,24 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
         }
         ComponentKind::Hook(_) => return,
     };
+    let live: Vec<&InstanceRecord> = live
+        .iter()
+        .filter(|r| r.component == component.name())
+        .collect();
+    let releases: Vec<&str> = live.iter().map(|r| r.release.as_str()).collect();
+    let active_str = active.as_ref().map(ReleaseId::as_str);
+    let plan = recovery::plan(active_str, &releases);
     let mut adopted = None;
-    for record in live.iter().filter(|r| r.component == component.name()) {
-        if adopted.is_none()
-            && Some(record.release.as_str()) == active.as_ref().map(ReleaseId::as_str)
-        {
-            let release = active.clone().expect("checked above");
-            if let Some(instance) = supervisor::adopt(record, &component.config.name, &release) {
-                let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
-                if probe.ok {
-                    tracing::info!(component = component.name(), release = %release, pid = instance.pid,
-                        "adopted the instance that outlived the previous daemon");
-                    let _ = store.set_instance_state(record.id, InstanceState::Serving);
-                    adopted = Some(instance);
-                    continue;
-                }
+    if let (Some(i), Some(release)) = (plan.adopt, &active) {
+        let record = live[i];
+        if let Some(instance) = supervisor::adopt(record, &component.config.name, release) {
+            let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
+            if probe.ok {
+                tracing::info!(component = component.name(), release = %release, pid = instance.pid,
+                    "adopted the instance that outlived the previous daemon");
+                let _ = store.set_instance_state(record.id, InstanceState::Serving);
+                adopted = Some(instance);
+            } else {
                 tracing::warn!(
                     component = component.name(),
                     pid = record.pid,
@@ -313,15 +316,22 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
                 );
             }
         }
+    }
+    let orphans = plan.stop.iter().copied();
+    let unadopted = plan.adopt.filter(|_| adopted.is_none());
+    for record in orphans.chain(unadopted).map(|i| live[i]) {
         if supervisor::kill_orphan(record) {
             tracing::info!(component = component.name(), release = %record.release, pid = record.pid,
                 "killed an instance left over from an interrupted deploy");
         }
         let _ = store.set_instance_state(record.id, InstanceState::Stopped);
     }
-    let serving = match (adopted, active) {
-        (Some(instance), _) => Some(instance),
-        (None, Some(release)) => {
+    let serving = match (
+        recovery::after_probe(&plan, active_str, adopted.is_some()),
+        active,
+    ) {
+        (recovery::Serves::Adopted(_), _) => adopted,
+        (recovery::Serves::StartActive, Some(release)) => {
             match deploy::start_healthy(shared, component, &release, |_| {}, |_, _| {}).await {
                 Ok((instance, after)) => {
                     let _ = store.set_instance_state(instance.id, InstanceState::Serving);
@@ -334,12 +344,9 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
                 }
             }
         }
-        (None, None) => None,
+        _ => None,
     };
     if let Some(instance) = serving {
-        component.switch_to(Some(Serving {
-            upstream: Upstream::new(component.name(), instance.addr, instance.release.clone()),
-            instance,
-        }));
+        component.switch_to(Some(Serving::new(component.name(), instance)));
     }
 }

@@ -41,6 +41,9 @@ pub enum SupervisorError {
     EnvFile { path: PathBuf, message: String },
     #[error("cannot start `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
+    /// The instance started but its row could not be written; it was killed.
+    #[error("{0}")]
+    Record(#[from] crate::store::StoreError),
 }
 
 /// What an instance is started from.
@@ -167,7 +170,7 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SupervisorErr
 pub fn launch(
     spec: &LaunchSpec<'_>,
     record: impl FnOnce(i32, u64, u16) -> Result<i64, crate::store::StoreError>,
-) -> Result<Instance, anyhow::Error> {
+) -> Result<Instance, SupervisorError> {
     let port = pick_port()?;
     let values: BTreeMap<&str, String> = [
         ("artifact", spec.artifact.display().to_string()),

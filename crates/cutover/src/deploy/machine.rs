@@ -19,7 +19,8 @@
 //!
 //! Every phase is committed (`CommitPhase`) before its action; the release recorded as active
 //! changes only in `Finalizing` (`CommitActive`), which is why a crash anywhere before it brings
-//! the old release back (see [`after_crash`]).
+//! the old release back (recovery's plan, [`super::recovery`], serves the committed one; the
+//! unit tests crash a deploy after each effect and check what serves).
 
 use crate::proxy::StatsSnapshot;
 use crate::vocab::{DeployKind, Outcome, Phase};
@@ -598,23 +599,6 @@ fn finish(outcome: Outcome, reason: impl Into<Option<Failure>>) -> (State, Effec
         },
         Effect::Finish { outcome, reason },
     )
-}
-
-/// Which release serves after the daemon dies with a deploy in `reached` (the last phase it
-/// committed), as recovery will bring it back: the committed active release, which changes only
-/// once `CommitActive` succeeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterCrash {
-    /// The release that served before the deploy (nothing, for a first deploy).
-    Old,
-    New,
-}
-
-pub fn after_crash(reached: Phase, active_committed: bool) -> AfterCrash {
-    match (reached, active_committed) {
-        (Phase::Finalizing | Phase::Done, true) => AfterCrash::New,
-        _ => AfterCrash::Old,
-    }
 }
 
 #[cfg(test)]

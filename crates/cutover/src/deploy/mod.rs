@@ -14,26 +14,34 @@
 //! Each phase is committed to the state database before its action, and the release recorded
 //! as active changes only in `finalize`: after a crash at any point, recovery brings the
 //! component back to the committed active release (see [`crate::daemon`]).
+//!
+//! The order above, and every decision on failure, abort and rollback, is [`machine`]'s (pure,
+//! unit tested); `drive.rs` performs its effects, with the per-kind steps in `process.rs`,
+//! `site.rs`, `hook.rs` and `migrations.rs`.
 
+mod drive;
+mod error;
 mod hook;
 pub mod machine;
+mod migrations;
 mod pipeline;
 mod process;
+pub mod recovery;
 mod site;
 
 pub use crate::abort::AbortSignal;
+pub use error::DeployError;
 pub use pipeline::run_pipeline;
 pub use process::{launch_dir, start_healthy};
 pub use site::load_site;
 
 use crate::component::{ComponentRuntime, DeployClaim};
-use crate::config::{ComponentKind, Config};
-use crate::health::GateFailure;
+use crate::config::Config;
 use crate::protocol::{Event, EventKind};
-use crate::release::{ArtifactKind, ReleaseError, ReleaseId, ReleaseStore, StoredRelease};
-use crate::store::{Store, StoreError};
-use crate::vocab::{DeployKind, Outcome, Phase};
-use std::path::Path;
+use crate::release::{ReleaseId, ReleaseStore};
+use crate::store::Store;
+use crate::vocab::{DeployKind, Outcome};
+use drive::Run;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,40 +130,6 @@ impl EventSink {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error("{0}")]
-    Release(#[from] ReleaseError),
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("cannot start the new instance: {0:#}")]
-    Launch(anyhow::Error),
-    #[error("health gate failed: {failure}{}", log_excerpt(log, tail))]
-    Unhealthy {
-        failure: GateFailure,
-        log: PathBuf,
-        tail: String,
-    },
-    #[error("{0}")]
-    Refused(String),
-    /// `cutover abort`, before the switch: "aborted by WHO".
-    #[error("{0}")]
-    Aborted(String),
-}
-
-pub(super) fn log_excerpt(log: &std::path::Path, tail: &str) -> String {
-    if tail.trim().is_empty() {
-        format!("\n  (the instance wrote nothing to {})", log.display())
-    } else {
-        let indented: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
-        format!(
-            "\n  last lines of {}:\n{}",
-            log.display(),
-            indented.join("\n")
-        )
-    }
-}
-
 /// One component's part of a pipeline.
 pub struct DeployPlan {
     pub component: Arc<ComponentRuntime>,
@@ -228,10 +202,7 @@ pub async fn deploy_one(
         sink,
         abort: &plan.abort,
     };
-    let (outcome, reason) = match run.execute(plan, from.as_ref()).await {
-        Ok((outcome, reason)) => (outcome, reason),
-        Err(e) => (Outcome::Failed, Some(e.to_string())),
-    };
+    let (outcome, reason) = run.execute(plan, from.as_ref()).await;
     if let Err(e) = shared
         .store
         .finish_deploy(deploy_id, outcome, reason.as_deref())
@@ -267,192 +238,6 @@ pub async fn deploy_one(
         },
     );
     (outcome, reason)
-}
-
-/// One deploy in progress.
-struct Run<'a> {
-    shared: &'a Shared,
-    component: &'a Arc<ComponentRuntime>,
-    deploy_id: i64,
-    release: &'a ReleaseId,
-    sink: &'a EventSink,
-    abort: &'a AbortSignal,
-}
-
-impl Run<'_> {
-    fn name(&self) -> String {
-        self.component.name().to_owned()
-    }
-
-    /// Commits the phase before its action starts. Up to the switch, an abort stops the deploy
-    /// here (the old release never noticed); after it, the waits check the signal.
-    async fn phase(&self, phase: Phase) -> Result<(), DeployError> {
-        let before_switch = matches!(
-            phase,
-            Phase::Preparing | Phase::Migrating | Phase::Starting | Phase::Switching
-        );
-        if let (true, Some(reason)) = (before_switch, self.abort.reason()) {
-            return Err(DeployError::Aborted(reason));
-        }
-        self.shared.store.set_phase(self.deploy_id, phase)?;
-        failpoint(&format!(
-            "{}:{}:{}",
-            self.component.name(),
-            phase.as_str(),
-            self.release
-        ))
-        .await;
-        Ok(())
-    }
-
-    /// Commits `release` as active and applies retention: the end of every successful deploy.
-    async fn finalize(
-        &self,
-        release: &ReleaseId,
-    ) -> Result<(Outcome, Option<String>), DeployError> {
-        self.phase(Phase::Finalizing).await?;
-        self.shared
-            .store
-            .set_active(self.component.name(), release.as_str())?;
-        Ok((Outcome::Succeeded, None))
-    }
-
-    fn drained(&self, release: &ReleaseId, remaining: usize) {
-        self.sink.emit(
-            self.deploy_id,
-            EventKind::Drained {
-                component: self.name(),
-                release: release.to_string(),
-                remaining,
-            },
-        );
-    }
-
-    fn warn(&self, message: String) {
-        self.sink.emit(
-            self.deploy_id,
-            EventKind::Warning {
-                component: Some(self.name()),
-                message,
-            },
-        );
-    }
-
-    async fn execute(
-        &self,
-        plan: &DeployPlan,
-        from: Option<&ReleaseId>,
-    ) -> Result<(Outcome, Option<String>), DeployError> {
-        let config = &self.component.config;
-        let serving = self.component.serving_release(&self.shared.store);
-        // Deploying what already serves is a no-op, once the artifact proved to be the same
-        // bytes (storing refuses different bytes under a stored id).
-        let already_active = from == Some(&plan.release) && serving.as_ref() == Some(&plan.release);
-        let nothing_to_do = || {
-            Ok((
-                Outcome::Succeeded,
-                Some(format!("{} is already active; nothing to do", plan.release)),
-            ))
-        };
-        if already_active && plan.artifact.is_none() {
-            return nothing_to_do();
-        }
-
-        // The gate: nothing starts while the disk is nearly full, the env is not ready, or a
-        // required service is down.
-        if plan.kind == DeployKind::Deploy && !already_active {
-            crate::checks::deploy_gate(&self.shared.config, config)
-                .await
-                .map_err(|why| DeployError::Refused(format!("refused before starting: {why}")))?;
-        }
-
-        // prepare: store and verify, while the old release keeps serving untouched.
-        self.phase(Phase::Preparing).await?;
-        // `reused`: the release was already stored (a rollback): nothing is copied.
-        let (stored, reused) = match &plan.artifact {
-            Some(source) => (self.store_artifact(source, &plan.release).await?, false),
-            None => match self.shared.releases.get(&config.name, &plan.release) {
-                Ok(stored) => (stored, true),
-                // A hook may have nothing to store: the release lives elsewhere.
-                Err(ReleaseError::NotStored { .. })
-                    if matches!(config.kind, ComponentKind::Hook(_)) =>
-                {
-                    let stored = self
-                        .shared
-                        .releases
-                        .store_metadata_only(&config.name, &plan.release)?;
-                    (stored, false)
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
-        if already_active {
-            return nothing_to_do();
-        }
-        self.shared.store.insert_release(&stored)?;
-        self.sink.emit(
-            self.deploy_id,
-            EventKind::Stored {
-                component: self.name(),
-                release: stored.id.to_string(),
-                sha256: stored.sha256.clone(),
-                size: stored.size,
-                reused,
-            },
-        );
-        match &config.kind {
-            ComponentKind::Process(process) => self.run_process(plan, process).await,
-            ComponentKind::Static(_) => self.run_static(plan).await,
-            ComponentKind::Hook(hook) => self.run_hook(plan, hook).await,
-        }
-    }
-}
-
-impl Run<'_> {
-    /// Stores the artifact the way the component kind needs it (blocking I/O off the runtime).
-    async fn store_artifact(
-        &self,
-        source: &Path,
-        release: &ReleaseId,
-    ) -> Result<StoredRelease, DeployError> {
-        let releases = self.shared.releases.clone();
-        let config = self.component.config.clone();
-        let (id, source) = (release.clone(), source.to_owned());
-        let data_dir = self.shared.config.daemon.data_dir.clone();
-        let headroom = crate::diskspace::headroom(&self.shared.config);
-        let stored = tokio::task::spawn_blocking(move || -> Result<StoredRelease, DeployError> {
-            // Refused before a byte is copied: a store that fills the disk takes the state
-            // database (and so every later deploy) down with it.
-            crate::diskspace::ensure_room(&data_dir, &source, headroom)
-                .map_err(DeployError::Refused)?;
-            let name = &config.name;
-            let stored = match &config.kind {
-                ComponentKind::Static(_) => releases.store_bundle(name, &id, &source)?,
-                _ if crate::bundle::is_bundle(&source) => {
-                    releases.store_bundle(name, &id, &source)?
-                }
-                ComponentKind::Process(process) => {
-                    releases.store_file(name, &id, &source, process.executes_artifact())?
-                }
-                ComponentKind::Hook(_) => releases.store_file(name, &id, &source, false)?,
-            };
-            // A bundle must carry the program its command names.
-            if let (ComponentKind::Process(process), ArtifactKind::Bundle) =
-                (&config.kind, stored.kind)
-            {
-                let dir = releases.bundle_dir(name, &id);
-                let program =
-                    process.command[0].replace("{release_dir}", &dir.display().to_string());
-                if Path::new(&program).starts_with(&dir) {
-                    crate::bundle::check_program(&dir, Path::new(&program))?;
-                }
-            }
-            Ok(stored)
-        })
-        .await
-        .map_err(|e| DeployError::Launch(e.into()))??;
-        Ok(stored)
-    }
 }
 
 fn record_metrics(component: &str, kind: DeployKind, outcome: Outcome, took: Duration) {

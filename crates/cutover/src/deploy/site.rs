@@ -1,60 +1,75 @@
-//! The deploy of a static component: unpacked files, one atomic switch, no process.
+//! The effects of a static deploy: load the unpacked files, one atomic switch, no process.
 
-use super::{DeployError, DeployPlan, Run};
-use crate::config::ComponentKind;
+use super::drive::{step_failed, Run};
+use super::machine::{Event, Failure};
+use super::DeployError;
+use crate::config::{ComponentConfig, StaticConfig};
 use crate::protocol::EventKind;
+use crate::release::ReleaseId;
 use crate::site::Site;
-use crate::vocab::{Outcome, Phase};
 use std::sync::Arc;
 
-impl Run<'_> {
-    pub(super) async fn run_static(
-        &self,
-        plan: &DeployPlan,
-    ) -> Result<(Outcome, Option<String>), DeployError> {
-        let config = &self.component.config;
-        let ComponentKind::Static(site_config) = &config.kind else {
-            unreachable!("run_static is only called for static components");
+/// What a static deploy holds between effects: the site it loaded, until the switch.
+pub(super) struct StaticSteps<'c> {
+    config: &'c StaticConfig,
+    loaded: Option<Site>,
+}
+
+impl<'c> StaticSteps<'c> {
+    pub(super) fn new(config: &'c StaticConfig) -> Self {
+        Self {
+            config,
+            loaded: None,
+        }
+    }
+
+    pub(super) fn load(&mut self, run: &Run<'_>) -> Event {
+        match load_site(run.shared, &run.component.config, self.config, run.release) {
+            Ok(site) => {
+                self.loaded = Some(site);
+                Event::Started
+            }
+            Err(e) => step_failed(e),
+        }
+    }
+
+    pub(super) fn switch(&mut self, run: &Run<'_>) -> Event {
+        let Some(site) = self.loaded.take() else {
+            return Event::Failed(Failure::Step("internal error: no site loaded".into()));
         };
-        self.phase(Phase::Starting).await?;
-        let site = load_site(self.shared, config, site_config, &plan.release)?;
         let pages = site.file_count();
-        self.phase(Phase::Switching).await?;
-        let old = self.component.site.switch(Some(Arc::new(site)));
-        self.sink.emit(
-            self.deploy_id,
-            EventKind::Switched {
-                component: self.name(),
-                from: old.as_ref().map(|o| o.release.to_string()),
-                to: format!("{} ({pages} files)", plan.release),
-            },
-        );
-        self.finalize(&plan.release).await
+        let old = run.component.site.switch(Some(Arc::new(site)));
+        run.emit(EventKind::Switched {
+            component: run.name(),
+            from: old.as_ref().map(|o| o.release.to_string()),
+            to: format!("{} ({pages} files)", run.release),
+        });
+        Event::Switched
     }
 }
 
 /// Builds the servable view of a stored static release.
 pub fn load_site(
     shared: &super::Shared,
-    config: &crate::config::ComponentConfig,
-    site_config: &crate::config::StaticConfig,
-    release: &crate::release::ReleaseId,
+    config: &ComponentConfig,
+    site_config: &StaticConfig,
+    release: &ReleaseId,
 ) -> Result<Site, DeployError> {
     let manifest = shared.releases.manifest(&config.name, release)?;
     if let Some(fallback) = &site_config.spa_fallback {
         if !manifest.contains_key(fallback) {
-            return Err(DeployError::Refused(format!(
-                "release {release} has no {fallback}, which spa_fallback names"
-            )));
+            return Err(DeployError::MissingFallback {
+                release: release.clone(),
+                fallback: fallback.clone(),
+            });
         }
     }
     let root = shared.releases.bundle_dir(&config.name, release);
-    Site::new(
+    Ok(Site::new(
         config.name.as_str(),
         release.clone(),
         root,
         manifest,
         site_config,
-    )
-    .map_err(|e| DeployError::Refused(format!("invalid cache glob: {e}")))
+    )?)
 }

@@ -22,8 +22,7 @@ use crate::config::ProcessConfig;
 use crate::deploy::{self, Shared};
 use crate::health;
 use crate::ops::notify::EventKind as Notify;
-use crate::protocol::{DeployInProgress, HealthState, HealthStatus};
-use crate::proxy::Upstream;
+use crate::protocol::{HealthState, HealthStatus};
 use crate::release::{now_millis, ReleaseId};
 use crate::shutdown::Shutdown;
 use crate::vocab::{DeployKind, InstanceState, Outcome, Phase};
@@ -355,12 +354,7 @@ impl Runner {
             (None, Cause::Unhealthy) => "cutover (restart: unhealthy)",
         };
         let to = target.clone().unwrap_or_else(|| current.clone());
-        let claim = match self.component.claim(DeployInProgress {
-            deploy_id: 0,
-            release: to.to_string(),
-            who: who.into(),
-            started_at: now_millis(),
-        }) {
+        let claim = match self.component.claim(&to, who) {
             Ok(claim) => claim,
             Err(_) => {
                 // A deploy got there first; it decides what serves now.
@@ -467,10 +461,7 @@ impl Runner {
             .shared
             .store
             .set_instance_state(instance.id, InstanceState::Serving);
-        Ok(Serving {
-            upstream: Upstream::new(self.name(), instance.addr, release.clone()),
-            instance,
-        })
+        Ok(Serving::new(self.name(), instance))
     }
 
     /// The crash-loop rollback, recorded like an operator's `cutover rollback`: a deploy of
