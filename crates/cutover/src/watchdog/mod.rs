@@ -452,11 +452,10 @@ impl Runner {
     }
 
     /// A healthy instance of `release`, not yet serving.
-    async fn start(&self, release: &ReleaseId) -> Result<Serving, String> {
+    async fn start(&self, release: &ReleaseId) -> Result<Serving, deploy::DeployError> {
         let (instance, _) =
             deploy::start_healthy(&self.shared, &self.component, release, |_| {}, |_, _| {})
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         let _ = self
             .shared
             .store
