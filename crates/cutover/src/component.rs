@@ -1,4 +1,4 @@
-//! One component at run time: its route, the instance serving it, and the deploy claim.
+//! One component at run time: what answers its requests (by kind), and the deploy claim.
 
 use crate::config::{ComponentConfig, ComponentKind};
 use crate::protocol::DeployInProgress;
@@ -13,22 +13,34 @@ use std::time::Duration;
 
 pub struct ComponentRuntime {
     pub config: ComponentConfig,
-    /// Where a process component's requests go.
-    pub route: Arc<Route>,
-    /// Which files a static component serves.
-    pub site: Arc<SiteRoute>,
+    /// What answers its requests; each kind holds only its own part.
+    pub plane: Plane,
     /// The public address as actually bound (port 0 in the config becomes a real port); none
     /// for hook components.
     pub listen: Option<SocketAddr>,
-    /// The instance the route points at, with its upstream. Changed only together with the
-    /// route, by whoever holds the deploy claim (or by recovery before serving starts).
-    serving: Mutex<Option<Serving>>,
     /// The deploy that owns this component right now; a second one is refused.
     deploying: Mutex<Option<DeployInProgress>>,
     /// How `cutover abort` reaches that deploy (none for the watchdog's own restarts).
     abort: Mutex<Option<crate::abort::AbortSignal>>,
     /// What the watchdog last saw of the serving instance (process components).
     pub health: crate::health::HealthBoard,
+}
+
+/// The data plane of one component, by kind.
+pub enum Plane {
+    /// A process: requests go through the route to the serving instance.
+    Process(ProcessPlane),
+    /// A static site: the files of the current release.
+    Static(Arc<SiteRoute>),
+    /// Hosted elsewhere: cutover answers none of its requests.
+    Hook,
+}
+
+pub struct ProcessPlane {
+    pub route: Arc<Route>,
+    /// The instance the route points at, with its upstream. Changed only together with the
+    /// route, by whoever holds the deploy claim (or by recovery before serving starts).
+    serving: Mutex<Option<Serving>>,
 }
 
 #[derive(Clone)]
@@ -115,17 +127,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ComponentRuntime {
     pub fn new(config: ComponentConfig, listen: Option<SocketAddr>) -> Arc<Self> {
+        let plane = match &config.kind {
+            ComponentKind::Process(process) => Plane::Process(ProcessPlane {
+                route: Route::new(config.name.clone(), process.upstream_timeout.get()),
+                serving: Mutex::new(None),
+            }),
+            ComponentKind::Static(_) => Plane::Static(Arc::new(SiteRoute::new())),
+            ComponentKind::Hook(_) => Plane::Hook,
+        };
         Arc::new(Self {
-            route: Route::new(
-                config.name.clone(),
-                config
-                    .process()
-                    .map_or(Duration::from_secs(60), |p| p.upstream_timeout.get()),
-            ),
-            site: Arc::new(SiteRoute::new()),
+            plane,
             config,
             listen,
-            serving: Mutex::new(None),
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
             health: Default::default(),
@@ -194,25 +207,52 @@ impl ComponentRuntime {
 
     /// The release answering requests right now (for a hook: the one last confirmed live).
     pub fn serving_release(&self, store: &Store) -> Option<ReleaseId> {
-        match &self.config.kind {
-            ComponentKind::Process(_) => self.serving().map(|s| s.instance.release),
-            ComponentKind::Static(_) => self.site.current().map(|s| s.release.clone()),
-            ComponentKind::Hook(_) => store.active_release(self.name()),
+        match &self.plane {
+            Plane::Process(_) => self.serving().map(|s| s.instance.release),
+            Plane::Static(site) => site.current().map(|s| s.release.clone()),
+            Plane::Hook => store.active_release(self.name()),
         }
     }
 
+    /// The instance serving a process component (none for other kinds).
     pub fn serving(&self) -> Option<Serving> {
-        lock(&self.serving).clone()
+        match &self.plane {
+            Plane::Process(p) => lock(&p.serving).clone(),
+            _ => None,
+        }
     }
 
-    /// Points the route at `next` (atomically) and records it as serving. Returns what served before.
+    /// Points the route at `next` (atomically) and records it as serving. Returns what served
+    /// before. Only process code calls it: other kinds have no instance to switch to.
     pub fn switch_to(&self, next: Option<Serving>) -> Option<Serving> {
-        let mut slot = lock(&self.serving);
-        self.route.switch(next.as_ref().map(|s| s.upstream.clone()));
+        let Plane::Process(plane) = &self.plane else {
+            debug_assert!(false, "switch_to on {}, which runs no process", self.name());
+            return None;
+        };
+        let mut slot = lock(&plane.serving);
+        plane
+            .route
+            .switch(next.as_ref().map(|s| s.upstream.clone()));
         crate::metrics::active(
             self.name(),
             next.as_ref().map(|s| s.instance.release.as_str()),
         );
         std::mem::replace(&mut *slot, next)
+    }
+
+    /// Where a process component's requests go.
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        match &self.plane {
+            Plane::Process(p) => Some(&p.route),
+            _ => None,
+        }
+    }
+
+    /// Which files a static component serves.
+    pub fn site(&self) -> Option<&Arc<SiteRoute>> {
+        match &self.plane {
+            Plane::Static(site) => Some(site),
+            _ => None,
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! active release); every other recorded instance has been killed and every open deploy is
 //! recorded as interrupted.
 
-use crate::component::{ComponentRuntime, Serving};
+use crate::component::{ComponentRuntime, Plane, Serving};
 use crate::config::ComponentKind;
 use crate::config::Config;
 use crate::control;
@@ -154,15 +154,16 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let mut tasks = tokio::task::JoinSet::new();
     for (component, listener) in components.iter().zip(listeners) {
         let Some(listener) = listener else { continue };
-        let frontend = match &component.config.kind {
-            ComponentKind::Process(_) => {
+        let frontend = match &component.plane {
+            Plane::Process(plane) => {
                 crate::watchdog::spawn(shared.clone(), component.clone(), shutdown.clone());
-                Frontend::Proxy(component.route.clone())
+                Frontend::Proxy(plane.route.clone())
             }
-            _ => Frontend::Static {
+            Plane::Static(site) => Frontend::Static {
                 component: component.name().to_owned(),
-                site: component.site.clone(),
+                site: site.clone(),
             },
+            Plane::Hook => continue,
         };
         let listen = component.listen.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(component = component.name(), %listen, kind = component.config.kind_name(), "serving");
@@ -274,13 +275,13 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<fs::File> {
 async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[InstanceRecord]) {
     let store = &shared.store;
     let active = store.active_release(component.name());
-    let health = match &component.config.kind {
-        ComponentKind::Process(process) => &process.health,
-        ComponentKind::Static(site_config) => {
+    let health = match (&component.config.kind, &component.plane) {
+        (ComponentKind::Process(process), _) => &process.health,
+        (ComponentKind::Static(site_config), Plane::Static(route)) => {
             if let Some(release) = &active {
                 match deploy::load_site(shared, &component.config, site_config, release) {
                     Ok(site) => {
-                        component.site.switch(Some(Arc::new(site)));
+                        route.switch(Some(Arc::new(site)));
                     }
                     Err(e) => {
                         tracing::error!(component = component.name(), release = %release, "cannot serve the active release: {e}")
@@ -289,7 +290,7 @@ async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[Instance
             }
             return;
         }
-        ComponentKind::Hook(_) => return,
+        _ => return,
     };
     let live: Vec<&InstanceRecord> = live
         .iter()

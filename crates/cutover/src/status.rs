@@ -28,9 +28,12 @@ pub fn online(state: &DaemonState) -> StatusResponse {
                 health: serving
                     .as_ref()
                     .and_then(|s| component.health.get(s.instance.id)),
-                stats: serving
-                    .map(|s| s.upstream.stats.snapshot())
-                    .or_else(|| component.site.current().map(|site| site.stats())),
+                stats: serving.map(|s| s.upstream.stats.snapshot()).or_else(|| {
+                    component
+                        .site()
+                        .and_then(|s| s.current())
+                        .map(|site| site.stats())
+                }),
             }
         })
         .collect();

@@ -37,8 +37,11 @@ impl<'c> StaticSteps<'c> {
         let Some(site) = self.loaded.take() else {
             return Event::Failed(Failure::Step("internal error: no site loaded".into()));
         };
+        let Some(route) = run.component.site() else {
+            return Event::Failed(Failure::Step("internal error: not a static site".into()));
+        };
         let pages = site.file_count();
-        let old = run.component.site.switch(Some(Arc::new(site)));
+        let old = route.switch(Some(Arc::new(site)));
         run.emit(EventKind::Switched {
             component: run.name(),
             from: old.as_ref().map(|o| o.release.to_string()),

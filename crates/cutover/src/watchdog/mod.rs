@@ -308,7 +308,9 @@ impl Runner {
             Some(s) if s.instance.exit_status().is_none() => Cause::Unhealthy,
             _ => Cause::Exited,
         };
-        let route = self.component.route.clone();
+        let Some(route) = self.component.route().cloned() else {
+            return Input::Reset; // only process components are watched
+        };
         // An instance that died answers nothing at all: requests wait (each up to
         // hold_requests) for the replacement, through the backoff too, rather than failing at
         // once (a crash loop's gaps were thousands of 502s).
