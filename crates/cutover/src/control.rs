@@ -199,7 +199,7 @@ async fn route(
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
         (Method::POST, ["v1", "uploads"]) => match state.uploads.receive(req).await {
             Ok(path) => json(StatusCode::OK, &UploadResponse { path }),
-            Err(e) => error(StatusCode::BAD_REQUEST, e),
+            Err(e) => error(e.status(), e.to_string()),
         },
         (Method::GET, ["v1", "releases", component]) => {
             match status::releases(&state.shared.store, &state.shared.config, component) {

@@ -109,7 +109,7 @@ impl Uploads {
 
     /// Streams the request body to a new upload file; the file name and mode come from the
     /// `x-cutover-name` and `x-cutover-mode` headers (so "not executable" is still detected).
-    pub async fn receive(&self, req: Request<Incoming>) -> Result<PathBuf, String> {
+    pub async fn receive(&self, req: Request<Incoming>) -> Result<PathBuf, UploadError> {
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -131,13 +131,13 @@ impl Uploads {
         ));
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| UploadError::io("create", &dir, e))?;
         let path = dir.join(name);
         let written = async {
             write_body(&path, req.into_body()).await?;
             tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 .await
-                .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
+                .map_err(|e| UploadError::io("set the mode of", &path, e))
         };
         if let Err(e) = written.await {
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -172,23 +172,57 @@ fn stored_mode(header: Option<&str>) -> u32 {
         & 0o755
 }
 
-async fn write_body(path: &Path, mut body: Incoming) -> Result<(), String> {
+/// Why an upload was not kept (its directory is removed).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("upload interrupted: {0}")]
+    Interrupted(hyper::Error),
+    #[error("upload larger than {MAX_UPLOAD_BYTES} bytes")]
+    TooLarge,
+}
+
+impl UploadError {
+    fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
+        UploadError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The sender's fault (400, 413) or ours (500: the disk, say).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            UploadError::Io { .. } => http::StatusCode::INTERNAL_SERVER_ERROR,
+            UploadError::Interrupted(_) => http::StatusCode::BAD_REQUEST,
+            UploadError::TooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+async fn write_body(path: &Path, mut body: Incoming) -> Result<(), UploadError> {
     let mut file = tokio::fs::File::create(path)
         .await
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(|e| UploadError::io("create", path, e))?;
     let mut written = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("upload interrupted: {e}"))?;
+        let frame = frame.map_err(UploadError::Interrupted)?;
         if let Ok(mut data) = frame.into_data() {
             written += data.remaining() as u64;
             if written > MAX_UPLOAD_BYTES {
-                return Err(format!("upload larger than {MAX_UPLOAD_BYTES} bytes"));
+                return Err(UploadError::TooLarge);
             }
             while data.has_remaining() {
                 let chunk = data.chunk();
                 file.write_all(chunk)
                     .await
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    .map_err(|e| UploadError::io("write", path, e))?;
                 let n = chunk.len();
                 data.advance(n);
             }
@@ -196,7 +230,7 @@ async fn write_body(path: &Path, mut body: Incoming) -> Result<(), String> {
     }
     file.sync_all()
         .await
-        .map_err(|e| format!("cannot fsync {}: {e}", path.display()))
+        .map_err(|e| UploadError::io("fsync", path, e))
 }
 
 #[cfg(test)]
