@@ -36,8 +36,6 @@
 //! and the last one's range (`before` = the middle push) misses the middle push's changes.
 //! Run the workflow with `target: all` after such a burst, or deploy by hand.
 
-#[cfg(test)]
-mod before;
 mod detect;
 mod fill;
 
@@ -313,96 +311,38 @@ fn sq(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn component(name: &str, build: &[&str], artifact: Option<&str>) -> WorkflowComponent {
-        WorkflowComponent {
-            name: name.into(),
-            paths: vec![format!("{name}/**"), "**/*.{proto,go}".into()],
-            build: build.iter().map(|s| s.to_string()).collect(),
-            working_directory: None,
-            artifact: artifact.map(String::from),
-        }
-    }
-
-    /// Temporary: the templates write the bytes the line-by-line generator wrote.
+    /// A quote in any value stays inside its YAML scalar or shell word: nothing a config holds
+    /// can end one early.
     #[test]
-    fn templates_write_what_the_line_generator_wrote() {
-        let mut cases = Vec::new();
-        let mut frontend = component(
-            "frontend",
-            &["sh", "-c", "npm ci && npm run build"],
-            Some("frontend/dist"),
-        );
-        frontend.working_directory = Some("frontend".into());
-        let two = WorkflowOptions {
-            components: vec![
-                component(
-                    "backend",
-                    &["go", "build", "-o", "dist/api", "./cmd/api"],
-                    Some("dist/api"),
-                ),
-                frontend,
-            ],
-            repo_config: None,
-            ..WorkflowOptions::default()
-        };
-        cases.push(two.clone());
-        cases.push(WorkflowOptions {
-            components: vec![
-                component("api", &["make", "api"], Some("build/api")),
-                component("web", &["make", "web"], Some("build/web")),
-                component("migrations", &[], None),
-            ],
-            environment: Some("production".into()),
-            remote_cutover: ["sudo", "-n", "-u", "cutover", "cutover"]
-                .map(String::from)
-                .to_vec(),
-            server_config: "/etc/cutover/my app.toml".into(),
-            ..WorkflowOptions::default()
-        });
-        cases.push(WorkflowOptions {
-            components: vec![component("api", &[], Some("api"))],
-            ..WorkflowOptions::default()
-        });
-        cases.push(WorkflowOptions {
-            components: vec![
-                component("docs", &["./trigger"], None),
-                component("site", &[], None),
-            ],
-            ..WorkflowOptions::default()
-        });
-        let mut odd = component(
-            "w_2",
-            &["echo", "it's", "$HOME", "a b"],
-            Some("out dir/it's"),
-        );
-        odd.working_directory = Some("sub dir/it's".into());
-        odd.paths = vec!["x(1)|y".into(), "web/[!abc]*.js".into()];
-        cases.push(WorkflowOptions {
-            components: vec![
-                odd,
-                component("a", &[], Some("a")),
-                component("b", &[], Some("b")),
-                component("c", &["make"], None),
-            ],
+    fn quotes_in_values_stay_quoted() {
+        let opts = WorkflowOptions {
+            components: vec![WorkflowComponent {
+                name: "api".into(),
+                paths: vec!["it's/**".into()],
+                build: vec!["echo".into(), "it's".into(), "$HOME".into()],
+                working_directory: Some("sub dir/it's".into()),
+                artifact: Some("out dir/it's".into()),
+            }],
             branch: "release/it's".into(),
-            runs_on: "self-hosted".into(),
-            upload_dir: "/srv/up loads".into(),
             repo_config: Some("deploy/it's.toml".into()),
-            timeout_minutes: 5,
             environment: Some("it's".into()),
             ..WorkflowOptions::default()
-        });
-        for opts in &cases {
-            let yaml = github_workflow(opts).unwrap();
-            assert_eq!(yaml, before::github_workflow(opts).unwrap(), "{opts:#?}");
+        };
+        let yaml = github_workflow(&opts).unwrap();
+        for line in [
+            "branches: ['release/it''s']",
+            "environment: 'it''s'",
+            "working-directory: 'sub dir/it''s'",
+            r"echo 'it'\''s' '$HOME'",
+            r"api) src='out dir/it'\''s' ;;",
+            r"api) pats=('it'\''s/*') ;;",
+        ] {
+            assert!(
+                yaml.lines().any(|l| l.trim() == line),
+                "missing {line:?}:\n{yaml}"
+            );
         }
-        let mut bad = two;
-        bad.components[0].paths = vec!["a/[".into()];
-        assert!(matches!(
-            github_workflow(&bad),
-            Err(WorkflowError::Glob { .. })
-        ));
-        assert_eq!(github_workflow(&bad), before::github_workflow(&bad));
+        assert!(yaml.contains(r"[ -f 'deploy/it'\''s.toml' ]"), "{yaml}");
     }
 
     #[test]
