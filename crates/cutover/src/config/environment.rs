@@ -2,8 +2,9 @@
 //! `inherit_env`), the group that may use the control socket (`socket_group`), and the hash
 //! that tells which version of the file a daemon runs.
 
+use super::raw::RawComponent;
+use super::validate::Validator;
 use super::ConfigError;
-use super::{RawComponent, Validator};
 use sha2::{Digest, Sha256};
 
 impl Validator<'_> {

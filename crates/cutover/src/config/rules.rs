@@ -1,8 +1,11 @@
 //! Rules that need more than one value, or the file system, to judge: what `serve` could not
-//! run (overlapping public addresses, a control socket path it cannot bind), placeholders,
-//! `[edge]` networks, and the warnings `validate` prints.
+//! run (overlapping public addresses, a control socket path it cannot bind), references
+//! between tables (`requires`, `migrations.service`, `after` and the deploy order it gives),
+//! placeholders, `[edge]` networks, and the warnings `validate` prints.
 
-use super::{error, ComponentConfig, ConfigError, RawEdge, Validator};
+use super::raw::RawEdge;
+use super::validate::Validator;
+use super::{error, ComponentConfig, ConfigError, ServiceConfig};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -148,6 +151,102 @@ impl Validator<'_> {
             )),
             None => Ok(()),
         }
+    }
+
+    /// `requires` and `migrations.service` name configured services of the right kind.
+    pub(super) fn check_service_refs(
+        &self,
+        components: &[ComponentConfig],
+        services: &[ServiceConfig],
+    ) -> Result<(), ConfigError> {
+        let known = || {
+            services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for component in components {
+            let Some(process) = component.process() else {
+                continue;
+            };
+            for required in &process.requires {
+                if !services.iter().any(|s| &s.name == required) {
+                    return Err(self.error(
+                        &["components", component.name.as_str(), "requires"],
+                        format!(
+                            "unknown service {required:?} in `requires`; configured: {}",
+                            known()
+                        ),
+                    ));
+                }
+            }
+            if let Some(migrations) = &process.migrations {
+                match services.iter().find(|s| s.name == migrations.service) {
+                    Some(s) if s.kind == crate::services::ServiceKind::Postgres => {}
+                    Some(_) => {
+                        return Err(self.error(
+                            &["components", component.name.as_str(), "migrations"],
+                            format!(
+                                "migrations need a postgres service; {:?} is not one",
+                                migrations.service
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(self.error(
+                            &["components", component.name.as_str(), "migrations"],
+                            format!(
+                                "unknown service {:?} in `migrations`; configured: {}",
+                                migrations.service,
+                                known()
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Topological order by `after`; unknown names and cycles are errors.
+    pub(super) fn order(
+        &self,
+        mut pending: Vec<ComponentConfig>,
+    ) -> Result<Vec<ComponentConfig>, ConfigError> {
+        for component in &pending {
+            for dep in &component.after {
+                if !pending.iter().any(|c| &c.name == dep) {
+                    return Err(self.error(
+                        &["components", component.name.as_str(), "after"],
+                        format!("unknown component \"{dep}\" in `after`"),
+                    ));
+                }
+                if dep == &component.name {
+                    return Err(self.error(
+                        &["components", component.name.as_str(), "after"],
+                        "a component cannot come after itself",
+                    ));
+                }
+            }
+        }
+        let mut ordered: Vec<ComponentConfig> = Vec::new();
+        while !pending.is_empty() {
+            let ready = pending
+                .iter()
+                .position(|c| c.after.iter().all(|d| ordered.iter().any(|o| &o.name == d)));
+            match ready {
+                Some(i) => ordered.push(pending.remove(i)),
+                None => {
+                    let names: Vec<_> = pending.iter().map(|c| c.name.as_str()).collect();
+                    return Err(self.error(
+                        &["components", pending[0].name.as_str(), "after"],
+                        format!("`after` forms a cycle among: {}", names.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(ordered)
     }
 }
 

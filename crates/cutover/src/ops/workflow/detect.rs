@@ -1,25 +1,17 @@
 //! The workflow's `detect` job script: which components a push changed, in bash, with the
 //! same glob semantics as `cutover changed` ([`bash_pattern`] translates each glob).
 
-use super::{line, sq, WorkflowError, WorkflowOptions};
+use super::fill::Fill;
+use super::{sq, WorkflowError, WorkflowOptions};
 use crate::ops::changes;
 
-pub(super) fn detect_script(
-    w: &mut String,
-    opts: &WorkflowOptions,
-    every: &str,
-) -> Result<(), WorkflowError> {
+/// The detect job's script, with `%{...}` placeholders (see `fill.rs`).
+const DETECT_TEMPLATE: &str = include_str!("templates/detect.sh");
+
+/// The script of the detect job; `every` is the target that deploys every component.
+pub(super) fn detect_script(opts: &WorkflowOptions, every: &str) -> Result<String, WorkflowError> {
     let names: Vec<&str> = opts.components.iter().map(|c| c.name.as_str()).collect();
-    let all = names.join(" ");
-    let mut s: Vec<String> = vec![
-        "set -euo pipefail".into(),
-        "shopt -s extglob".into(),
-        format!("all='{all}'"),
-        "# Whether file $2 belongs to component $1: the config's globs, in bash (extglob).".into(),
-        "matches() {".into(),
-        "  local p pats=()".into(),
-        "  case \"$1\" in".into(),
-    ];
+    let mut glob_cases = Vec::new();
     for c in &opts.components {
         let mut pats = Vec::new();
         for g in &c.paths {
@@ -30,88 +22,18 @@ pub(super) fn detect_script(
             })?;
             pats.push(sq(&pattern));
         }
-        s.push(format!("    {}) pats=({}) ;;", c.name, pats.join(" ")));
+        glob_cases.push(format!("{}) pats=({}) ;;", c.name, pats.join(" ")));
     }
-    s.extend(
-        [
-            "  esac",
-            "  for p in \"${pats[@]}\"; do",
-            "    # shellcheck disable=SC2053 # $p is a glob on purpose",
-            "    [[ $2 == $p ]] && return 0",
-            "  done",
-            "  return 1",
-            "}",
-            "release=${RELEASE_INPUT:-$HEAD_SHA}",
-            "if [[ ! $release =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]]; then",
-            "  echo '::error::release must be 1-64 characters A-Z a-z 0-9 . _ - starting with a letter or digit'",
-            "  exit 1",
-            "fi",
-            "target=${TARGET:-auto}",
-            "selected=''",
-            "reason=''",
-            "case \"$target\" in",
-        ]
-        .map(String::from),
-    );
-    let every = if every == "all" { "all" } else { "both|all" };
-    s.push(format!(
-        "  auto) ;;\n  {every}) selected=$all; reason=\"target $target\" ;;"
-    ));
-    s.push(format!(
-        "  {}) selected=$target; reason=\"target $target\" ;;",
-        names.join("|")
-    ));
-    s.extend(
-        [
-            "  *) echo '::error::unknown target'; exit 1 ;;",
-            "esac",
-            "if [ \"$target\" = auto ]; then",
-            "  if [ \"$EVENT\" != push ]; then",
-            "    selected=$all; reason='manual run: no pushed range, deploying all'",
-            "  elif [[ ! $BEFORE =~ ^[0-9a-f]{40}([0-9a-f]{24})?$ ]] || [[ $BEFORE =~ ^0+$ ]]; then",
-            "    selected=$all; reason='base is all zeros or unknown (a new branch?): deploying all'",
-            "  elif ! git cat-file -e \"$BEFORE^{commit}\" 2>/dev/null; then",
-            "    selected=$all; reason=\"base ${BEFORE:0:7} is not a commit in this repository: deploying all\"",
-        ]
-        .map(String::from),
-    );
-    if let Some(config) = &opts.repo_config {
-        s.push(format!(
-            "  elif command -v cutover >/dev/null && command -v jq >/dev/null && [ -f {} ]; then",
-            sq(config)
-        ));
-        s.push(format!(
-            "    selected=$(cutover --config {} changed --base \"$BEFORE\" --head \"$HEAD_SHA\" --json | jq -r '[.components[].name] | join(\" \")')",
-            sq(config)
-        ));
-        s.push("    reason=\"cutover changed ${BEFORE:0:7}..${HEAD_SHA:0:7}\"".into());
-    }
-    s.extend(
-        [
-            "  else",
-            "    files=()",
-            "    while IFS= read -r -d '' f; do files+=(\"$f\"); done \\",
-            "      < <(git diff --name-only --no-renames -z \"$BEFORE\" \"$HEAD_SHA\" --)",
-            "    for c in $all; do",
-            "      for f in \"${files[@]}\"; do",
-            "        if matches \"$c\" \"$f\"; then selected=\"${selected:+$selected }$c\"; break; fi",
-            "      done",
-            "    done",
-            "    reason=\"${#files[@]} files changed in ${BEFORE:0:7}..${HEAD_SHA:0:7}\"",
-            "  fi",
-            "fi",
-            "echo \"Deploying: ${selected:-nothing} ($reason)\" | tee -a \"$GITHUB_STEP_SUMMARY\"",
-            "echo \"components=$selected\" >> \"$GITHUB_OUTPUT\"",
-            "echo \"release=$release\" >> \"$GITHUB_OUTPUT\"",
-        ]
-        .map(String::from),
-    );
-    for text in s {
-        for l in text.lines() {
-            line(w, 5, l);
-        }
-    }
-    Ok(())
+    // `all` deploys every component even when the choice offered is `both`.
+    let all_targets = if every == "all" { "all" } else { "both|all" };
+    let script = Fill::default()
+        .text("all", names.join(" "))
+        .lines("glob_cases", glob_cases)
+        .text("all_targets", all_targets)
+        .text("names", names.join("|"))
+        .optional("repo_config", opts.repo_config.as_deref().map(sq))
+        .render(DETECT_TEMPLATE);
+    Ok(script)
 }
 
 /// Translates a glob (semantics of [`changes::glob`]) into a bash extglob pattern for
