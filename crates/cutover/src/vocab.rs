@@ -79,3 +79,20 @@ text_enum!(Outcome { Succeeded = "succeeded", Failed = "failed", RolledBack = "r
     Interrupted = "interrupted" });
 text_enum!(DeployKind { Deploy = "deploy", Rollback = "rollback" });
 text_enum!(InstanceState { Starting = "starting", Serving = "serving", Stopped = "stopped" });
+
+/// Which protocol a service speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Postgres,
+    Redis,
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::Redis => "redis",
+        })
+    }
+}

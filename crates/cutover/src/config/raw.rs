@@ -236,7 +236,7 @@ fn default_lock_timeout() -> HumanDuration {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
-    pub(super) kind: crate::services::ServiceKind,
+    pub(super) kind: crate::vocab::ServiceKind,
     pub(super) url: Option<String>,
     pub(super) url_env: Option<String>,
     pub(super) env_file: Option<PathBuf>,

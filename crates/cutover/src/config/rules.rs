@@ -183,7 +183,7 @@ impl Validator<'_> {
             }
             if let Some(migrations) = &process.migrations {
                 match services.iter().find(|s| s.name == migrations.service) {
-                    Some(s) if s.kind == crate::services::ServiceKind::Postgres => {}
+                    Some(s) if s.kind == crate::vocab::ServiceKind::Postgres => {}
                     Some(_) => {
                         return Err(self.error(
                             &["components", component.name.as_str(), "migrations"],

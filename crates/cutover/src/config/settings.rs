@@ -288,7 +288,7 @@ pub struct MigrationsConfig {
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     pub name: String,
-    pub kind: crate::services::ServiceKind,
+    pub kind: crate::vocab::ServiceKind,
     pub url: UrlSource,
     pub compose: Option<ComposeRef>,
     /// Whether `cutover check` fails when this service is unhealthy.

@@ -25,6 +25,7 @@ pub mod redis;
 pub mod stack;
 pub mod url;
 
+pub use crate::vocab::ServiceKind;
 pub use postgres::check_postgres;
 pub use redis::check_redis;
 pub use url::redact_url;
@@ -33,23 +34,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
-
-/// Which protocol a service speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceKind {
-    Postgres,
-    Redis,
-}
-
-impl fmt::Display for ServiceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServiceKind::Postgres => "postgres",
-            ServiceKind::Redis => "redis",
-        })
-    }
-}
 
 /// What one health check found. Only [`ServiceStatus::Up`] is healthy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ disk = [ { path = ".", min_free = "1GiB" } ]
 fn accepts_services_checks_and_migrations() {
     let config = parse(SERVICES_CONFIG).unwrap();
     let db = config.service("db").unwrap();
-    assert_eq!(db.kind, crate::services::ServiceKind::Postgres);
+    assert_eq!(db.kind, crate::vocab::ServiceKind::Postgres);
     let UrlSource::Env { var, env_file } = &db.url else {
         panic!("url_env expected")
     };
