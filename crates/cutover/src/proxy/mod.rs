@@ -1,0 +1,212 @@
+//! The data plane: each component's public listener reverse-proxies HTTP/1.1 to the instance
+//! that is active right now.
+//!
+//! The active instance is an [`Upstream`] behind an `ArcSwapOption`: a switch is one atomic
+//! pointer store, and a request that already picked an upstream finishes on it. Each upstream
+//! counts its in-flight requests and tunnels, so a switch can wait for the old one to drain, and
+//! owns its connection pool, so the pooled keep-alive connections to an instance are closed by us
+//! before that instance is told to stop (a reused connection never races the backend's close).
+//!
+//! `route.rs` picks the upstream (the switch, the hold), `upstream.rs` is one instance (pool,
+//! in-flight count, drain), `stats.rs` counts what it answered, `tracked_body.rs` keeps a
+//! response counted until its body is sent, `headers.rs` reads hop-by-hop and upgrade headers.
+
+mod headers;
+mod route;
+mod stats;
+mod tracked_body;
+mod upstream;
+
+pub use crate::response::{BoxError, ProxyBody};
+pub use route::Route;
+pub use stats::{StatsSnapshot, UpstreamStats};
+pub use upstream::Upstream;
+
+use headers::{is_upgrade, strip_hop_by_hop};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use stats::WaitGuard;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use tracked_body::TrackedBody;
+use upstream::InflightGuard;
+
+fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    crate::response::plain(status, message)
+}
+
+pub async fn handle(
+    route: &Route,
+    mut req: Request<crate::body_timeout::RequestBody>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let Some(guard) = route.acquire_after_hold().await else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cutover: no active release of {}", route.component),
+        );
+    };
+    let upstream = guard.0.clone();
+
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
+
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(upstream.authority.clone())
+        .path_and_query(path)
+        .build();
+    let uri: Uri = match uri {
+        Ok(uri) => uri,
+        Err(_) => {
+            return local_response(StatusCode::BAD_REQUEST, "cutover: invalid request target")
+        }
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    add_forwarding_headers(headers, peer);
+    if let (true, Some(protocol)) = (upgrade, upgrade_protocol) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+
+    let started = std::time::Instant::now();
+    let mut response = match send(route, &upstream, req).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) if crate::body_timeout::caused(&e) => {
+            // The client stopped sending its body: not the upstream's failure (server.rs
+            // answers 408).
+            return local_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "cutover: request body timed out",
+            );
+        }
+        Ok(Err(e)) => {
+            upstream
+                .stats
+                .connect_errors
+                .fetch_add(1, Ordering::Relaxed);
+            upstream.metrics.errors.inc();
+            tracing::warn!(component = %route.component, release = %upstream.release,
+                upstream = %upstream.addr, "upstream request failed: {e}");
+            return local_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("cutover: upstream {} unavailable", route.component),
+            );
+        }
+        Err(_) => {
+            upstream.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            upstream.metrics.errors.inc();
+            tracing::warn!(component = %route.component, release = %upstream.release,
+                upstream = %upstream.addr, "no response headers within {:?}", route.upstream_timeout);
+            return local_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "cutover: upstream {} did not answer within {}",
+                    route.component,
+                    humantime::format_duration(route.upstream_timeout)
+                ),
+            );
+        }
+    };
+    upstream.stats.requests.fetch_add(1, Ordering::Relaxed);
+    upstream.metrics.response(response.status().as_u16());
+    upstream
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    if response.status().is_server_error() {
+        upstream.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(
+                parts,
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+        }
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = TrackedBody::new(body, guard, route.upstream_timeout);
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Sends a request upstream. The wait for the response head is timed (`upstream_timeout`) and
+/// counted as waiting only once the request body is fully sent: a long upload is the client's
+/// time, not a slow upstream (the body's own idle timeout bounds a stalled one).
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<crate::body_timeout::RequestBody>,
+) -> Result<
+    Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+> {
+    // Most requests have no body: no signal to share for them.
+    let body_sent = (!req.body().is_end_stream()).then(|| req.body().sent());
+    let response = upstream.client().request(req);
+    tokio::pin!(response);
+    if let Some(body_sent) = body_sent.filter(|sent| !sent.is_done()) {
+        tokio::select! {
+            biased;
+            early = &mut response => return Ok(early),
+            _ = body_sent.wait() => {}
+        }
+    }
+    let mut waiting = WaitGuard::new(&upstream.stats);
+    let answer = tokio::time::timeout(route.upstream_timeout, response).await;
+    waiting.answered = matches!(answer, Ok(Ok(_)));
+    answer
+}
+
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+    crate::edge::forwarding_headers(headers, peer, crate::edge::policy());
+}
+
+/// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard
+/// so a drain waits for open tunnels too.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = copied {
+                tracing::debug!("tunnel closed: {e}");
+            }
+        }
+        _ = guard.0.tunnels_closed() => {
+            tracing::debug!(release = %guard.0.release, "tunnel closed: its drain is over");
+        }
+    }
+    drop(guard);
+}
