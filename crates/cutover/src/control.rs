@@ -283,12 +283,9 @@ fn start_deploy(
         Ok(release) => release,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let targets: Vec<_> = if request.components.iter().any(|c| c == "all") {
+    let targets: Vec<_> = if crate::protocol::names_all(&request.components) {
         if request.components.len() > 1 {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "`all` cannot be combined with component names",
-            );
+            return error(StatusCode::BAD_REQUEST, crate::protocol::ALL_WITH_NAMES);
         }
         state.components.clone()
     } else {

@@ -37,6 +37,17 @@ pub struct DeployRequest {
     pub who: String,
 }
 
+/// The component name that stands for every configured component (deployed in config order).
+pub const ALL_COMPONENTS: &str = "all";
+
+/// Why a deploy naming `all` and components too is refused, by the CLI and by the daemon.
+pub const ALL_WITH_NAMES: &str = "`all` cannot be combined with component names";
+
+/// Whether a deploy's component names ask for every component.
+pub fn names_all(components: &[String]) -> bool {
+    components.iter().any(|c| c == ALL_COMPONENTS)
+}
+
 /// The answer to `POST /v1/uploads`: where the daemon stored the artifact; a `DeployRequest`
 /// then names this path.
 #[derive(Clone, Debug, Serialize, Deserialize)]

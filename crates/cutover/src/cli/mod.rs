@@ -1,5 +1,10 @@
 //! The command line: argument types, settings, and one function per subcommand.
+//!
+//! `args.rs` holds the clap types; `run` here dispatches each subcommand to the module that
+//! carries it out.
 
+mod args;
+mod artifacts;
 mod client;
 mod demo;
 mod drift;
@@ -9,15 +14,15 @@ mod output;
 mod pipeline;
 mod progress;
 mod services;
+mod views;
+
+pub use args::Cli;
 
 use crate::config::Config;
 use crate::protocol::*;
-use crate::store::Store;
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use client::{Client, ClientError};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use args::{Command, EnvCommand, ServicesCommand};
+use clap::Parser;
+use client::Client;
 use std::process::ExitCode;
 
 /// Exit codes that mean something to scripts.
@@ -39,201 +44,6 @@ pub enum Exit {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "cutover",
-    version,
-    about = "Zero-downtime staged deploys to plain Linux servers"
-)]
-pub struct Cli {
-    /// Config file [default: $CUTOVER_CONFIG, then ./cutover.toml]
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Colour log lines even when stderr is not a terminal
-    #[arg(long, global = true)]
-    color: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the daemon in the foreground: owns the public sockets, proxies, supervises releases
-    Serve,
-    /// Deploy a release of one or more components (`all` = every component, in order)
-    Deploy {
-        /// Components to deploy, or `all`
-        #[arg(required = true, value_name = "COMPONENT")]
-        components: Vec<String>,
-        /// Release id (e.g. a commit SHA)
-        #[arg(long)]
-        release: String,
-        /// Artifact to deploy: PATH for a single component, or COMPONENT=PATH (hooks need none)
-        #[arg(long = "artifact", value_name = "[COMPONENT=]PATH")]
-        artifacts: Vec<String>,
-        /// One JSON event per line instead of text
-        #[arg(long)]
-        json: bool,
-        /// Who is deploying, for the history [default: $GITHUB_ACTOR or $USER]
-        #[arg(long)]
-        who: Option<String>,
-        /// Let the daemon read the artifact paths itself instead of sending the files (they
-        /// must then be readable by the daemon's user)
-        #[arg(long)]
-        no_upload: bool,
-    },
-    /// Show what is active and serving
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the kept releases of a component
-    Releases {
-        component: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show recent pipelines and deploys
-    History {
-        #[arg(long)]
-        json: bool,
-        /// How many entries
-        #[arg(short = 'n', long, default_value_t = 20)]
-        limit: usize,
-    },
-    /// Stop the deploy in progress on a component, safely: before the switch the new instance
-    /// is stopped; after it, traffic swaps back to the warm old release. Stages not started are
-    /// skipped.
-    Abort {
-        component: String,
-        /// Who is aborting, for the history [default: $GITHUB_ACTOR or $USER]
-        #[arg(long)]
-        who: Option<String>,
-    },
-    /// Move a component back to its previous release (or --to a kept one)
-    Rollback {
-        component: String,
-        #[arg(long, value_name = "RELEASE")]
-        to: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        who: Option<String>,
-    },
-    /// Check services, components and disk; exit 1 if anything required is unhealthy
-    Check {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Infrastructure services under Docker Compose: up, status, logs, recreate
-    Services {
-        #[command(subcommand)]
-        command: ServicesCommand,
-    },
-    /// Database migrations (golang-migrate compatible)
-    Migrate {
-        #[command(flatten)]
-        target: infra::MigrateTarget,
-        #[command(subcommand)]
-        command: infra::MigrateCommand,
-    },
-    /// Scaffold cutover.toml, .env.production.example, systemd units and a GitHub workflow
-    Init {
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-        /// Overwrite files that exist
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print a systemd unit, socket units, the GitHub workflow or a documented config
-    Generate {
-        #[arg(value_enum)]
-        what: operate::Generated,
-        /// Where the config lives on the server: the unit's and the workflow's `--config`
-        #[arg(long, value_name = "PATH", default_value = operate::SERVER_CONFIG)]
-        server_config: PathBuf,
-    },
-    /// Components whose files changed between two commits (what CI should deploy)
-    Changed {
-        #[arg(long)]
-        base: String,
-        #[arg(long)]
-        head: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Environment files: `cutover env check`
-    Env {
-        #[command(subcommand)]
-        command: EnvCommand,
-    },
-    /// Check the config and everything it points at; exit 1 on any error
-    Validate,
-    /// Show an instance's output (the serving one by default)
-    Logs {
-        component: String,
-        #[arg(long)]
-        release: Option<String>,
-        /// Keep printing new lines, across switches to new instances
-        #[arg(short, long)]
-        follow: bool,
-        #[arg(short = 'n', long, default_value_t = 100)]
-        lines: usize,
-    },
-    /// Run the demo: a daemon on embedded defaults in a temp dir, load, deploys and a rollback
-    Demo {
-        /// Keep the temp dir afterwards
-        #[arg(long)]
-        keep: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum EnvCommand {
-    /// Validate env files against what components require (values are shown masked)
-    Check {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ServicesCommand {
-    /// `compose up -d --no-recreate` the listed services (or all with `compose`), then wait
-    /// until each passes cutover's check and its container's healthcheck
-    Up {
-        services: Vec<String>,
-        /// How long to wait for all of them to be ready
-        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-    },
-    /// Each service's container, state, health and uptime beside cutover's own check
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The container's output (`compose logs`)
-    Logs {
-        service: String,
-        /// Keep printing new lines
-        #[arg(short, long)]
-        follow: bool,
-        #[arg(short = 'n', long, default_value_t = 100)]
-        lines: usize,
-    },
-    /// Replace the service's container with one from the current compose file (restarts it;
-    /// volumes are kept). Asks first; recorded in history
-    Recreate {
-        service: String,
-        /// Do not ask
-        #[arg(long)]
-        yes: bool,
-        /// Who is doing it, for the history [default: $GITHUB_ACTOR or $USER]
-        #[arg(long)]
-        who: Option<String>,
-    },
-}
 
 pub fn main() -> ExitCode {
     quiet_on_closed_stdout();
@@ -391,14 +201,14 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             who,
             no_upload,
         } => {
-            let mut artifacts = parse_artifacts(&config, &components, &artifacts)
+            let mut artifacts = artifacts::parse(&config, &components, &artifacts)
                 .map_err(|e| UsageError(e.to_string()))?;
             pipeline::check_deploy(&config, &components, &release, &artifacts, !no_upload)?;
             // A stopped daemon would take the upload into its socket buffer and never answer.
             client.ping().await?;
             if !no_upload {
                 for path in artifacts.values_mut() {
-                    *path = upload(&client, path).await?;
+                    *path = artifacts::upload(&client, path).await?;
                 }
             }
             let request = DeployRequest {
@@ -426,60 +236,11 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             };
             pipeline::stream(&client, "/v1/rollback", &request, json).await
         }
-        Command::Status { json } => {
-            let (status, text): (StatusResponse, fn(&StatusResponse) -> String) =
-                match client.get::<StatusResponse>("/v1/status").await {
-                    Ok(status) => (status, output::status),
-                    Err(e) if e.is_unreachable() || e.is_not_answering() => {
-                        let status = match offline_store(&config, &e)? {
-                            Some(store) => crate::status::offline(&config, &store)?,
-                            None => crate::status::offline_empty(&config),
-                        };
-                        let text = if e.is_not_answering() {
-                            output::status_not_answering
-                        } else {
-                            output::status
-                        };
-                        (status, text)
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-            output::print(json, &status, text)?;
-            Ok(Exit::Ok)
-        }
+        Command::Status { json } => views::status(&config, &client, json).await,
         Command::Releases { component, json } => {
-            let releases = match client
-                .get::<ReleasesResponse>(&format!("/v1/releases/{component}"))
-                .await
-            {
-                Ok(releases) => releases,
-                Err(e) if e.is_unreachable() || e.is_not_answering() => {
-                    let store = offline_store(&config, &e)?
-                        .ok_or_else(|| crate::store::StoreError::Missing(db_path(&config)))?;
-                    crate::status::releases(&store, &config, &component)
-                        .map_err(anyhow::Error::msg)?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            output::print(json, &releases, output::releases)?;
-            Ok(Exit::Ok)
+            views::releases(&config, &client, &component, json).await
         }
-        Command::History { json, limit } => {
-            let history = match client
-                .get::<HistoryResponse>(&format!("/v1/history?limit={limit}"))
-                .await
-            {
-                Ok(history) => history,
-                Err(e) if e.is_unreachable() || e.is_not_answering() => {
-                    let store = offline_store(&config, &e)?
-                        .ok_or_else(|| crate::store::StoreError::Missing(db_path(&config)))?;
-                    crate::status::history(&store, limit)?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            output::print(json, &history, output::history)?;
-            Ok(Exit::Ok)
-        }
+        Command::History { json, limit } => views::history(&config, &client, limit, json).await,
         Command::Check { json } => infra::check(&config, &client, json).await,
         Command::Services { command } => match command {
             ServicesCommand::Up { services, timeout } => {
@@ -534,110 +295,6 @@ fn reads_config_without_daemon(command: &Command) -> bool {
             | Command::Migrate { .. }
             | Command::Services { .. }
     )
-}
-
-fn db_path(config: &Config) -> PathBuf {
-    crate::store::db_path(&config.daemon.data_dir)
-}
-
-/// The state database for the offline view of a read-only command, after `why` the daemon could
-/// not answer (said on stderr when a daemon runs but does not answer). `None`: nothing has been
-/// deployed yet. A database this user may not read is an error, never "nothing deployed".
-fn offline_store(config: &Config, why: &ClientError) -> anyhow::Result<Option<Store>> {
-    if why.is_not_answering() {
-        eprintln!(
-            "warning: {}; showing the last committed state from the database",
-            output::printable(&why.to_string())
-        );
-    }
-    let path = db_path(config);
-    match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
-            "permission denied on {}: run as the cutover user or join its group",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        _ => {}
-    }
-    match Store::open_read_only(&config.daemon.data_dir) {
-        Ok(store) => Ok(Some(store)),
-        Err(crate::store::StoreError::Missing(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `--artifact PATH` (one component) or `--artifact COMPONENT=PATH`, made absolute.
-fn parse_artifacts(
-    config: &Config,
-    components: &[String],
-    given: &[String],
-) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let targets: Vec<String> = if components.iter().any(|c| c == "all") {
-        config
-            .components
-            .iter()
-            .map(|c| c.name.to_string())
-            .collect()
-    } else {
-        components.to_vec()
-    };
-    let mut artifacts = BTreeMap::new();
-    for item in given {
-        let (name, path) = match item.split_once('=') {
-            Some((name, path)) if config.component(name).is_some() => (name.to_owned(), path),
-            _ => match targets.as_slice() {
-                [only] => (only.clone(), item.as_str()),
-                _ => anyhow::bail!(
-                    "--artifact {item}: with several components, write COMPONENT=PATH (components: {})",
-                    targets.join(", ")
-                ),
-            },
-        };
-        let path =
-            std::path::absolute(path).with_context(|| format!("bad artifact path {path}"))?;
-        if artifacts.insert(name.clone(), path).is_some() {
-            anyhow::bail!("two artifacts given for {name}");
-        }
-    }
-    Ok(artifacts)
-}
-
-/// Sends one artifact to the daemon: a file as it is, a directory as a tar archive (links kept
-/// as links, for the daemon to check).
-async fn upload(client: &Client, path: &std::path::Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            anyhow::anyhow!("artifact {} does not exist", path.display())
-        }
-        _ => anyhow::anyhow!("cannot read artifact {}: {e}", path.display()),
-    })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "artifact".into());
-    if meta.is_dir() {
-        let tar = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
-        let dir = path.to_owned();
-        let file = tar.reopen()?;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
-            builder.follow_symlinks(false);
-            builder.append_dir_all(".", &dir)?;
-            builder
-                .into_inner()?
-                .into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()
-        })
-        .await??;
-        return Ok(client
-            .upload(tar.path(), &format!("{name}.tar"), 0o644)
-            .await?);
-    }
-    Ok(client
-        .upload(path, &name, meta.permissions().mode() & 0o777)
-        .await?)
 }
 
 fn default_who() -> String {

@@ -4,7 +4,10 @@
 use super::client::{Client, ClientError};
 use super::{output, progress, Exit, UsageError};
 use crate::config::{ComponentKind, Config};
-use crate::protocol::{AbortRequest, AbortResponse, EventKind, HistoryResponse, StatusResponse};
+use crate::protocol::{
+    names_all, AbortRequest, AbortResponse, EventKind, HistoryResponse, StatusResponse,
+    ALL_COMPONENTS, ALL_WITH_NAMES,
+};
 use crate::vocab::Outcome;
 use http::StatusCode;
 use std::collections::BTreeMap;
@@ -21,13 +24,11 @@ pub fn check_deploy(
     uploading: bool,
 ) -> Result<(), UsageError> {
     crate::release::ReleaseId::parse(release).map_err(|e| UsageError(format!("--release: {e}")))?;
-    let all = components.iter().any(|c| c == "all");
+    let all = names_all(components);
     if all && components.len() > 1 {
-        return Err(UsageError(
-            "`all` cannot be combined with component names".into(),
-        ));
+        return Err(UsageError(ALL_WITH_NAMES.into()));
     }
-    for name in components.iter().filter(|c| *c != "all") {
+    for name in components.iter().filter(|c| *c != ALL_COMPONENTS) {
         if config.component(name).is_none() {
             let known: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
             return Err(UsageError(format!(
