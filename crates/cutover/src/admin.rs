@@ -67,27 +67,3 @@ pub fn spawn_service_checks(
         }
     });
 }
-
-/// Keeps instance logs bounded: checks every live instance's log every 10 s.
-pub fn spawn_log_rotation(
-    store: crate::store::Store,
-    max: u64,
-    mut shutdown: crate::shutdown::Shutdown,
-) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
-                _ = shutdown.wait() => return,
-            }
-            for instance in store.live_instances().unwrap_or_default() {
-                let path = std::path::Path::new(&instance.log_path);
-                match crate::supervisor::rotate_log(path, max) {
-                    Ok(true) => tracing::info!(log = %path.display(), "rotated instance log"),
-                    Ok(false) => {}
-                    Err(e) => tracing::debug!(log = %path.display(), "cannot rotate: {e}"),
-                }
-            }
-        }
-    });
-}

@@ -68,7 +68,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     let notifier = if hooks.is_empty() {
         None
     } else {
-        Some(crate::ops::notify::Notifier::new(&hooks).context("invalid [[notify]] settings")?)
+        Some(crate::notify::Notifier::new(&hooks).context("invalid [[notify]] settings")?)
     };
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
@@ -108,7 +108,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         });
     for deploy in &interrupted {
         shared.notify(
-            crate::ops::notify::EventKind::Interrupted,
+            crate::notify::EventKind::Interrupted,
             &deploy.component,
             Some(&deploy.to_release),
             format!("deploy #{} of {} to {} was interrupted (the daemon stopped); recovered to the committed release", deploy.id, deploy.component, deploy.to_release),
@@ -187,7 +187,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         ));
     }
     crate::admin::spawn_service_checks(shared.config.clone(), shutdown.clone());
-    crate::admin::spawn_log_rotation(store.clone(), config.daemon.log_max_size, shutdown.clone());
+    crate::supervisor::rotate_logs(store.clone(), config.daemon.log_max_size, shutdown.clone());
     tokio::spawn(control::serve(control, state.clone(), shutdown.clone()));
     tracing::info!(
         pid = std::process::id(),

@@ -196,7 +196,7 @@ pub async fn wait_healthy(
 pub async fn fetch_text(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("invalid URL {}: {e}", crate::ops::notify::mask_url(url)))?;
+        .map_err(|e| format!("invalid URL {}: {e}", crate::notify::mask_url(url)))?;
     let client = crate::https::client::<Empty<Bytes>>(timeout)?;
     let request = http::Request::get(uri)
         .header(http::header::USER_AGENT, "cutover-verify")

@@ -28,7 +28,8 @@
 //! - [`admin`]: the admin listener (`/metrics`, `/health`).
 //! - [`metrics`]: Prometheus metrics for `/metrics` on the admin listener.
 //! - [`migrate`]: golang-migrate compatible migrations.
-//! - [`checks`]: `cutover check` and the deploy gate (services, disk).
+//! - [`checks`]: `cutover check` and the deploy gate (services, disk, env files).
+//! - [`notify`]: webhook notifications of deploy events, never blocking a deploy.
 //! - [`diskspace`]: room for an artifact before it is copied; the space reserve.
 //! - [`upload`]: artifacts sent over the control socket.
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
@@ -55,6 +56,7 @@ pub mod listener;
 pub mod loadgen;
 pub mod metrics;
 pub mod migrate;
+pub mod notify;
 pub mod ops;
 pub mod protocol;
 pub mod proxy;

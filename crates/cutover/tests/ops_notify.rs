@@ -3,7 +3,7 @@
 //! (issue 5).
 
 use bytes::Bytes;
-use cutover::ops::notify::{EventKind, Notifier, NotifyEvent, RetryPolicy};
+use cutover::notify::{EventKind, Notifier, NotifyEvent, RetryPolicy};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};

@@ -2,7 +2,7 @@
 //! a thread-scoped tracing subscriber misses events when other tests register the same
 //! callsites concurrently.
 
-use cutover::ops::notify::{EventKind, Notifier, NotifyEvent, RetryPolicy};
+use cutover::notify::{EventKind, Notifier, NotifyEvent, RetryPolicy};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

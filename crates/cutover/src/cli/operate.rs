@@ -293,8 +293,8 @@ pub fn env_check(config: &Config, json: bool) -> anyhow::Result<Exit> {
                 .chain(report.problems.iter())
             {
                 let level = match problem.severity {
-                    crate::ops::envcheck::Severity::Error => "ERROR",
-                    crate::ops::envcheck::Severity::Warning => "warning",
+                    crate::checks::env::Severity::Error => "ERROR",
+                    crate::checks::env::Severity::Warning => "warning",
                 };
                 out.push_str(&format!("  {level}: {}\n", problem.message));
             }

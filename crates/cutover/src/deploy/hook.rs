@@ -103,7 +103,7 @@ impl Run<'_> {
         expand: &impl Fn(&str) -> String,
     ) -> Result<(), HookEnd> {
         // The URL may carry a token (query string, user info): messages show it masked.
-        let shown = crate::ops::notify::mask_url(url);
+        let shown = crate::notify::mask_url(url);
         let expected = hook.verify.body_contains.as_deref().map(expand);
         let mut attempts = 0u32;
         loop {

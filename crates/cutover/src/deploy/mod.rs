@@ -53,19 +53,19 @@ pub struct Shared {
     pub store: Store,
     pub releases: ReleaseStore,
     /// Webhooks; a failing one never blocks or fails a deploy.
-    pub notifier: Option<crate::ops::notify::Notifier>,
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 impl Shared {
     pub fn notify(
         &self,
-        kind: crate::ops::notify::EventKind,
+        kind: crate::notify::EventKind,
         component: &str,
         release: Option<&str>,
         message: String,
     ) {
         if let Some(notifier) = &self.notifier {
-            notifier.notify(crate::ops::notify::NotifyEvent::new(
+            notifier.notify(crate::notify::NotifyEvent::new(
                 kind,
                 component,
                 release.map(str::to_owned),
@@ -169,7 +169,7 @@ pub async fn deploy_one(
         claim.set_deploy_id(deploy_id);
     }
     let started = Instant::now();
-    use crate::ops::notify::EventKind as Notify;
+    use crate::notify::EventKind as Notify;
     let from_text = from
         .as_ref()
         .map_or("(none)".to_owned(), ToString::to_string);

@@ -21,7 +21,7 @@ use crate::component::{ComponentRuntime, Serving};
 use crate::config::ProcessConfig;
 use crate::deploy::{self, Shared};
 use crate::health;
-use crate::ops::notify::EventKind as Notify;
+use crate::notify::EventKind as Notify;
 use crate::protocol::{HealthState, HealthStatus};
 use crate::release::{now_millis, ReleaseId};
 use crate::shutdown::Shutdown;

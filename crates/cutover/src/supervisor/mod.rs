@@ -5,11 +5,15 @@
 //! than a pipe lets an instance outlive a crash of the daemon: the restarted daemon adopts it by
 //! pid and start time instead of cutting traffic.
 
+mod instance_log;
+
+pub use instance_log::{rotate_log, rotate_logs, tail_lines};
+
 use crate::config::{ComponentName, ProcessConfig};
 use crate::release::ReleaseId;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -371,34 +375,6 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Rotates an instance log that grew past `max`: copy to `<log>.1`, then truncate in place.
-/// Copy-then-truncate because the instance holds the file open in append mode (and must keep
-/// it across a daemon crash): its next write lands at the new end. Lines written between the
-/// copy and the truncation are lost; that is the price of never signalling the app.
-pub fn rotate_log(path: &Path, max: u64) -> io::Result<bool> {
-    if fs::metadata(path)?.len() <= max {
-        return Ok(false);
-    }
-    let mut rotated = path.as_os_str().to_owned();
-    rotated.push(".1");
-    fs::copy(path, &rotated)?;
-    fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
-    Ok(true)
-}
-
-/// The last `lines` lines of a file, reading at most 64 KiB from its end.
-pub fn tail_lines(path: &Path, lines: usize) -> io::Result<String> {
-    let mut file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    Ok(all[all.len().saturating_sub(lines)..].join("\n"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,14 +394,5 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(process_start_ticks(me).is_some());
         assert_eq!(process_start_ticks(me), process_start_ticks(me));
-    }
-
-    #[test]
-    fn tails_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        fs::write(&path, "a\nb\nc\nd\n").unwrap();
-        assert_eq!(tail_lines(&path, 2).unwrap(), "c\nd");
-        assert_eq!(tail_lines(&path, 10).unwrap(), "a\nb\nc\nd");
     }
 }

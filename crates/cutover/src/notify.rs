@@ -28,61 +28,58 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The events a webhook can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    DeployStarted,
-    DeploySucceeded,
-    DeployFailed,
+/// Declares [`EventKind`] from one table: each event with its name (in `[[notify]] events` and
+/// the JSON) and its one-line summary, so a new event cannot miss one of them.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal, $icon:literal, $what:literal;)*) => {
+        /// The events a webhook can ask for.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EventKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl EventKind {
+            pub const ALL: [EventKind; [$($name),*].len()] = [$(EventKind::$kind),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name,)*
+                }
+            }
+
+            fn summary(self) -> (&'static str, &'static str) {
+                match self {
+                    $(EventKind::$kind => ($icon, $what),)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    DeployStarted => "deploy_started", "🚀", "deploy started";
+    DeploySucceeded => "deploy_succeeded", "✅", "deployed";
+    DeployFailed => "deploy_failed", "❌", "deploy failed";
     /// An automatic rollback (stabilization failed and traffic went back to the old release).
-    Rollback,
+    Rollback => "rollback", "↩️", "rolled back";
     /// A deploy interrupted by a crash or a shutdown of the daemon.
-    Interrupted,
+    Interrupted => "interrupted", "⚠️", "deploy interrupted";
     /// The serving instance died or failed `unhealthy_threshold` health probes in a row
     /// outside a deploy (the watchdog restarts it).
-    Unhealthy,
+    Unhealthy => "unhealthy", "🚑", "unhealthy";
     /// The serving instance is healthy again (it answered, or a restart replaced it).
-    Recovered,
+    Recovered => "recovered", "💚", "recovered";
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
-        EventKind::DeployStarted,
-        EventKind::DeploySucceeded,
-        EventKind::DeployFailed,
-        EventKind::Rollback,
-        EventKind::Interrupted,
-        EventKind::Unhealthy,
-        EventKind::Recovered,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::DeployStarted => "deploy_started",
-            EventKind::DeploySucceeded => "deploy_succeeded",
-            EventKind::DeployFailed => "deploy_failed",
-            EventKind::Rollback => "rollback",
-            EventKind::Interrupted => "interrupted",
-            EventKind::Unhealthy => "unhealthy",
-            EventKind::Recovered => "recovered",
-        }
-    }
-
     pub fn parse(name: &str) -> Option<EventKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
+}
 
-    fn summary(self) -> (&'static str, &'static str) {
-        match self {
-            EventKind::DeployStarted => ("🚀", "deploy started"),
-            EventKind::DeploySucceeded => ("✅", "deployed"),
-            EventKind::DeployFailed => ("❌", "deploy failed"),
-            EventKind::Rollback => ("↩️", "rolled back"),
-            EventKind::Interrupted => ("⚠️", "deploy interrupted"),
-            EventKind::Unhealthy => ("🚑", "unhealthy"),
-            EventKind::Recovered => ("💚", "recovered"),
-        }
+impl serde::Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

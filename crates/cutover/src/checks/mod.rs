@@ -1,5 +1,8 @@
 //! What `cutover check` reports and what a deploy must pass before it starts: service health
-//! with the real protocols, and disk headroom (a full disk is the classic outage).
+//! with the real protocols, and disk headroom (a full disk is the classic outage); [`env`]: the
+//! env files and `env` tables of components.
+
+pub mod env;
 
 use crate::config::{Config, ServiceConfig};
 use crate::services::{self, ServiceHealth, ServiceKind, ServiceStatus};
@@ -137,13 +140,13 @@ pub async fn deploy_gate(
 #[derive(Clone, Debug, Serialize)]
 pub struct ComponentEnv {
     pub component: String,
-    pub file: Option<crate::ops::envcheck::EnvReport>,
-    pub problems: Vec<crate::ops::envcheck::Problem>,
+    pub file: Option<env::EnvReport>,
+    pub problems: Vec<env::Problem>,
 }
 
 impl ComponentEnv {
     pub fn error_messages(&self) -> Vec<String> {
-        use crate::ops::envcheck::Severity;
+        use env::Severity;
         self.file
             .iter()
             .flat_map(|f| f.problems.iter())
@@ -155,7 +158,6 @@ impl ComponentEnv {
 }
 
 pub fn component_env(config: &Config, component: &crate::config::ComponentConfig) -> ComponentEnv {
-    use crate::ops::envcheck;
     let name = component.name.to_string();
     let (table, env_file) = match component.process() {
         Some(p) => (p.env.clone(), p.env_file.clone()),
@@ -171,10 +173,10 @@ pub fn component_env(config: &Config, component: &crate::config::ComponentConfig
         .collect();
     let file = env_file
         .as_deref()
-        .map(|path| envcheck::check_env_file(path, &from_file, production));
+        .map(|path| env::check_env_file(path, &from_file, production));
     // Without an env file, required keys can only come from the table.
     let required_here: &[String] = if env_file.is_none() { &from_file } else { &[] };
-    let problems = envcheck::check_vars(
+    let problems = env::check_vars(
         &format!("components.{name}.env"),
         &pairs,
         required_here,
