@@ -3,7 +3,8 @@
 use crate::config::Config;
 use crate::protocol::*;
 use crate::runtime::DaemonState;
-use crate::store::{Store, StoreError};
+use crate::store::{ComponentState, Store, StoreError};
+use std::net::SocketAddr;
 
 pub fn online(state: &DaemonState) -> StatusResponse {
     let store = &state.shared.store;
@@ -14,10 +15,6 @@ pub fn online(state: &DaemonState) -> StatusResponse {
             let committed = store.component_state(component.name()).unwrap_or_default();
             let serving = component.serving();
             ComponentStatus {
-                name: component.name().to_owned(),
-                listen: component.listen.map(|l| l.to_string()).unwrap_or_default(),
-                active: committed.active,
-                previous: committed.previous,
                 serving_release: component.serving_release(store).map(|r| r.to_string()),
                 serving: serving.as_ref().map(|s| InstanceInfo {
                     release: s.instance.release.to_string(),
@@ -34,6 +31,7 @@ pub fn online(state: &DaemonState) -> StatusResponse {
                         .and_then(|s| s.current())
                         .map(|site| site.stats())
                 }),
+                ..committed_only(component.name(), component.listen, committed)
             }
         })
         .collect();
@@ -61,17 +59,11 @@ pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreEr
     let mut components = Vec::new();
     for component in &config.components {
         let committed = store.component_state(component.name.as_str())?;
-        components.push(ComponentStatus {
-            name: component.name.to_string(),
-            listen: component.listen.map(|l| l.to_string()).unwrap_or_default(),
-            active: committed.active,
-            previous: committed.previous,
-            serving: None,
-            serving_release: None,
-            deploying: None,
-            stats: None,
-            health: None,
-        });
+        components.push(committed_only(
+            component.name.as_str(),
+            component.listen,
+            committed,
+        ));
     }
     Ok(StatusResponse {
         daemon: None,
@@ -167,17 +159,27 @@ pub fn offline_empty(config: &Config) -> StatusResponse {
         components: config
             .components
             .iter()
-            .map(|c| ComponentStatus {
-                name: c.name.to_string(),
-                listen: c.listen.map(|l| l.to_string()).unwrap_or_default(),
-                active: None,
-                previous: None,
-                serving: None,
-                serving_release: None,
-                deploying: None,
-                stats: None,
-                health: None,
-            })
+            .map(|c| committed_only(c.name.as_str(), c.listen, ComponentState::default()))
             .collect(),
+    }
+}
+
+/// A component as the database knows it: what is committed as active and previous; nothing of
+/// what runs (the daemon fills that in when it is up).
+fn committed_only(
+    name: &str,
+    listen: Option<SocketAddr>,
+    committed: ComponentState,
+) -> ComponentStatus {
+    ComponentStatus {
+        name: name.to_owned(),
+        listen: listen.map(|l| l.to_string()).unwrap_or_default(),
+        active: committed.active,
+        previous: committed.previous,
+        serving: None,
+        serving_release: None,
+        deploying: None,
+        stats: None,
+        health: None,
     }
 }
