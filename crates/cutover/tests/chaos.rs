@@ -12,15 +12,6 @@ use std::time::Duration;
 
 const ROUNDS: usize = 2;
 
-/// A port free right now: the daemon is restarted, and the load must find it at the same place.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config() -> String {
     let backend = FAST_COMPONENT.replace(
         "stabilize = \"0s\"",

@@ -4,21 +4,13 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "s3cr3t-Pa55w0rd-never-shown";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_env(dir: &Path, body: &str, mode: u32) {
     let path = dir.join("app.env");
@@ -325,39 +317,9 @@ fn metrics_are_valid_prometheus_text() {
     assert!(body.contains("cutover_inflight_requests"), "{body}");
 }
 
-/// A webhook receiver on loopback that records request bodies.
-fn receiver() -> (u16, std::sync::mpsc::Receiver<serde_json::Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
-            }
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn webhooks_hear_deploys_and_a_dead_one_does_not_slow_them() {
-    let (port, events) = receiver();
+    let (port, events) = webhook::receiver();
     // A second hook that accepts connections and never answers.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = black_hole.local_addr().unwrap().port();

@@ -31,14 +31,6 @@ fn config(extra_daemon: &str, component: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn health(daemon: &Daemon) -> serde_json::Value {
     daemon.component_status("backend")["health"].clone()
 }
@@ -56,50 +48,6 @@ fn check(daemon: &Daemon) -> (Option<i32>, serde_json::Value) {
         .and_then(|c| c.iter().find(|c| c["name"] == "backend").cloned())
         .unwrap_or_default();
     (out.status.code(), backend)
-}
-
-/// A webhook receiver on loopback: the `event` field of every body it gets.
-fn receiver() -> (u16, std::sync::mpsc::Receiver<serde_json::Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
-            }
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, rx)
-}
-
-/// Waits for a webhook event of `kind`; returns it.
-fn webhook(events: &std::sync::mpsc::Receiver<serde_json::Value>, kind: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match events.recv_timeout(left) {
-            Ok(event) if event["event"] == kind => return event,
-            Ok(event) => seen.push(event["event"].clone()),
-            Err(_) => break,
-        }
-    }
-    panic!("no {kind} webhook; got {seen:?}");
 }
 
 /// One GET on a fresh connection with a client-side read timeout: (status or error, took).
@@ -126,7 +74,7 @@ fn timed_get(addr: SocketAddr, path: &str, timeout: Duration) -> (Result<u16, St
 
 #[test]
 fn a_frozen_instance_is_reported_unhealthy_and_replaced() {
-    let (hook, events) = receiver();
+    let (hook, events) = webhook::receiver();
     let admin = free_port();
     // Every instance takes 3 s to listen, so the replacement's start is visible in status.
     let daemon = Daemon::start_with_config(&config(
@@ -175,7 +123,7 @@ fn a_frozen_instance_is_reported_unhealthy_and_replaced() {
         metrics.contains("cutover_instance_healthy{component=\"backend\"} 0"),
         "{metrics}"
     );
-    let event = webhook(&events, "unhealthy");
+    let event = webhook::wait_for(&events, "unhealthy");
     assert_eq!(event["component"], "backend");
     assert!(
         event["message"]
@@ -195,7 +143,7 @@ fn a_frozen_instance_is_reported_unhealthy_and_replaced() {
         assert_eq!(status, Ok(200), "took {took:?}");
     }
     assert_eq!(check(&daemon).0, Some(0), "healthy again");
-    webhook(&events, "recovered");
+    webhook::wait_for(&events, "recovered");
     let (_, _, metrics) = get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics");
     assert!(
         metrics.contains("cutover_instance_healthy{component=\"backend\"} 1")
@@ -342,7 +290,7 @@ fn one_request(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr) -> Res
 
 #[test]
 fn a_crash_loop_holds_requests_then_rolls_back_to_the_previous_release() {
-    let (hook, events) = receiver();
+    let (hook, events) = webhook::receiver();
     let daemon = Daemon::start_with_config(&config(
         &format!("\n[[notify]]\nurl = \"http://127.0.0.1:{hook}/hook\"\nevents = [\"rollback\"]\n"),
         &format!(
@@ -406,7 +354,7 @@ fn a_crash_loop_holds_requests_then_rolls_back_to_the_previous_release() {
     );
     let history_text = text(&daemon.cli(&["history"]).stdout);
     assert!(history_text.contains("crash loop"), "{history_text}");
-    let event = webhook(&events, "rollback");
+    let event = webhook::wait_for(&events, "rollback");
     assert_eq!(event["release"], "v1", "{event}");
     // v1 keeps serving; no v2 instance is left.
     assert_eq!(get(daemon.public, "/version").2, "v1");

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -366,4 +367,14 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A loopback port free right now (for a listener the test configures before it starts: a
+/// daemon that is restarted, or a load that must find it at the same place).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
