@@ -13,12 +13,12 @@
 use crate::config::StaticConfig;
 use crate::proxy::{BoxError, ProxyBody, StatsSnapshot};
 use crate::release::ReleaseId;
+use crate::response::plain;
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, StreamBody};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,20 +126,6 @@ impl SiteRoute {
         }
         self.current.swap(next)
     }
-}
-
-fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|n| match n {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// Decodes and checks a request path; `None` for anything that could leave the site.

@@ -56,8 +56,7 @@ impl ReleaseStore {
     ) -> Result<std::collections::BTreeMap<String, String>, ReleaseError> {
         let path = self.release_dir(component, id).join("manifest.json");
         let text = fs::read(&path).map_err(io_err("read", &path))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| io_err("parse", &path)(io::Error::new(io::ErrorKind::InvalidData, e)))
+        parse_json(&path, &text)
     }
 
     /// Records a release that has no files here (a hook component's release lives elsewhere).
@@ -140,8 +139,7 @@ impl ReleaseStore {
             }
             Err(e) => return Err(io_err("read", &meta)(e)),
         };
-        serde_json::from_slice(&text)
-            .map_err(|e| io_err("parse", &meta)(io::Error::new(io::ErrorKind::InvalidData, e)))
+        parse_json(&meta, &text)
     }
 
     /// Stores `source` as release `id`. Storing the same bytes again under the same id is a
@@ -280,4 +278,10 @@ fn discard_on_error<T>(tmp: &Path, result: Result<T, ReleaseError>) -> Result<T,
         let _ = fs::remove_dir_all(tmp);
     }
     result
+}
+
+/// The JSON a release directory holds (`release.json`, `manifest.json`), read back.
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &[u8]) -> Result<T, ReleaseError> {
+    serde_json::from_slice(text)
+        .map_err(|e| io_err("parse", path)(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
