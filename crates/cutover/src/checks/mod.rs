@@ -1,6 +1,6 @@
 //! What `cutover check` reports and what a deploy must pass before it starts: service health
-//! with the real protocols, and disk headroom (a full disk is the classic outage); [`env`]: the
-//! env files and `env` tables of components.
+//! with the real protocols, and disk headroom (a full disk is the classic outage);
+//! [`env`](mod@env): the env files and `env` tables of components.
 
 pub mod env;
 

@@ -72,7 +72,7 @@
 //!
 //! The `EnvironmentFile=` of [`UnitOptions::env_file`] is for the *daemon's* variables
 //! (`RUST_LOG`) and is parsed by systemd; an app's variables and secrets belong in the
-//! component's `env_file`, which cutover reads with its own parser (see [`super::envcheck`]).
+//! component's `env_file`, which cutover reads with its own parser (see [`crate::checks::env`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
