@@ -28,66 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Declares [`EventKind`] from one table: each event with its name (in `[[notify]] events` and
-/// the JSON) and its one-line summary, so a new event cannot miss one of them.
-macro_rules! event_kinds {
-    ($($(#[$doc:meta])* $kind:ident => $name:literal, $icon:literal, $what:literal;)*) => {
-        /// The events a webhook can ask for.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum EventKind {
-            $($(#[$doc])* $kind,)*
-        }
-
-        impl EventKind {
-            pub const ALL: [EventKind; [$($name),*].len()] = [$(EventKind::$kind),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(EventKind::$kind => $name,)*
-                }
-            }
-
-            fn summary(self) -> (&'static str, &'static str) {
-                match self {
-                    $(EventKind::$kind => ($icon, $what),)*
-                }
-            }
-        }
-    };
-}
-
-event_kinds! {
-    DeployStarted => "deploy_started", "🚀", "deploy started";
-    DeploySucceeded => "deploy_succeeded", "✅", "deployed";
-    DeployFailed => "deploy_failed", "❌", "deploy failed";
-    /// An automatic rollback (stabilization failed and traffic went back to the old release).
-    Rollback => "rollback", "↩️", "rolled back";
-    /// A deploy interrupted by a crash or a shutdown of the daemon.
-    Interrupted => "interrupted", "⚠️", "deploy interrupted";
-    /// The serving instance died or failed `unhealthy_threshold` health probes in a row
-    /// outside a deploy (the watchdog restarts it).
-    Unhealthy => "unhealthy", "🚑", "unhealthy";
-    /// The serving instance is healthy again (it answered, or a restart replaced it).
-    Recovered => "recovered", "💚", "recovered";
-}
-
-impl EventKind {
-    pub fn parse(name: &str) -> Option<EventKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-}
-
-impl serde::Serialize for EventKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::vocab::NotifyKind as EventKind;
 
 /// One event to announce.
 #[derive(Debug, Clone)]

@@ -96,3 +96,65 @@ impl std::fmt::Display for ServiceKind {
         })
     }
 }
+
+/// Declares [`NotifyKind`] from one table: each webhook event with its name (in `[[notify]]
+/// events`, checked by config, and the JSON) and its one-line summary, so a new event cannot
+/// miss one of them.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal, $icon:literal, $what:literal;)*) => {
+        /// The events a webhook can ask for.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum NotifyKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl NotifyKind {
+            pub const ALL: [NotifyKind; [$($name),*].len()] = [$(NotifyKind::$kind),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(NotifyKind::$kind => $name,)*
+                }
+            }
+
+            pub fn summary(self) -> (&'static str, &'static str) {
+                match self {
+                    $(NotifyKind::$kind => ($icon, $what),)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    DeployStarted => "deploy_started", "🚀", "deploy started";
+    DeploySucceeded => "deploy_succeeded", "✅", "deployed";
+    DeployFailed => "deploy_failed", "❌", "deploy failed";
+    /// An automatic rollback (stabilization failed and traffic went back to the old release).
+    Rollback => "rollback", "↩️", "rolled back";
+    /// A deploy interrupted by a crash or a shutdown of the daemon.
+    Interrupted => "interrupted", "⚠️", "deploy interrupted";
+    /// The serving instance died or failed `unhealthy_threshold` health probes in a row
+    /// outside a deploy (the watchdog restarts it).
+    Unhealthy => "unhealthy", "🚑", "unhealthy";
+    /// The serving instance is healthy again (it answered, or a restart replaced it).
+    Recovered => "recovered", "💚", "recovered";
+}
+
+impl NotifyKind {
+    pub fn parse(name: &str) -> Option<NotifyKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl serde::Serialize for NotifyKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for NotifyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -287,25 +287,18 @@ impl Validator<'_> {
     }
 
     fn notify(&self, hooks: Vec<NotifyConfig>) -> Result<Vec<NotifyConfig>, ConfigError> {
-        const EVENTS: &[&str] = &[
-            "deploy_started",
-            "deploy_succeeded",
-            "deploy_failed",
-            "rollback",
-            "interrupted",
-            "unhealthy",
-            "recovered",
-        ];
+        use crate::vocab::NotifyKind;
         for hook in &hooks {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(
                     self.error(&["notify"], "notify url must be an http:// or https:// URL")
                 );
             }
-            if let Some(unknown) = hook.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+            if let Some(unknown) = hook.events.iter().find(|e| NotifyKind::parse(e).is_none()) {
+                let known = NotifyKind::ALL.map(NotifyKind::as_str).join(", ");
                 return Err(self.error(
                     &["notify"],
-                    format!("unknown event {unknown:?}; known: {}", EVENTS.join(", ")),
+                    format!("unknown event {unknown:?}; known: {known}"),
                 ));
             }
         }
