@@ -1,5 +1,5 @@
-//! The crate's modules form no import cycle: every `crate::a::b` path in `src/` (outside test
-//! modules and comments) is an edge from the file's module to the module it names; a module
+//! The crate's modules form no import cycle: every `crate::a::b` and `super::b` path in `src/`
+//! (outside test modules and comments) is an edge from the file's module to the module it names; a module
 //! and its own submodules do not count. Fails naming the cycle when one appears.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,19 +67,35 @@ fn modules_have_no_import_cycles() {
     let names: Vec<String> = mods.keys().cloned().collect();
     let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (module, code) in &mods {
-        let mut rest = code.as_str();
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            let path: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            if let Some(target) = resolve(path.trim_end_matches(':'), &names) {
-                if !related(module, target) {
-                    edges
-                        .entry(module.as_str())
-                        .or_default()
-                        .insert(target.as_str());
+        // `super::x` in `a::b` names `a::x`; in `a` (a mod.rs), the crate's `x`.
+        let parent = module.rsplit_once("::").map_or("", |(parent, _)| parent);
+        for (prefix, base) in [("crate::", ""), ("super::", parent)] {
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find(prefix) {
+                // `crate::` inside a longer word (`some_crate::`) is not the crate.
+                let word_start =
+                    at == 0 || !rest[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+                rest = &rest[at + prefix.len()..];
+                if !word_start {
+                    continue;
+                }
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let path = path.trim_end_matches(':');
+                let full = if base.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{base}::{path}")
+                };
+                if let Some(target) = resolve(&full, &names) {
+                    if !related(module, target) {
+                        edges
+                            .entry(module.as_str())
+                            .or_default()
+                            .insert(target.as_str());
+                    }
                 }
             }
         }

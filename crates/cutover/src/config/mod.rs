@@ -13,6 +13,7 @@ mod duration;
 mod edge;
 mod environment;
 mod error;
+mod placeholders;
 mod raw;
 mod rules;
 mod settings;

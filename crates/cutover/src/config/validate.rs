@@ -2,11 +2,11 @@
 //! settings, every error located (`file:line:col: key: message`) by looking the key up in the
 //! source. Rules across tables are in `rules.rs`, the environment keys in `environment.rs`.
 
+use super::placeholders::placeholder_problem;
 use super::raw::{
     default_stabilize, default_stop_timeout, kind_label, RawComponent, RawConfig, RawKind,
     RawService,
 };
-use super::rules::placeholder_problem;
 use super::settings::{
     BundleLimits, ChecksConfig, ComponentConfig, ComponentKind, ComponentName, ComposeRef, Config,
     DaemonConfig, DiskCheck, HookConfig, MigrationsConfig, NotifyConfig, ProcessConfig,

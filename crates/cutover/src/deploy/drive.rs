@@ -4,26 +4,14 @@
 
 use super::machine::{self, Effect, Event, Failure, Spec, State};
 use super::process::ProcessSteps;
+use super::run::{step_failed, HookEnd, Run};
 use super::site::StaticSteps;
-use super::{failpoint, DeployError, DeployPlan, EventSink, Shared};
-use crate::abort::AbortSignal;
-use crate::component::ComponentRuntime;
+use super::{failpoint, DeployError, DeployPlan};
 use crate::config::{ComponentKind, HookConfig};
 use crate::protocol::EventKind;
 use crate::release::{ReleaseError, ReleaseId, StoredRelease};
 use crate::vocab::{DeployKind, Outcome, Phase};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One deploy in progress.
-pub(super) struct Run<'a> {
-    pub shared: &'a Shared,
-    pub component: &'a Arc<ComponentRuntime>,
-    pub deploy_id: i64,
-    pub release: &'a ReleaseId,
-    pub sink: &'a EventSink,
-    pub abort: &'a AbortSignal,
-}
 
 /// The part of a deploy that depends on the component's kind, with what it holds between
 /// effects (the instance it started, the site it loaded).
@@ -37,29 +25,6 @@ pub(super) enum KindSteps<'c> {
 pub(super) type Ended = (Outcome, Option<String>);
 
 impl Run<'_> {
-    pub(super) fn name(&self) -> String {
-        self.component.name().to_owned()
-    }
-
-    pub(super) fn emit(&self, kind: EventKind) {
-        self.sink.emit(self.deploy_id, kind);
-    }
-
-    pub(super) fn warn(&self, message: String) {
-        self.emit(EventKind::Warning {
-            component: Some(self.name()),
-            message,
-        });
-    }
-
-    pub(super) fn drained(&self, release: &ReleaseId, remaining: usize) {
-        self.emit(EventKind::Drained {
-            component: self.name(),
-            release: release.to_string(),
-            remaining,
-        });
-    }
-
     /// The deploy of `plan`, from the gate to its outcome.
     pub(super) async fn execute(&self, plan: &DeployPlan, from: Option<&ReleaseId>) -> Ended {
         let config = &self.component.config;
@@ -320,16 +285,6 @@ impl Run<'_> {
         })
         .await?
     }
-}
-
-/// How a hook run ended when it did not pass.
-pub(super) enum HookEnd {
-    Aborted(String),
-    Failed(DeployError),
-}
-
-pub(super) fn step_failed(e: DeployError) -> Event {
-    Event::Failed(Failure::Step(e.to_string()))
 }
 
 fn nothing_to_do(release: &ReleaseId) -> String {

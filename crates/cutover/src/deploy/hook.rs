@@ -2,7 +2,7 @@
 //! verify URL until it shows the new release. The switch is only an event: the traffic moves
 //! wherever the hook's host moves it.
 
-use super::drive::{HookEnd, Run};
+use super::run::{HookEnd, Run};
 use super::DeployError;
 use crate::config::HookConfig;
 use crate::health;

@@ -2,8 +2,8 @@
 //! keeps serving meanwhile); a rollback never runs `down`, it only warns when the schema is
 //! newer than the release it goes back to.
 
-use super::drive::{step_failed, Run};
 use super::machine::Event;
+use super::run::{step_failed, Run};
 use super::{DeployError, DeployPlan};
 use crate::config::MigrationsConfig;
 use crate::migrate::{self, Migrations};

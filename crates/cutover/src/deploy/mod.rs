@@ -27,6 +27,7 @@ mod migrations;
 mod pipeline;
 mod process;
 pub mod recovery;
+mod run;
 mod site;
 
 pub use crate::abort::AbortSignal;
@@ -41,7 +42,7 @@ use crate::protocol::{Event, EventKind};
 use crate::release::{ReleaseId, ReleaseStore};
 use crate::store::Store;
 use crate::vocab::{DeployKind, Outcome};
-use drive::Run;
+use run::Run;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

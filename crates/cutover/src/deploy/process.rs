@@ -2,8 +2,8 @@
 //! drain, stabilization with the old instance warm, finalize or swap back. What happens next
 //! is the machine's decision; these only act and report.
 
-use super::drive::{step_failed, Run};
 use super::machine::{Effect, Event, Failure, Observation, State};
+use super::run::{step_failed, Run};
 use super::{DeployError, Shared};
 use crate::component::{ComponentRuntime, Serving};
 use crate::config::ProcessConfig;

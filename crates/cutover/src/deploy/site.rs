@@ -1,7 +1,7 @@
 //! The effects of a static deploy: load the unpacked files, one atomic switch, no process.
 
-use super::drive::{step_failed, Run};
 use super::machine::{Event, Failure};
+use super::run::{step_failed, Run};
 use super::DeployError;
 use crate::config::{ComponentConfig, StaticConfig};
 use crate::protocol::EventKind;
