@@ -14,10 +14,8 @@ mod archive;
 mod budget;
 mod containment;
 mod directory;
-mod layout;
 mod manifest;
 
-pub use layout::check_program;
 pub use manifest::{manifest, tree_sha256};
 
 use budget::Budget;

@@ -4,8 +4,7 @@
 
 pub mod env;
 
-use crate::config::{Config, ServiceConfig};
-use crate::services::{self, ServiceHealth, ServiceKind, ServiceStatus};
+use crate::config::Config;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -38,27 +37,7 @@ pub struct DiskReport {
     pub error: Option<String>,
 }
 
-/// Checks one service; a URL that cannot be resolved is reported, never printed.
-pub async fn check_service(service: &ServiceConfig) -> ServiceHealth {
-    let timeout = service.timeout.get();
-    let health = match service.url() {
-        Ok(url) => match service.kind {
-            ServiceKind::Postgres => services::check_postgres(&url, timeout).await,
-            ServiceKind::Redis => services::check_redis(&url, timeout).await,
-        },
-        Err(why) => ServiceHealth {
-            name: None,
-            kind: service.kind,
-            target: String::new(),
-            ok: false,
-            status: ServiceStatus::InvalidUrl,
-            detail: why,
-            version: None,
-            latency_ms: None,
-        },
-    };
-    health.named(&service.name)
-}
+pub use crate::services::check_service;
 
 /// Bytes available to an unprivileged user on the filesystem holding `path`.
 pub fn disk_free(path: &Path) -> Result<u64, String> {

@@ -278,7 +278,7 @@ impl Run<'_> {
                 let program =
                     process.command[0].replace("{release_dir}", &dir.display().to_string());
                 if std::path::Path::new(&program).starts_with(&dir) {
-                    crate::bundle::check_program(&dir, std::path::Path::new(&program))?;
+                    crate::release::check_bundle_program(&dir, std::path::Path::new(&program))?;
                 }
             }
             Ok(stored)

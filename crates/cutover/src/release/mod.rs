@@ -14,10 +14,12 @@
 //! run here, `durable.rs` writes files that survive a crash.
 
 mod artifact;
+mod bundle_program;
 mod durable;
 mod release_store;
 
 pub use artifact::check_program;
+pub use bundle_program::check_bundle_program;
 pub use durable::sha256_file;
 pub use release_store::ReleaseStore;
 

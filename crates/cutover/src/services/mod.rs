@@ -25,6 +25,7 @@ pub mod redis;
 pub mod stack;
 pub mod url;
 
+use crate::config::ServiceConfig;
 pub use crate::vocab::ServiceKind;
 pub use postgres::check_postgres;
 pub use redis::check_redis;
@@ -216,6 +217,28 @@ pub(crate) fn scrub(text: &str, secret: Option<&str>) -> String {
         Some(secret) if !secret.is_empty() => text.replace(secret, "****"),
         _ => text.to_string(),
     }
+}
+
+/// Checks one service; a URL that cannot be resolved is reported, never printed.
+pub async fn check_service(service: &ServiceConfig) -> ServiceHealth {
+    let timeout = service.timeout.get();
+    let health = match service.url() {
+        Ok(url) => match service.kind {
+            ServiceKind::Postgres => check_postgres(&url, timeout).await,
+            ServiceKind::Redis => check_redis(&url, timeout).await,
+        },
+        Err(why) => ServiceHealth {
+            name: None,
+            kind: service.kind,
+            target: String::new(),
+            ok: false,
+            status: ServiceStatus::InvalidUrl,
+            detail: why,
+            version: None,
+            latency_ms: None,
+        },
+    };
+    health.named(&service.name)
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ pub async fn readiness(
     engine: &Engine,
     id: &mut Option<String>,
 ) -> Readiness {
-    let health = crate::checks::check_service(service).await;
+    let health = super::check_service(service).await;
     let container = async {
         if id.is_none() {
             *id = project.container_id(&compose.service).await?;

@@ -39,15 +39,22 @@ fn serves_after_a_crash_at_each_step(script: &[Event]) -> Vec<(Effect, &'static 
 #[test]
 fn after_a_crash_the_old_release_serves_until_the_new_one_is_committed() {
     use Event as E;
-    let succeeded = serves_after_a_crash_at_each_step(&[
-        E::PhaseCommitted,
-        E::Stored,
-        E::PhaseCommitted,
-        E::Started,
-        E::PhaseCommitted,
-        E::Switched,
-        E::Drained { remaining: 0 },
-        E::PhaseCommitted,
+    // Every step up to the first look at the new release, then how that look goes on.
+    let deploy = |then: &[Event]| {
+        let mut script = vec![
+            E::PhaseCommitted,
+            E::Stored,
+            E::PhaseCommitted,
+            E::Started,
+            E::PhaseCommitted,
+            E::Switched,
+            E::Drained { remaining: 0 },
+            E::PhaseCommitted,
+        ];
+        script.extend_from_slice(then);
+        serves_after_a_crash_at_each_step(&script)
+    };
+    let succeeded = deploy(&[
         seen(true, 100, 0),
         E::PhaseCommitted,
         E::Committed,
@@ -67,15 +74,7 @@ fn after_a_crash_the_old_release_serves_until_the_new_one_is_committed() {
     ));
 
     // Rolled back: v1 serves after a crash at every step, the swap back included.
-    let rolled_back = serves_after_a_crash_at_each_step(&[
-        E::PhaseCommitted,
-        E::Stored,
-        E::PhaseCommitted,
-        E::Started,
-        E::PhaseCommitted,
-        E::Switched,
-        E::Drained { remaining: 0 },
-        E::PhaseCommitted,
+    let rolled_back = deploy(&[
         seen(true, 100, 50),
         E::PhaseCommitted,
         E::SwappedBack,

@@ -2,14 +2,14 @@
 //! an archive of a directory (`tar -czf app.tar.gz app`), whose files then all sit one level
 //! below `{release_dir}`.
 
-use super::BundleError;
-use crate::release::ReleaseError;
+use super::ReleaseError;
+use crate::bundle::BundleError;
 use std::path::Path;
 
 /// The program a process component's command names inside a bundle must be there and be
 /// executable; when it is missing from a bundle that holds a single directory, say so.
-pub fn check_program(bundle_dir: &Path, program: &Path) -> Result<(), ReleaseError> {
-    match crate::release::check_program(program) {
+pub fn check_bundle_program(bundle_dir: &Path, program: &Path) -> Result<(), ReleaseError> {
+    match super::check_program(program) {
         Err(ReleaseError::Missing(missing)) => {
             let Some(top) = single_top_level_dir(bundle_dir) else {
                 return Err(ReleaseError::Missing(missing));
@@ -51,7 +51,7 @@ mod tests {
         std::fs::write(&start, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&start, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let error = check_program(bundle, &bundle.join("bin/start"))
+        let error = check_bundle_program(bundle, &bundle.join("bin/start"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -62,7 +62,7 @@ mod tests {
 
         // Two entries: nothing to guess, the plain message.
         std::fs::write(bundle.join("README"), "").unwrap();
-        let error = check_program(bundle, &bundle.join("bin/start"))
+        let error = check_bundle_program(bundle, &bundle.join("bin/start"))
             .unwrap_err()
             .to_string();
         assert!(error.ends_with("bin/start does not exist"), "{error}");
