@@ -34,6 +34,7 @@ LARGE_BYTES = 64 * 1024
 WRK_TIMEOUT = "5s"  # per request: a slower one is a wrk timeout error, not a hang
 WRK_SLACK = 30  # seconds past its duration before a wrk run counts as hung and is killed
 RSS_SAMPLE_EVERY = 0.2
+AFTER_IDLE_S = 10  # when the last RSS is read after the load
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Not the availability benchmark's plain nginx: a proxy tuned the way one would tune it to be
@@ -93,15 +94,20 @@ def require_tools() -> None:
 # --- /proc -----------------------------------------------------------------------------------
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (all their threads), in seconds."""
-    total = 0
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """utime and stime of these processes (all their threads), in seconds."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             # The command name may hold spaces; the fields after it do not.
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds."""
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pid: int) -> int:
@@ -199,6 +205,7 @@ def wrk_argv(port: int, shape: Shape, seconds: int, large: Large) -> list[str]:
 def run_wrk(target: Target, backend_pid: int, shape: Shape, seconds: int, large: Large) -> dict:
     argv = wrk_argv(target.port, shape, seconds, large)
     cpu0, backend0 = [cpu_seconds([p]) for p in target.pids], cpu_seconds([backend_pid])
+    split0 = cpu_split(target.pids)
     started = time.monotonic()
     with RssSampler(target.pids[0]) if target.name == "cutover" else _nothing() as rss:
         try:
@@ -207,6 +214,7 @@ def run_wrk(target: Target, backend_pid: int, shape: Shape, seconds: int, large:
             return {"error": f"wrk did not finish within {seconds + WRK_SLACK}s"}
     wall = time.monotonic() - started
     by_pid = [cpu_seconds([p]) - before for p, before in zip(target.pids, cpu0)]
+    user, system = (after - before for after, before in zip(cpu_split(target.pids), split0))
     cpu, backend = sum(by_pid), cpu_seconds([backend_pid]) - backend0
     if out.returncode != 0:
         return {"error": f"wrk exited {out.returncode}: {out.stderr.strip()[:300]}"}
@@ -219,6 +227,9 @@ def run_wrk(target: Target, backend_pid: int, shape: Shape, seconds: int, large:
         proxy_cpu_s=round(cpu, 3),
         proxy_cpu_s_by_pid=[round(c, 3) for c in by_pid],  # nginx: master, then the workers
         proxy_cpu_us_per_req=round(cpu / n * 1e6, 2) if target.pids else None,
+        # User space is the proxy's own work; kernel time mostly the same syscalls for both.
+        proxy_user_us_per_req=round(user / n * 1e6, 2) if target.pids else None,
+        proxy_sys_us_per_req=round(system / n * 1e6, 2) if target.pids else None,
         backend_cpu_us_per_req=round(backend / n * 1e6, 2),
     )
     if rss is not None:
@@ -262,6 +273,8 @@ def summarize(runs: list[dict]) -> dict:
                 "rps": _spread([rd[t]["rps"] for rd in rounds.values() if t in rd]),
                 "p99_ms": _spread([rd[t]["p99_ms"] for rd in rounds.values() if t in rd]),
                 "proxy_cpu_us_per_req": _spread([rd[t]["proxy_cpu_us_per_req"] for rd in rounds.values() if t in rd]),
+                "proxy_user_us_per_req": _spread([rd[t].get("proxy_user_us_per_req") for rd in rounds.values() if t in rd]),
+                "proxy_sys_us_per_req": _spread([rd[t].get("proxy_sys_us_per_req") for rd in rounds.values() if t in rd]),
                 "backend_cpu_us_per_req": _spread([rd[t]["backend_cpu_us_per_req"] for rd in rounds.values() if t in rd]),
                 "errors": sum(rd[t]["socket_errors"] + rd[t]["non_2xx_3xx"] for rd in rounds.values() if t in rd),
             }
@@ -277,6 +290,7 @@ def summarize(runs: list[dict]) -> dict:
                 "cutover_over_nginx_rps": per_round("cutover", "nginx", "rps"),
                 "cutover_over_nginx_p99": per_round("cutover", "nginx", "p99_ms"),
                 "cutover_over_nginx_cpu_per_req": per_round("cutover", "nginx", "proxy_cpu_us_per_req"),
+                "cutover_over_nginx_user_cpu_per_req": per_round("cutover", "nginx", "proxy_user_us_per_req"),
                 "cutover_over_direct_rps": per_round("cutover", "direct", "rps"),
                 "nginx_over_direct_rps": per_round("nginx", "direct", "rps"),
                 "cutover_over_direct_p99": per_round("cutover", "direct", "p99_ms"),
@@ -335,10 +349,20 @@ def print_tables(summary: dict, meta: dict) -> None:
             f"{_fmt(t['cutover']['p99_ms'], 3, False):>9}  {_fmt(r['cutover_over_nginx_p99']):<20}"
             f"{_fmt(t['nginx']['proxy_cpu_us_per_req'], 1, False):>17}{_fmt(t['cutover']['proxy_cpu_us_per_req'], 1, False):>9}"
             f"  {_fmt(r['cutover_over_nginx_cpu_per_req']):<20}{errors:>7}{failed}")
+    head = (f"{'shape':<20}{'user us/req nginx':>18}{'cutover':>9}  {'cutover/nginx user':<20}"
+            f"{'sys us/req nginx':>17}{'cutover':>9}")
+    log("\n" + head)
+    log("-" * len(head))
+    for key, s in summary.items():
+        t, r = s["targets"], s["ratios"]
+        log(f"{key:<20}{_fmt(t['nginx']['proxy_user_us_per_req'], 1, False):>18}"
+            f"{_fmt(t['cutover']['proxy_user_us_per_req'], 1, False):>9}  {_fmt(r['cutover_over_nginx_user_cpu_per_req']):<20}"
+            f"{_fmt(t['nginx']['proxy_sys_us_per_req'], 1, False):>17}{_fmt(t['cutover']['proxy_sys_us_per_req'], 1, False):>9}")
     rss = meta.get("cutover_rss_kib", {})
     if rss:
         log(f"\ncutover daemon RSS: before load {rss.get('before', 0) / 1024:.1f} MiB, max during load "
-            f"{rss.get('during_max', 0) / 1024:.1f} MiB, after {rss.get('after', 0) / 1024:.1f} MiB")
+            f"{rss.get('during_max', 0) / 1024:.1f} MiB, 2 s after {rss.get('after', 0) / 1024:.1f} MiB, "
+            f"{AFTER_IDLE_S} s after {rss.get('after_idle', 0) / 1024:.1f} MiB")
     log("\nGoal (issue 9): cutover/nginx req/s >= 1.0, p99 <= 1.0, CPU/request <= 1.0 (stated for c32):")
     for g in goals(summary):
         marks = " ".join(f"{name} {'met' if g[name + '_ok'] else 'NOT met'}" for name in ("rps", "p99", "cpu"))
@@ -415,6 +439,8 @@ def _measure(procs: Procs, daemon: CutoverDaemon, tmp: Path, rounds: int, second
         rss["during_max"] = max(during, default=0)
         time.sleep(2)
         rss["after"] = rss_kib(daemon.proc.pid)
+        time.sleep(AFTER_IDLE_S - 2)  # past the upstream pools' idle timeout (4 s): idle connections are gone
+        rss["after_idle"] = rss_kib(daemon.proc.pid)
         meta = {"rounds": rounds, "duration_s": seconds, "warmup_s": warmup, "large_request": large.note,
                 "nginx": {"workers": int(NGINX_WORKERS), "upstream_keepalive": NGINX_KEEPALIVE,
                           "http_extra": NGINX_HTTP_EXTRA.split(), "upstream_extra": NGINX_UPSTREAM_EXTRA.strip(),

@@ -503,6 +503,8 @@ def main() -> int:
     proxy.add_argument("--profile", type=int, metavar="SECONDS", default=0,
                        help="instead: perf-record the cutover daemon for SECONDS under keep-alive load "
                             "(writes bench/results/profile/)")
+    proxy.add_argument("--profile-mode", choices=proxy_cost.MODES, default="keep-alive",
+                       help="the load --profile runs: keep-alive (default) or new connections")
     args = ap.parse_args()
     if not 1 <= args.deploys <= 100 or not 1 <= args.seconds <= 600:
         ap.error("--deploys must be 1..100 and --seconds 1..600")
@@ -530,7 +532,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             if args.profile:
-                return perf_profile.run(bins, args.profile, BENCH_DIR / "results" / "profile")
+                return perf_profile.run(bins, args.profile, BENCH_DIR / "results" / "profile", args.profile_mode)
             return run_proxy_only(bins, args, shapes)
         except proxy_cost.MissingTool as e:
             log(f"error: {e}")
