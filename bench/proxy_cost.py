@@ -329,14 +329,14 @@ def print_tables(summary: dict, meta: dict) -> None:
         "medians of per-round ratios [min-max]")
     log(f"64k = {meta['large_request']}")
     head = (f"{'shape':<20}{'direct r/s':>11}{'nginx r/s':>11}{'cutover r/s':>12}  {'cutover/nginx r/s':<20}"
-            f"{'cutover/direct':<20}{'nginx/direct':<20}")
+            f"{'cutover/direct':<20}{'nginx/direct':<12}")
     log("\n" + head)
     log("-" * len(head))
     for key, s in summary.items():
         t, r = s["targets"], s["ratios"]
         log(f"{key:<20}{_fmt(t['direct']['rps'], 0, False):>11}{_fmt(t['nginx']['rps'], 0, False):>11}"
             f"{_fmt(t['cutover']['rps'], 0, False):>12}  {_fmt(r['cutover_over_nginx_rps']):<20}"
-            f"{_fmt(r['cutover_over_direct_rps']):<20}{_fmt(r['nginx_over_direct_rps']):<20}")
+            f"{_fmt(r['cutover_over_direct_rps']):<20}{_fmt(r['nginx_over_direct_rps'])}")
     head = (f"{'shape':<20}{'p99 ms direct':>14}{'nginx':>8}{'cutover':>9}  {'cutover/nginx p99':<20}"
             f"{'CPU us/req nginx':>17}{'cutover':>9}  {'cutover/nginx CPU':<20}{'errors':>7}")
     log("\n" + head)
