@@ -10,6 +10,10 @@ port while N deploys happen back to back, for three strategies:
                 upstream, `nginx -s reload`, then SIGTERM the old server
 Part 2 (proxy cost): wrk against demo-api directly, through cutover and through nginx.
 
+--proxy-only runs instead the full proxy-cost phase (proxy_cost.py): keep-alive and new
+connections, small and 64 KiB responses, 1/32/256 connections, rounds alternating targets, CPU time
+per request; --profile SECONDS perf-records the daemon under load (perf_profile.py).
+
 Only loopback traffic; stdlib only. See bench/README.md for how to read the output.
 """
 
@@ -22,22 +26,38 @@ import multiprocessing
 import os
 import pickle
 import platform
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-HOST = "127.0.0.1"
+import perf_profile
+import proxy_cost
+from harness import (
+    BENCH_DIR,
+    DEPLOY_DEADLINE,
+    HOST,
+    REPO,
+    Bins,
+    CutoverDaemon,
+    Deploy,
+    Nginx,
+    Procs,
+    free_port,
+    git_info,
+    http_get,
+    log,
+    parse_wrk,
+    start_demo_api,
+    wait_healthy,
+    wait_until,
+)
 
 # Load shape, identical for every strategy.
 KEEPALIVE_CLIENTS = 8
@@ -47,180 +67,6 @@ FAILURE_BACKOFF = 0.01  # after a failure, so refused connects do not spin and s
 WARMUP = 1.0  # load before the first deploy
 COOLDOWN = 0.5  # load after the last deploy
 BETWEEN_DEPLOYS = 0.5
-
-# Deadlines for everything we wait on.
-HEALTH_DEADLINE = 10.0
-DAEMON_DEADLINE = 15.0
-DEPLOY_DEADLINE = 60.0
-EXIT_DEADLINE = 15.0
-
-CUTOVER_CONFIG = """\
-[daemon]
-data_dir = "{dir}/.cutover"
-control_socket = "{dir}/.cutover/control.sock"
-
-[components.backend]
-listen = "127.0.0.1:{port}"
-command = ["{{artifact}}"]
-env = {{ API_ADDR = "127.0.0.1:{{port}}", RELEASE = "{{release}}" }}
-health = {{ path = "/health", interval = "100ms", timeout = "2s", healthy_threshold = 2, start_timeout = "10s" }}
-drain_timeout = "10s"
-stop_timeout = "5s"
-keep_releases = 5
-stabilize = "0s"
-"""
-
-# `daemon off` keeps the master our child, so cleanup can always find it (and its workers, which
-# share its process group). Temp paths are set so nothing is written outside the temp dir.
-NGINX_CONFIG = """\
-daemon off;
-worker_processes auto;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    include {dir}/upstream.conf;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-
-NGINX_UPSTREAM = "upstream backend {{ server 127.0.0.1:{port}; keepalive 32; }}\n"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def http_get(port: int, path: str, timeout: float = 1.0) -> tuple[int, str]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
-    finally:
-        conn.close()
-
-
-def wait_until(what: str, check, deadline_s: float, interval: float = 0.01, alive=None):
-    """Polls `check()` until it returns a truthy value; raises after `deadline_s`.
-
-    `alive`, if given, is a Popen that must not exit meanwhile (a crashed server would otherwise
-    cost the whole deadline).
-    """
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        if alive is not None and alive.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {alive.returncode}")
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # noqa: BLE001 - anything means "not yet"
-            last = e
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not ready after {deadline_s}s (last error: {last})")
-
-
-def wait_healthy(port: int, alive=None, deadline_s: float = HEALTH_DEADLINE) -> None:
-    wait_until(f"/health on :{port}", lambda: http_get(port, "/health")[0] == 200, deadline_s, alive=alive)
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-class Procs:
-    """Every process this script starts, so they can all be stopped at the end, even on errors."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.roots: list[Path] = []  # temp dirs whose executables are ours (cutover's instances)
-
-    def start(self, argv, log_path: Path, env=None) -> subprocess.Popen:
-        with open(log_path, "ab") as out:
-            # Own session: a Ctrl-C on the terminal reaches only this script, which then stops
-            # the children in order (graceful first) instead of all at once.
-            p = subprocess.Popen(
-                [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-            )
-        self.procs.append(p)
-        return p
-
-    @staticmethod
-    def stop(p: subprocess.Popen, timeout: float = EXIT_DEADLINE) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL its process group (nginx workers too)."""
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                # Not reaped yet, so its pid (= its group id) cannot have been reused.
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-        return p.returncode
-
-    def stop_all(self) -> None:
-        for p in reversed(self.procs):
-            self.stop(p, timeout=5)
-        for root in self.roots:
-            self.kill_strays(root)
-
-    @staticmethod
-    def kill_strays(root: Path) -> list[int]:
-        """cutover starts its instances in their own process groups, from artifacts stored under
-        our temp dir; if the daemon did not stop them, find them by executable path."""
-        pids = _pids_with_exe_under(root)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return pids
-
-
-def _pids_with_exe_under(root: Path) -> list[int]:
-    # A deleted temp dir still shows as "<path> (deleted)", which keeps the prefix.
-    prefix = str(root.resolve()) + os.sep
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/exe").startswith(prefix):
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
 
 # --- load generator --------------------------------------------------------------------------
 
@@ -318,107 +164,6 @@ class Load:
 
 
 # --- part 1: deploy strategies ---------------------------------------------------------------
-
-
-@dataclass
-class Deploy:
-    release: str
-    start: float
-    end: float
-    ok: bool
-    note: str = ""
-
-
-@dataclass
-class Bins:
-    cutover: Path
-    demo_api: Path
-
-
-class CutoverDaemon:
-    def __init__(self, procs: Procs, bins: Bins, tmp: Path):
-        self.bins, self.tmp = bins, tmp
-        self.port = free_port()
-        self.config = tmp / "cutover.toml"
-        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port))
-        self.log_path = tmp / "daemon.log"
-        procs.roots.append(tmp)
-        self.proc = procs.start(
-            [bins.cutover, "serve", "--config", self.config], self.log_path, env={"CUTOVER_LOG": "info"}
-        )
-
-        def status():
-            out = subprocess.run(
-                [bins.cutover, "status", "--json", "--config", self.config],
-                capture_output=True, text=True, timeout=5,
-            )
-            # With the daemon down, `status` answers from the state database with "daemon": null.
-            st = json.loads(out.stdout) if out.returncode == 0 else {}
-            return st if st.get("daemon") else None
-
-        st = wait_until("cutover daemon", status, DAEMON_DEADLINE, interval=0.05, alive=self.proc)
-        listen = st["components"][0]["listen"]
-        if listen != f"{HOST}:{self.port}":
-            raise RuntimeError(f"daemon listens on {listen}, configured {HOST}:{self.port}")
-
-    def deploy(self, release: str) -> Deploy:
-        start = time.monotonic()
-        events_path = self.tmp / f"deploy-{release}.jsonl"
-        with open(events_path, "wb") as out:
-            try:
-                rc = subprocess.run(
-                    [self.bins.cutover, "deploy", "backend", "--artifact", self.bins.demo_api,
-                     "--release", release, "--json", "--config", self.config],
-                    stdout=out, stderr=subprocess.STDOUT, timeout=DEPLOY_DEADLINE,
-                ).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-        end = time.monotonic()
-        note = "" if rc == 0 else f"exit {rc}: " + _tail(events_path, 5)
-        return Deploy(release, start, end, rc == 0, note)
-
-
-def _tail(path: Path, n: int) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def start_demo_api(procs: Procs, bins: Bins, tmp: Path, port: int, release: str) -> subprocess.Popen:
-    p = procs.start([bins.demo_api], tmp / f"demo-api-{release}.log",
-                    env={"API_ADDR": f"{HOST}:{port}", "RELEASE": release})
-    wait_healthy(port, alive=p)
-    return p
-
-
-class Nginx:
-    def __init__(self, procs: Procs, tmp: Path, port: int, upstream_port: int):
-        self.tmp, self.port = tmp, port
-        self.conf = tmp / "nginx.conf"
-        self.set_upstream(upstream_port)
-        self.conf.write_text(NGINX_CONFIG.format(dir=tmp, port=port))
-        self.base = ["nginx", "-p", f"{tmp}/", "-c", str(self.conf), "-e", str(tmp / "error.log")]
-        self.proc = procs.start(self.base, tmp / "nginx.out")
-        wait_healthy(port, alive=self.proc)
-
-    def set_upstream(self, port: int) -> None:
-        # Write-then-rename so a reload never reads a half-written file.
-        new = self.tmp / "upstream.conf.new"
-        new.write_text(NGINX_UPSTREAM.format(port=port))
-        new.replace(self.tmp / "upstream.conf")
-
-    def reload(self) -> None:
-        subprocess.run(self.base + ["-s", "reload"], check=True, capture_output=True, timeout=10)
-
-    def quit(self) -> None:
-        if self.proc.poll() is None:
-            subprocess.run(self.base + ["-s", "quit"], capture_output=True, timeout=10)
-            try:
-                self.proc.wait(EXIT_DEADLINE)
-            except subprocess.TimeoutExpired:
-                pass
-        Procs.stop(self.proc, timeout=1)
 
 
 def run_strategy(name: str, port: int, deploy_fn, n: int, tmp: Path) -> tuple[list[Req], list[Deploy]]:
@@ -607,31 +352,6 @@ def summarize(reqs: list[Req], deploys: list[Deploy]) -> dict:
 
 # --- part 2: proxy cost ----------------------------------------------------------------------
 
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if not m:
-        raise ValueError(f"unparsable wrk time {text!r}")
-    return float(m.group(1)) * _UNIT_MS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict:
-    def find(pattern, conv=float, default=None):
-        m = re.search(pattern, out, re.M)
-        return conv(m.group(1)) if m else default
-
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": find(r"^Requests/sec:\s+([\d.]+)"),
-        "p50_ms": find(r"^\s+50%\s+(\S+)", _ms),
-        "p99_ms": find(r"^\s+99%\s+(\S+)", _ms),
-        "requests": find(r"^\s+(\d+) requests in", int),
-        "non_2xx_3xx": find(r"Non-2xx or 3xx responses: (\d+)", int, 0),
-        "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0,
-    }
-
 
 def wrk(port: int, seconds: int, warmup: bool = True) -> dict:
     url = f"http://{HOST}:{port}/version"
@@ -731,13 +451,33 @@ def print_part2(cost: dict) -> None:
         log("  (nginx not installed: no peer to compare with)")
 
 
-def git_info() -> dict:
-    def git(*args):
-        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 else None
 
-    status = git("status", "--porcelain")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+def run_proxy_only(bins: Bins, args, shapes) -> int:
+    out_path = args.out.resolve()
+    _prepare_results_dir(out_path)
+    results = proxy_cost.run(bins, args.rounds, args.duration, args.warmup, shapes)
+    results["meta"].update(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=platform.node(), cpus=os.cpu_count(),
+                           git=git_info(), binaries_mtime=_binaries_mtime(bins))
+    proxy_cost.print_tables(results["summary"], results["meta"])
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"\nwrote {out_path}")
+    failed = sum(1 for r in results["runs"] if "error" in r["result"])
+    if failed:
+        log(f"FAIL: {failed} wrk runs failed (see \"error\" in the JSON)")
+        return 1
+    return 0
+
+
+def _prepare_results_dir(out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    gitignore = out_path.parent / ".gitignore"
+    if out_path.parent == BENCH_DIR / "results" and not gitignore.exists():
+        gitignore.write_text("*.json\n*.log\n")
+
+
+def _binaries_mtime(bins: Bins) -> dict:
+    return {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(p.stat().st_mtime))
+            for p in (bins.cutover, bins.demo_api)}
 
 
 def _interrupt(*_):
@@ -749,11 +489,35 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deploys", type=int, default=10, help="deploys per strategy in part 1 (default 10)")
     ap.add_argument("--seconds", type=int, default=10, help="wrk duration per target in part 2 (default 10)")
-    ap.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "latest.json", help="JSON results path")
+    ap.add_argument("--out", type=Path, help="JSON results path (default bench/results/latest.json, "
+                    "with --proxy-only bench/results/proxy-cost.json)")
     ap.add_argument("--build", action="store_true", help="run `cargo build --release` first")
+    proxy = ap.add_argument_group("proxy cost (issue 9): direct vs nginx vs cutover, see bench/README.md")
+    proxy.add_argument("--proxy-only", action="store_true", help="run only the proxy-cost phase")
+    proxy.add_argument("--rounds", type=int, default=5, help="rounds, each running every target once (default 5)")
+    proxy.add_argument("--duration", type=int, default=5, help="seconds of wrk per target and round (default 5)")
+    proxy.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk per target first (default 1)")
+    proxy.add_argument("--connections", default="1,32,256", help="wrk connection counts (default 1,32,256)")
+    proxy.add_argument("--modes", default="keep-alive,new", help="keep-alive and/or new (default both)")
+    proxy.add_argument("--sizes", default="small,64k", help="small and/or 64k (default both)")
+    proxy.add_argument("--profile", type=int, metavar="SECONDS", default=0,
+                       help="instead: perf-record the cutover daemon for SECONDS under keep-alive load "
+                            "(writes bench/results/profile/)")
+    proxy.add_argument("--profile-mode", choices=proxy_cost.MODES, default="keep-alive",
+                       help="the load --profile runs: keep-alive (default) or new connections")
     args = ap.parse_args()
     if not 1 <= args.deploys <= 100 or not 1 <= args.seconds <= 600:
         ap.error("--deploys must be 1..100 and --seconds 1..600")
+    if not 1 <= args.rounds <= 100 or not 1 <= args.duration <= 600 or not 1 <= args.warmup <= 60:
+        ap.error("--rounds must be 1..100, --duration 1..600 and --warmup 1..60")
+    if not 0 <= args.profile <= 600:
+        ap.error("--profile must be 1..600 seconds")
+    try:
+        shapes = proxy_cost.parse_shapes(args.modes, args.sizes, args.connections)
+    except ValueError as e:
+        ap.error(str(e))
+    if args.out is None:
+        args.out = BENCH_DIR / "results" / ("proxy-cost.json" if args.proxy_only else "latest.json")
 
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
     if args.build:
@@ -763,6 +527,16 @@ def main() -> int:
     if missing:
         log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
         return 2
+
+    if args.profile or args.proxy_only:
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            if args.profile:
+                return perf_profile.run(bins, args.profile, BENCH_DIR / "results" / "profile", args.profile_mode)
+            return run_proxy_only(bins, args, shapes)
+        except proxy_cost.MissingTool as e:
+            log(f"error: {e}")
+            return 2
 
     notes = []
     have_nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
@@ -777,10 +551,7 @@ def main() -> int:
         log(f"NOTE: {n}")
 
     out_path = args.out.resolve()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    gitignore = out_path.parent / ".gitignore"
-    if out_path.parent == BENCH_DIR / "results" and not gitignore.exists():
-        gitignore.write_text("*.json\n*.log\n")
+    _prepare_results_dir(out_path)
 
     results = {
         "meta": {
@@ -792,8 +563,7 @@ def main() -> int:
             "load": {"keepalive_clients": KEEPALIVE_CLIENTS, "new_connection_clients": NEWCONN_CLIENTS,
                      "request_timeout_s": REQUEST_TIMEOUT, "between_deploys_s": BETWEEN_DEPLOYS},
             "git": git_info(),
-            "binaries_mtime": {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(p.stat().st_mtime))
-                               for p in (bins.cutover, bins.demo_api)},
+            "binaries_mtime": _binaries_mtime(bins),
         },
         "availability": {},
         "proxy_cost": {},
