@@ -40,36 +40,51 @@ pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Set once the body of one request has timed out, so its answer can say so (408).
+/// Set once the body of one request has timed out, so its answer can say so (408). A request
+/// without a body has none to share (`None`): most requests, and no allocation for them.
 #[derive(Clone, Debug, Default)]
-pub struct TimedOut(Arc<AtomicBool>);
+pub struct TimedOut(Option<Arc<AtomicBool>>);
 
 impl TimedOut {
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
+    fn set(&self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
 /// Says when a request body has been read to its end (or failed): the proxy starts timing the
-/// upstream's answer only then, so a long upload is not taken for a slow upstream.
+/// upstream's answer only then, so a long upload is not taken for a slow upstream. A request
+/// without a body is sent from the start (`None`).
 #[derive(Clone, Debug, Default)]
-pub struct BodySent(Arc<(AtomicBool, tokio::sync::Notify)>);
+pub struct BodySent(Option<Arc<(AtomicBool, tokio::sync::Notify)>>);
 
 impl BodySent {
     pub fn is_done(&self) -> bool {
-        self.0 .0.load(Ordering::SeqCst)
+        self.0
+            .as_ref()
+            .is_none_or(|sent| sent.0.load(Ordering::SeqCst))
     }
 
     fn done(&self) {
-        if !self.0 .0.swap(true, Ordering::SeqCst) {
-            self.0 .1.notify_waiters();
+        if let Some(sent) = &self.0 {
+            if !sent.0.swap(true, Ordering::SeqCst) {
+                sent.1.notify_waiters();
+            }
         }
     }
 
     /// Resolves once the body has ended.
     pub async fn wait(&self) {
+        let Some(sent) = &self.0 else { return };
         loop {
-            let notified = self.0 .1.notified();
+            let notified = sent.1.notified();
             if self.is_done() {
                 return;
             }
@@ -120,15 +135,23 @@ impl<B> Drop for IdleTimeout<B> {
     }
 }
 
-impl<B> IdleTimeout<B> {
+impl<B: Body> IdleTimeout<B> {
     pub fn new(inner: B, idle: Duration) -> (IdleTimeout<B>, TimedOut) {
-        let timed_out = TimedOut::default();
+        // A body that has ended before it starts can neither stall nor be waited for.
+        let (timed_out, sent) = if inner.is_end_stream() {
+            (TimedOut(None), BodySent(None))
+        } else {
+            (
+                TimedOut(Some(Arc::default())),
+                BodySent(Some(Arc::default())),
+            )
+        };
         let body = IdleTimeout {
             inner,
             idle,
             waiting: None,
             timed_out: timed_out.clone(),
-            sent: BodySent::default(),
+            sent,
         };
         (body, timed_out)
     }
@@ -161,7 +184,7 @@ where
                 let idle = self.idle;
                 match IdleTimer::poll(&mut self.waiting, idle, cx) {
                     Poll::Ready(()) => {
-                        self.timed_out.0.store(true, Ordering::Relaxed);
+                        self.timed_out.set();
                         self.sent.done();
                         Poll::Ready(Some(Err(BodyTimedOut(idle).into())))
                     }

@@ -12,15 +12,56 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
+// Not standard names, so `http` has no constants for them; a `HeaderName` built from a static
+// string is parsed and copied at every use, these are not.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Headers that say where a request came from; only trusted peers may send them.
-pub const FORWARDING_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "forwarded",
-    "via",
+pub const FORWARDING_HEADERS: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    X_REAL_IP,
+    header::FORWARDED,
+    header::VIA,
 ];
+
+/// The client end of one connection, with the forwarding header values cutover writes for it
+/// when it is not a trusted proxy: the same for every request on the connection, so made once
+/// at accept and cloned per request (a reference count, no copy).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    trusted: bool,
+    /// The peer's address: `X-Forwarded-For` and `X-Real-IP` of an untrusted peer.
+    ip: HeaderValue,
+    /// Its RFC 7239 element, `for=ADDR;proto=http`.
+    forwarded: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, edge: &EdgePolicy) -> Peer {
+        let ip = addr.ip();
+        let text = |s: String| HeaderValue::from_str(&s).expect("an address is a header value");
+        Peer {
+            addr,
+            trusted: edge.trusts(ip),
+            ip: text(ip.to_string()),
+            forwarded: text(format!("for={};proto=http", forwarded_node(ip))),
+        }
+    }
+}
+
+/// RFC 7239: IPv6 addresses are quoted and bracketed.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
 
 pub use crate::config::EdgePolicy;
 
@@ -57,11 +98,11 @@ fn trusted_suffix(hops: &[String]) -> Vec<IpAddr> {
 
 /// Checks a request before dispatch: the answer to send instead if it is refused (`None`: go
 /// on). Forwarding headers from an untrusted peer are removed.
-pub fn admit<B>(req: &mut Request<B>, peer: SocketAddr) -> Option<Response<ProxyBody>> {
+pub fn admit<B>(req: &mut Request<B>, peer: &Peer) -> Option<Response<ProxyBody>> {
     if let Err(why) = check_host(req.version(), req.headers()) {
         return Some(bad_request(why));
     }
-    if !policy().trusts(peer.ip()) {
+    if !peer.trusted {
         remove_forwarding_headers(req.headers_mut());
     }
     None
@@ -77,21 +118,31 @@ fn check_host(version: Version, headers: &HeaderMap) -> Result<(), &'static str>
 
 pub fn remove_forwarding_headers(headers: &mut HeaderMap) {
     for name in FORWARDING_HEADERS {
-        headers.remove(HeaderName::from_static(name));
+        headers.remove(name);
     }
 }
 
 /// Writes what cutover saw of the client. Earlier hops' headers are kept (and extended) only
 /// when the peer is a trusted proxy; otherwise they are replaced, so a client cannot choose the
 /// address or scheme the backend believes.
-pub fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &EdgePolicy) {
-    let peer_ip = peer.ip();
-    if !edge.trusts(peer_ip) {
-        remove_forwarding_headers(headers);
+pub fn forwarding_headers(headers: &mut HeaderMap, peer: &Peer, edge: &EdgePolicy) {
+    if !peer.trusted {
+        // Every value is cutover's own: each insert replaces whatever the client sent.
+        headers.insert(X_FORWARDED_FOR, peer.ip.clone());
+        headers.insert(X_REAL_IP, peer.ip.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        match headers.get(header::HOST).cloned() {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        headers.insert(header::FORWARDED, peer.forwarded.clone());
+        headers.insert(header::VIA, HeaderValue::from_static("1.1 cutover"));
+        return;
     }
+    let peer_ip = peer.addr.ip();
     // Every earlier hop, across however many header lines it came in.
     let previous: Vec<String> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -107,26 +158,21 @@ pub fn forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr, edge: &Edge
         .collect::<Vec<_>>()
         .join(", ");
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
     if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert("x-real-ip", value);
+        headers.insert(X_REAL_IP, value);
     }
     // cutover accepted plain HTTP; a trusted proxy in front may have terminated TLS.
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-forwarded-host") {
+    if !headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert("x-forwarded-host", host);
+            headers.insert(X_FORWARDED_HOST, host);
         }
     }
-    // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let node = match peer_ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let element = format!("for={node};proto=http");
+    let element = format!("for={};proto=http", forwarded_node(peer_ip));
     let forwarded = match headers
         .get_all(header::FORWARDED)
         .iter()
@@ -202,8 +248,9 @@ mod tests {
         };
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
 
+        let untrusted = EdgePolicy::default();
         let mut headers = client_headers();
-        forwarding_headers(&mut headers, peer, &EdgePolicy::default());
+        forwarding_headers(&mut headers, &Peer::new(peer, &untrusted), &untrusted);
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(headers["x-real-ip"], "127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
@@ -216,7 +263,7 @@ mod tests {
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         };
         let mut headers = client_headers();
-        forwarding_headers(&mut headers, peer, &trusted);
+        forwarding_headers(&mut headers, &Peer::new(peer, &trusted), &trusted);
         assert_eq!(
             headers["x-forwarded-for"],
             "203.0.113.9, 198.51.100.7, 127.0.0.1"
@@ -240,7 +287,8 @@ mod tests {
         assert!(check_host(Version::HTTP_10, &headers).is_err());
         let mut req = Request::new(());
         *req.headers_mut() = headers;
-        let refused = admit(&mut req, "127.0.0.1:1".parse().unwrap()).expect("refused");
+        let peer = Peer::new("127.0.0.1:1".parse().unwrap(), &EdgePolicy::default());
+        let refused = admit(&mut req, &peer).expect("refused");
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -80,11 +80,13 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let client = std::sync::Arc::new(crate::edge::Peer::new(peer, crate::edge::policy()));
         let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
         let body_read_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let frontend = service_frontend.clone();
+            let client = client.clone();
             let (req, body_timed_out) = {
                 let (parts, body) = req.into_parts();
                 let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
@@ -92,11 +94,11 @@ pub async fn serve(
             };
             let mut req = req;
             async move {
-                if let Some(refused) = crate::edge::admit(&mut req, peer) {
+                if let Some(refused) = crate::edge::admit(&mut req, &client) {
                     return Ok::<_, std::convert::Infallible>(refused);
                 }
                 let response = match &frontend {
-                    Frontend::Proxy(route) => proxy::handle(route, req, peer).await,
+                    Frontend::Proxy(route) => proxy::handle(route, req, &client).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,
                     Frontend::Admin => crate::admin::handle(&req),
                 };

@@ -29,7 +29,6 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use stats::WaitGuard;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use tracked_body::TrackedBody;
 use upstream::InflightGuard;
@@ -41,7 +40,7 @@ fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
 pub async fn handle(
     route: &Route,
     mut req: Request<crate::body_timeout::RequestBody>,
-    peer: SocketAddr,
+    peer: &crate::edge::Peer,
 ) -> Response<ProxyBody> {
     let Some(guard) = route.acquire_after_hold().await else {
         return local_response(
@@ -178,7 +177,7 @@ async fn send(
     answer
 }
 
-fn add_forwarding_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+fn add_forwarding_headers(headers: &mut HeaderMap, peer: &crate::edge::Peer) {
     crate::edge::forwarding_headers(headers, peer, crate::edge::policy());
 }
 
