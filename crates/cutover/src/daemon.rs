@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<()> {
+    crate::memory::return_freed_memory();
     let fd_budget = crate::fdlimit::budget_for(&config);
     let data_dir = config.daemon.data_dir.clone();
     fs::DirBuilder::new()

@@ -54,6 +54,7 @@ pub mod health;
 pub mod https;
 pub mod listener;
 pub mod loadgen;
+pub mod memory;
 pub mod metrics;
 pub mod migrate;
 pub mod notify;

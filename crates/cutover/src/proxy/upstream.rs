@@ -65,6 +65,9 @@ impl Upstream {
                 // Shorter than common backend keep-alive timeouts (Node's is 5 s): a pooled
                 // connection is dropped by us before the backend closes it under a request.
                 .pool_idle_timeout(Duration::from_secs(4))
+                // hyper lets a connection's read buffer grow to about 400 KiB; a response head
+                // needs far less, and a body streams through in pieces of this size.
+                .http1_max_buf_size(crate::server::MAX_BUF_SIZE)
                 .build(connector),
         );
         // Two first requests racing may each build one; the loser's pool is simply dropped.
