@@ -204,7 +204,7 @@ async fn route(
         (Method::GET, ["v1", "releases", component]) => {
             match status::releases(&state.shared.store, &state.shared.config, component) {
                 Ok(releases) => json(StatusCode::OK, &releases),
-                Err(e) => error(StatusCode::NOT_FOUND, e),
+                Err(e) => error(e.status(), e.to_string()),
             }
         }
         (Method::GET, ["v1", "history"]) => {

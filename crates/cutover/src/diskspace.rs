@@ -3,6 +3,7 @@
 //! from opening its state database and serving the committed releases.
 
 use crate::config::Config;
+use crate::vocab::human_bytes;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -44,21 +45,44 @@ pub fn artifact_bytes(path: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
+/// What stands between an artifact and the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot stat {}: {source}", path.display())]
+    Stat { path: PathBuf, source: nix::Error },
+    #[error("not enough disk space: the artifact needs {}, and only {} is free on {} ({} must stay free); free some space first", human_bytes(*needed), human_bytes(*free), data_dir.display(), human_bytes(*headroom))]
+    NoRoom {
+        needed: u64,
+        free: u64,
+        data_dir: PathBuf,
+        headroom: u64,
+    },
+    #[error("cannot create the space reserve {}: {source}", path.display())]
+    Reserve { path: PathBuf, source: io::Error },
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `path`.
+pub fn disk_free(path: &Path) -> Result<u64, DiskError> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|source| DiskError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
 /// Refuses an artifact that would leave less than `headroom` free on the data_dir.
-pub fn ensure_room(data_dir: &Path, artifact: &Path, headroom: u64) -> Result<(), String> {
+pub fn ensure_room(data_dir: &Path, artifact: &Path, headroom: u64) -> Result<(), DiskError> {
     let Ok(needed) = artifact_bytes(artifact) else {
         return Ok(()); // a missing artifact gets its own, clearer error when it is stored
     };
-    let free = crate::checks::disk_free(data_dir)?;
+    let free = disk_free(data_dir)?;
     if free < needed.saturating_add(headroom) {
-        let human = crate::checks::human_bytes;
-        return Err(format!(
-            "not enough disk space: the artifact needs {}, and only {} is free on {} ({} must stay free); free some space first",
-            human(needed),
-            human(free),
-            data_dir.display(),
-            human(headroom)
-        ));
+        return Err(DiskError::NoRoom {
+            needed,
+            free,
+            data_dir: data_dir.to_owned(),
+            headroom,
+        });
     }
     Ok(())
 }
@@ -70,7 +94,7 @@ fn reserve_path(data_dir: &Path) -> PathBuf {
 /// At start-up: when the disk is (nearly) full, gives back the reserve so the state database
 /// can be opened and written. Returns what to log, if anything.
 pub fn release_reserve_if_full(data_dir: &Path) -> Option<String> {
-    let free = crate::checks::disk_free(data_dir).ok()?;
+    let free = disk_free(data_dir).ok()?;
     if free >= RESERVE_BYTES as u64 {
         return None;
     }
@@ -89,9 +113,9 @@ pub fn release_reserve_if_full(data_dir: &Path) -> Option<String> {
 }
 
 /// (Re)creates the reserve when it is missing and the disk has room for it several times over.
-pub fn ensure_reserve(data_dir: &Path) -> Result<(), String> {
+pub fn ensure_reserve(data_dir: &Path) -> Result<(), DiskError> {
     let path = reserve_path(data_dir);
-    let free = crate::checks::disk_free(data_dir)?;
+    let free = disk_free(data_dir)?;
     if path.exists() || free < (RESERVE_BYTES as u64) * 4 {
         return Ok(());
     }
@@ -100,9 +124,9 @@ pub fn ensure_reserve(data_dir: &Path) -> Result<(), String> {
         f.write_all(&vec![0u8; RESERVE_BYTES])?;
         f.sync_all()
     });
-    written.map_err(|e| {
+    written.map_err(|source| {
         let _ = fs::remove_file(&path);
-        format!("cannot create the space reserve {}: {e}", path.display())
+        DiskError::Reserve { path, source }
     })
 }
 
@@ -126,7 +150,9 @@ mod tests {
         let file = tmp.path().join("artifact");
         fs::write(&file, b"x").unwrap();
         assert!(ensure_room(tmp.path(), &file, 0).is_ok());
-        let err = ensure_room(tmp.path(), &file, u64::MAX / 2).unwrap_err();
+        let err = ensure_room(tmp.path(), &file, u64::MAX / 2)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not enough disk space") && err.contains("free"),
             "{err}"

@@ -75,20 +75,17 @@ pub fn releases(
     store: &Store,
     config: &Config,
     component: &str,
-) -> Result<ReleasesResponse, String> {
+) -> Result<ReleasesResponse, ViewError> {
     if config.component(component).is_none() {
         let known: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
-        return Err(format!(
-            "unknown component {component:?}; configured: {}",
-            known.join(", ")
-        ));
+        return Err(ViewError::UnknownComponent {
+            name: component.to_owned(),
+            known: known.join(", "),
+        });
     }
-    let state = store
-        .component_state(component)
-        .map_err(|e| e.to_string())?;
+    let state = store.component_state(component)?;
     let releases = store
-        .release_records(component)
-        .map_err(|e| e.to_string())?
+        .release_records(component)?
         .into_iter()
         .map(|record| {
             let r = record.release;
@@ -108,6 +105,25 @@ pub fn releases(
         component: component.to_owned(),
         releases,
     })
+}
+
+/// Why a view could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("unknown component {name:?}; configured: {known}")]
+    UnknownComponent { name: String, known: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ViewError {
+    /// The control API's status for it: a name the caller got wrong, or the daemon's database.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ViewError::UnknownComponent { .. } => http::StatusCode::NOT_FOUND,
+            ViewError::Store(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 pub fn history(store: &Store, limit: usize) -> Result<HistoryResponse, StoreError> {

@@ -6,7 +6,7 @@ pub mod env;
 
 use crate::config::Config;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why the instance serving a component is not fine, as the daemon's watchdog reports it.
 pub fn serving_health_problem(status: &crate::protocol::ComponentStatus) -> Option<String> {
@@ -39,12 +39,7 @@ pub struct DiskReport {
 
 pub use crate::services::check_service;
 
-/// Bytes available to an unprivileged user on the filesystem holding `path`.
-pub fn disk_free(path: &Path) -> Result<u64, String> {
-    let stat = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
-}
+pub use crate::diskspace::disk_free;
 
 pub fn check_disks(config: &Config) -> Vec<DiskReport> {
     config
@@ -64,7 +59,7 @@ pub fn check_disks(config: &Config) -> Vec<DiskReport> {
                 free: None,
                 min_free: check.min_free,
                 ok: false,
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         })
         .collect()
@@ -72,12 +67,31 @@ pub fn check_disks(config: &Config) -> Vec<DiskReport> {
 
 pub use crate::vocab::human_bytes;
 
-/// Why a deploy of a component may not start now: low disk, a bad env, or a required service
-/// down.
+/// Why a deploy of a component may not start now.
+#[derive(Debug, thiserror::Error)]
+pub enum GateRefusal {
+    #[error("its environment is not ready: {}", .0.join("; "))]
+    Env(Vec<String>),
+    #[error("only {free} free on {} (at least {} required by [checks] disk); free some space first", path.display(), human_bytes(*min_free))]
+    Disk {
+        /// The free space, or why it could not be measured.
+        free: String,
+        path: std::path::PathBuf,
+        min_free: u64,
+    },
+    #[error("required service {name} is unhealthy: {health}")]
+    Service {
+        name: String,
+        health: crate::services::ServiceHealth,
+    },
+}
+
+/// Whether a deploy of a component may start now: not with low disk, a bad env, or a required
+/// service down.
 pub async fn deploy_gate(
     config: &Config,
     component: &crate::config::ComponentConfig,
-) -> Result<(), String> {
+) -> Result<(), GateRefusal> {
     let requires = component
         .process()
         .map(|p| p.requires.as_slice())
@@ -85,21 +99,18 @@ pub async fn deploy_gate(
     let env = component_env(config, component);
     let errors = env.error_messages();
     if !errors.is_empty() {
-        return Err(format!(
-            "its environment is not ready: {}",
-            errors.join("; ")
-        ));
+        return Err(GateRefusal::Env(errors));
     }
     for disk in check_disks(config) {
         if !disk.ok {
             let free = disk
                 .free
                 .map_or_else(|| disk.error.clone().unwrap_or_default(), human_bytes);
-            return Err(format!(
-                "only {free} free on {} (at least {} required by [checks] disk); free some space first",
-                disk.path.display(),
-                human_bytes(disk.min_free)
-            ));
+            return Err(GateRefusal::Disk {
+                free,
+                path: disk.path.clone(),
+                min_free: disk.min_free,
+            });
         }
     }
     for name in requires {
@@ -108,7 +119,10 @@ pub async fn deploy_gate(
         };
         let health = check_service(service).await;
         if !health.ok {
-            return Err(format!("required service {name} is unhealthy: {health}"));
+            return Err(GateRefusal::Service {
+                name: name.clone(),
+                health,
+            });
         }
     }
     Ok(())

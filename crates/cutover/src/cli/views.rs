@@ -34,8 +34,11 @@ pub(super) async fn releases(
     let path = format!("/v1/releases/{component}");
     let (releases, _): (ReleasesResponse, _) =
         from_daemon_or_database(config, client, &path, |store| {
-            crate::status::releases(&deployed(config, store)?, config, component)
-                .map_err(anyhow::Error::msg)
+            Ok(crate::status::releases(
+                &deployed(config, store)?,
+                config,
+                component,
+            )?)
         })
         .await?;
     output::print(json, &releases, output::releases)?;

@@ -39,7 +39,10 @@ impl Run<'_> {
         // required service is down.
         if plan.kind == DeployKind::Deploy && !already_active {
             if let Err(why) = crate::checks::deploy_gate(&self.shared.config, config).await {
-                return (Outcome::Failed, Some(DeployError::Gate(why).to_string()));
+                return (
+                    Outcome::Failed,
+                    Some(DeployError::Gate(Box::new(why)).to_string()),
+                );
             }
         }
         let process = config.process();
@@ -163,11 +166,11 @@ impl Run<'_> {
                         .shared
                         .store
                         .set_active(self.component.name(), self.release.as_str())
-                        .map_err(|e| e.to_string()),
+                        .map_err(DeployError::from),
                 };
                 match committed {
                     Ok(()) => Event::Committed,
-                    Err(why) => Event::Failed(Failure::Step(why)),
+                    Err(e) => step_failed(e),
                 }
             }
             (Effect::Start, KindSteps::Process(p)) => p.start(self).await,

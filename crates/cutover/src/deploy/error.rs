@@ -18,10 +18,10 @@ pub enum DeployError {
     /// The deploy gate: the disk is nearly full, the env is not ready, or a required service
     /// is down. Nothing was stored or started.
     #[error("refused before starting: {0}")]
-    Gate(String),
+    Gate(Box<crate::checks::GateRefusal>),
     /// Storing the artifact would leave too little free space on the data_dir.
     #[error("{0}")]
-    NoRoom(String),
+    NoRoom(#[from] crate::diskspace::DiskError),
     /// Storing ran on a blocking thread that did not come back (a panic).
     #[error("storing the artifact was interrupted: {0}")]
     StoreTask(#[from] tokio::task::JoinError),
@@ -32,6 +32,12 @@ pub enum DeployError {
         failure: GateFailure,
         log: PathBuf,
         tail: String,
+    },
+    /// The new release serves but could not be recorded as active.
+    #[error("cannot commit {release}: {source}")]
+    Commit {
+        release: ReleaseId,
+        source: StoreError,
     },
     #[error("unknown service {0}")]
     UnknownService(String),

@@ -115,15 +115,18 @@ impl<'c> ProcessSteps<'c> {
     }
 
     /// The new instance and its release become the committed serving ones.
-    pub(super) fn commit(&self, run: &Run<'_>) -> Result<(), String> {
+    pub(super) fn commit(&self, run: &Run<'_>) -> Result<(), DeployError> {
         let store = &run.shared.store;
-        let committed = match &self.new {
-            Some(new) => store
-                .set_instance_state(new.instance.id, InstanceState::Serving)
-                .and_then(|()| store.set_active(run.component.name(), run.release.as_str())),
-            None => return Err("internal error: nothing switched to".into()),
+        let Some(new) = &self.new else {
+            unreachable!("the machine commits only after the switch");
         };
-        committed.map_err(|e| format!("cannot commit {}: {e}", run.release))
+        store
+            .set_instance_state(new.instance.id, InstanceState::Serving)
+            .and_then(|()| store.set_active(run.component.name(), run.release.as_str()))
+            .map_err(|source| DeployError::Commit {
+                release: run.release.clone(),
+                source,
+            })
     }
 
     /// The effects that only a process has.
