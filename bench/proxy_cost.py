@@ -465,3 +465,75 @@ def parse_shapes(modes: str, sizes: str, conns: str) -> list[Shape]:
             raise ValueError(f"connections: {c!r} is not a number from 1 to 4096")
         counts.append(int(c))
     return [Shape(m, s, c) for m in pick(modes, MODES, "modes") for s in pick(sizes, SIZES, "sizes") for c in counts]
+
+
+# --- soak (issue 9, requirement 4) -----------------------------------------------------------
+
+SOAK_CHUNK_S = 30  # one wrk run; RSS is read between runs
+SOAK_SHAPES = (Shape("keep-alive", "64k", 256), Shape("keep-alive", "small", 256))
+
+
+def soak(bins: Bins, seconds: int) -> dict:
+    """Full load on cutover alone for `seconds` (wrk runs of SOAK_CHUNK_S, bounded), alternating
+    64 KiB and small responses at 256 connections; the daemon's RSS before, the largest while
+    each run lasted, after each run, and after the load (past the pools' idle timeout)."""
+    require_tools()
+    procs = Procs()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-soak-") as t:
+            tmp = Path(t)
+            (tmp / "cutover").mkdir()
+            daemon = CutoverDaemon(procs, bins, tmp / "cutover")
+            try:
+                first = daemon.deploy("r0")
+                if not first.ok:
+                    raise RuntimeError(f"cutover deploy failed: {first.note}")
+                wait_healthy(daemon.port)
+                serving = daemon.status()["components"][0]["serving"]
+                backend_pid = serving["pid"]
+                large = large_request(serving["port"], tmp)
+                target = Target("cutover", daemon.port, [daemon.proc.pid])
+                pid = daemon.proc.pid
+                rss = {"before": rss_kib(pid), "runs": []}
+                deadline = time.monotonic() + seconds
+                i = 0
+                while time.monotonic() < deadline:
+                    chunk = max(1, min(SOAK_CHUNK_S, int(deadline - time.monotonic())))
+                    shape = SOAK_SHAPES[i % len(SOAK_SHAPES)]
+                    result = run_wrk(target, backend_pid, shape, chunk, large)
+                    after = rss_kib(pid)
+                    rss["runs"].append({"shape": shape.key, "seconds": chunk,
+                                        "requests": result.get("requests"), "errors": result.get("error"),
+                                        "non_2xx_3xx": result.get("non_2xx_3xx"),
+                                        "rss_max_kib": result.get("daemon_rss_max_kib"), "rss_after_kib": after})
+                    log(f"  soak run {i + 1} {shape.key:<22} {result.get('rps') or 0:8.0f} req/s  "
+                        f"RSS max {(result.get('daemon_rss_max_kib') or 0) / 1024:6.1f} MiB, "
+                        f"after {after / 1024:6.1f} MiB" + (f"  ERROR {result['error']}" if "error" in result else ""))
+                    i += 1
+                time.sleep(AFTER_IDLE_S)
+                rss["after_idle"] = rss_kib(pid)
+                return {"meta": {"seconds": seconds, "chunk_s": SOAK_CHUNK_S, "large_request": large.note},
+                        "rss_kib": rss}
+            finally:
+                Procs.stop(daemon.proc, timeout=30)
+                Procs.kill_strays(tmp)
+    finally:
+        procs.stop_all()
+
+
+def print_soak(results: dict) -> None:
+    rss = results["rss_kib"]
+    runs = rss["runs"]
+    mib = lambda kib: f"{(kib or 0) / 1024:.1f} MiB"  # noqa: E731
+    log(f"\ncutover daemon RSS over a {results['meta']['seconds']} s soak ({len(runs)} wrk runs):")
+    log(f"  before load {mib(rss['before'])}; largest during load {mib(max((r['rss_max_kib'] or 0) for r in runs))}")
+    # Growth: the later half of the runs against the earlier half, each by its largest RSS after a run.
+    half = len(runs) // 2
+    if half:
+        early = max(r["rss_after_kib"] for r in runs[:half])
+        late = max(r["rss_after_kib"] for r in runs[half:])
+        log(f"  after runs, first half at most {mib(early)}, second half at most {mib(late)} "
+            f"({'no growth' if late <= early * 1.05 else 'GROWS'})")
+    log(f"  {AFTER_IDLE_S} s after the load {mib(rss['after_idle'])}")
+    failed = [r for r in runs if r["errors"]]
+    log(f"  wrk runs with errors: {len(failed)}")

@@ -468,6 +468,17 @@ def run_proxy_only(bins: Bins, args, shapes) -> int:
     return 0
 
 
+def run_soak(bins: Bins, seconds: int) -> int:
+    out_path = BENCH_DIR / "results" / "soak.json"
+    _prepare_results_dir(out_path)
+    results = proxy_cost.soak(bins, seconds)
+    results["meta"].update(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), git=git_info())
+    proxy_cost.print_soak(results)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"\nwrote {out_path}")
+    return 1 if any(r["errors"] for r in results["rss_kib"]["runs"]) else 0
+
+
 def _prepare_results_dir(out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     gitignore = out_path.parent / ".gitignore"
@@ -503,6 +514,9 @@ def main() -> int:
     proxy.add_argument("--profile", type=int, metavar="SECONDS", default=0,
                        help="instead: perf-record the cutover daemon for SECONDS under keep-alive load "
                             "(writes bench/results/profile/)")
+    proxy.add_argument("--soak", type=int, metavar="SECONDS", default=0,
+                       help="instead: full load on cutover alone for SECONDS (e.g. 600), reporting the "
+                            "daemon's RSS before, during and after (bench/results/soak.json)")
     proxy.add_argument("--profile-mode", choices=proxy_cost.MODES, default="keep-alive",
                        help="the load --profile runs: keep-alive (default) or new connections")
     args = ap.parse_args()
@@ -512,6 +526,8 @@ def main() -> int:
         ap.error("--rounds must be 1..100, --duration 1..600 and --warmup 1..60")
     if not 0 <= args.profile <= 600:
         ap.error("--profile must be 1..600 seconds")
+    if not 0 <= args.soak <= 3600:
+        ap.error("--soak must be 1..3600 seconds")
     try:
         shapes = proxy_cost.parse_shapes(args.modes, args.sizes, args.connections)
     except ValueError as e:
@@ -528,9 +544,11 @@ def main() -> int:
         log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
         return 2
 
-    if args.profile or args.proxy_only:
+    if args.profile or args.proxy_only or args.soak:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
+            if args.soak:
+                return run_soak(bins, args.soak)
             if args.profile:
                 return perf_profile.run(bins, args.profile, BENCH_DIR / "results" / "profile", args.profile_mode)
             return run_proxy_only(bins, args, shapes)

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<()> {
-    crate::memory::return_freed_memory();
     let fd_budget = crate::fdlimit::budget_for(&config);
     let data_dir = config.daemon.data_dir.clone();
     fs::DirBuilder::new()
@@ -141,6 +140,7 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
         uploads,
     });
     tokio::spawn(sweep_uploads(state.clone(), shutdown.clone()));
+    tokio::spawn(crate::memory::return_freed_memory(shutdown.clone()));
     let control = control::bind(
         &config.daemon.control_socket,
         config.daemon.socket_group.as_deref(),
