@@ -37,11 +37,6 @@ impl Frontend {
 
 pub use crate::conn_limit::Limits;
 
-/// The most a connection's read buffer may hold (hyper's default lets it grow to about
-/// 400 KiB per connection, which 256 busy connections kept long after the load): request heads
-/// fit (nginx allows 32 KiB), bodies stream through in pieces of this size.
-pub const MAX_BUF_SIZE: usize = 64 * 1024;
-
 /// Accepts connections on `listener` and answers them until shutdown, then asks open
 /// connections to finish their current request and close (waiting up to `grace`).
 ///
@@ -120,7 +115,7 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .max_buf_size(MAX_BUF_SIZE)
+                .max_buf_size(proxy::MAX_BUF_SIZE)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);

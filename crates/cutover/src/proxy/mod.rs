@@ -33,6 +33,11 @@ use std::sync::atomic::Ordering;
 use tracked_body::TrackedBody;
 use upstream::InflightGuard;
 
+/// The most a connection's read buffer may hold (hyper's default lets it grow to about
+/// 400 KiB per connection, which 256 busy connections kept long after the load): request heads
+/// fit (nginx allows 32 KiB), bodies stream through in pieces of this size.
+pub const MAX_BUF_SIZE: usize = 64 * 1024;
+
 fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     crate::response::plain(status, message)
 }

@@ -67,7 +67,7 @@ impl Upstream {
                 .pool_idle_timeout(Duration::from_secs(4))
                 // hyper lets a connection's read buffer grow to about 400 KiB; a response head
                 // needs far less, and a body streams through in pieces of this size.
-                .http1_max_buf_size(crate::server::MAX_BUF_SIZE)
+                .http1_max_buf_size(super::MAX_BUF_SIZE)
                 .build(connector),
         );
         // Two first requests racing may each build one; the loser's pool is simply dropped.
