@@ -2,20 +2,8 @@
 //! effect)`. The runners (process, static, hook) only perform the effect it names and feed back
 //! the one event that effect ends with; time is passed in, so every transition is a unit test.
 //!
-//! ```text
-//!  Preparing ─Stored─> [Migrating ─Migrated─>] Starting ─Started─> Switching ─Switched─┐
-//!     │ (already active: Done)        │               │                 │            │
-//!     └──────────── Failed ───────────┴───────────────┴─── StopNew ─────┘            v
-//!                                                                       Draining (old, bounded)
-//!                                                                            │ Drained
-//!                                                   [Stabilizing: Observe every probe interval]
-//!                                                      │ window over          │ a check fails,
-//!                                                      v                      │ NewExited, Abort
-//!                                                 Finalizing ─Committed─> Retiring ─> Done
-//!                                                      │ commit failed        │
-//!                                                      └──────> RollingBack <─┘
-//!                                                                  │ SwappedBack -> RetiringNew -> Done
-//! ```
+//! Its states, effects and events are tabled in ARCHITECTURE.md ("The deploy state machine";
+//! `tests/state_diagram.rs` keeps the table and these enums in step).
 //!
 //! Every phase is committed (`CommitPhase`) before its action; the release recorded as active
 //! changes only in `Finalizing` (`CommitActive`), which is why a crash anywhere before it brings
