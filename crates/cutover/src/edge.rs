@@ -35,7 +35,6 @@ pub const FORWARDING_HEADERS: [HeaderName; 6] = [
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    trusted: bool,
     /// The peer's address: `X-Forwarded-For` and `X-Real-IP` of an untrusted peer.
     ip: HeaderValue,
     /// Its RFC 7239 element, `for=ADDR;proto=http`.
@@ -43,12 +42,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, edge: &EdgePolicy) -> Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
         let ip = addr.ip();
         let text = |s: String| HeaderValue::from_str(&s).expect("an address is a header value");
         Peer {
             addr,
-            trusted: edge.trusts(ip),
             ip: text(ip.to_string()),
             forwarded: text(format!("for={};proto=http", forwarded_node(ip))),
         }
@@ -102,7 +100,7 @@ pub fn admit<B>(req: &mut Request<B>, peer: &Peer) -> Option<Response<ProxyBody>
     if let Err(why) = check_host(req.version(), req.headers()) {
         return Some(bad_request(why));
     }
-    if !peer.trusted {
+    if !policy().trusts(peer.addr.ip()) {
         remove_forwarding_headers(req.headers_mut());
     }
     None
@@ -126,7 +124,7 @@ pub fn remove_forwarding_headers(headers: &mut HeaderMap) {
 /// when the peer is a trusted proxy; otherwise they are replaced, so a client cannot choose the
 /// address or scheme the backend believes.
 pub fn forwarding_headers(headers: &mut HeaderMap, peer: &Peer, edge: &EdgePolicy) {
-    if !peer.trusted {
+    if !edge.trusts(peer.addr.ip()) {
         // Every value is cutover's own: each insert replaces whatever the client sent.
         headers.insert(X_FORWARDED_FOR, peer.ip.clone());
         headers.insert(X_REAL_IP, peer.ip.clone());
@@ -250,7 +248,7 @@ mod tests {
 
         let untrusted = EdgePolicy::default();
         let mut headers = client_headers();
-        forwarding_headers(&mut headers, &Peer::new(peer, &untrusted), &untrusted);
+        forwarding_headers(&mut headers, &Peer::new(peer), &untrusted);
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(headers["x-real-ip"], "127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
@@ -263,7 +261,7 @@ mod tests {
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         };
         let mut headers = client_headers();
-        forwarding_headers(&mut headers, &Peer::new(peer, &trusted), &trusted);
+        forwarding_headers(&mut headers, &Peer::new(peer), &trusted);
         assert_eq!(
             headers["x-forwarded-for"],
             "203.0.113.9, 198.51.100.7, 127.0.0.1"
@@ -287,7 +285,7 @@ mod tests {
         assert!(check_host(Version::HTTP_10, &headers).is_err());
         let mut req = Request::new(());
         *req.headers_mut() = headers;
-        let peer = Peer::new("127.0.0.1:1".parse().unwrap(), &EdgePolicy::default());
+        let peer = Peer::new("127.0.0.1:1".parse().unwrap());
         let refused = admit(&mut req, &peer).expect("refused");
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     }

@@ -80,7 +80,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let client = std::sync::Arc::new(crate::edge::Peer::new(peer, crate::edge::policy()));
+        let client = std::sync::Arc::new(crate::edge::Peer::new(peer));
         let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
         let body_read_timeout = limits.body_read_timeout;
