@@ -24,14 +24,14 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from harness import Bins, CutoverDaemon, Nginx, Procs, free_port, log, parse_wrk, wait_healthy
+from harness import Bins, Nginx, free_port, log, parse_wrk
 from proxy_cost import (NGINX_HTTP_EXTRA, NGINX_KEEPALIVE, NGINX_LISTEN_EXTRA, NGINX_UPSTREAM_EXTRA, NGINX_WORKERS,
-                        Large, MissingTool, Shape, children, cpu_split, require_tools, wrk_argv)
+                        Deployed, Large, MissingTool, Shape, children, cpu_split, deployed_cutover, require_tools,
+                        wrk_argv)
 
 PERF_FREQ = 999  # Hz; with DWARF stacks, higher rates make perf.data huge
 DWARF_STACK = 8192  # bytes of stack copied per sample
@@ -50,19 +50,8 @@ def run(bins: Bins, seconds: int, out_dir: Path, mode: str = "keep-alive") -> in
             raise MissingTool(f"--profile needs {tool} (apt-get install {package})")
     require_tools()  # nginx too: its counts are the yardstick
     out_dir.mkdir(parents=True, exist_ok=True)
-    procs = Procs()
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-profile-") as t:
-            tmp = Path(t)
-            (tmp / "cutover").mkdir()
-            daemon = CutoverDaemon(procs, bins, tmp / "cutover")
-            try:
-                summary = _record(procs, daemon, tmp, seconds, out_dir, mode)
-            finally:
-                Procs.stop(daemon.proc, timeout=30)
-                Procs.kill_strays(tmp)
-    finally:
-        procs.stop_all()
+    with deployed_cutover(bins, "bench-profile-") as deployed:
+        summary = _record(deployed, seconds, out_dir, mode)
     _reports(out_dir, mode)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"wrote {out_dir}")
@@ -71,12 +60,8 @@ def run(bins: Bins, seconds: int, out_dir: Path, mode: str = "keep-alive") -> in
     return 0
 
 
-def _record(procs: Procs, daemon: CutoverDaemon, tmp: Path, seconds: int, out_dir: Path, mode: str) -> dict:
-    first = daemon.deploy("r0")
-    if not first.ok:
-        raise RuntimeError(f"cutover deploy failed: {first.note}")
-    wait_healthy(daemon.port)
-    backend_port = daemon.status()["components"][0]["serving"]["port"]
+def _record(deployed: Deployed, seconds: int, out_dir: Path, mode: str) -> dict:
+    procs, daemon, tmp, backend_port = deployed.procs, deployed.daemon, deployed.tmp, deployed.backend_port
     (tmp / "nginx").mkdir()
     nginx = Nginx(procs, tmp / "nginx", free_port(), backend_port, workers=NGINX_WORKERS,
                   keepalive=NGINX_KEEPALIVE, http_extra=NGINX_HTTP_EXTRA, upstream_extra=NGINX_UPSTREAM_EXTRA,

@@ -22,8 +22,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from harness import HOST, Bins, CutoverDaemon, Nginx, Procs, free_port, http_get, log, parse_wrk, wait_healthy
 
@@ -372,17 +374,32 @@ def print_tables(summary: dict, meta: dict) -> None:
 # --- the phase -------------------------------------------------------------------------------
 
 
-def run(bins: Bins, rounds: int, seconds: int, warmup: int, shapes: list[Shape]) -> dict:
-    """Runs the whole phase; returns meta, every run's raw figures and the summary."""
-    require_tools()
+@dataclass
+class Deployed:
+    """`cutover serve` in a temp dir with demo-api deployed as its one component (release r0)."""
+    procs: Procs
+    daemon: CutoverDaemon
+    tmp: Path
+    backend_port: int
+    backend_pid: int
+
+
+@contextmanager
+def deployed_cutover(bins: Bins, prefix: str) -> Iterator[Deployed]:
+    """Starts the daemon, deploys r0 and waits for it; stops everything it started after."""
     procs = Procs()
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-proxy-cost-") as t:
+        with tempfile.TemporaryDirectory(prefix=prefix) as t:
             tmp = Path(t)
             (tmp / "cutover").mkdir()
             daemon = CutoverDaemon(procs, bins, tmp / "cutover")
             try:
-                return _measure(procs, daemon, tmp, rounds, seconds, warmup, shapes)
+                first = daemon.deploy("r0")
+                if not first.ok:
+                    raise RuntimeError(f"cutover deploy failed: {first.note}")
+                wait_healthy(daemon.port)
+                serving = daemon.status()["components"][0]["serving"]
+                yield Deployed(procs, daemon, tmp, serving["port"], serving["pid"])
             finally:
                 Procs.stop(daemon.proc, timeout=30)
                 Procs.kill_strays(tmp)
@@ -390,14 +407,16 @@ def run(bins: Bins, rounds: int, seconds: int, warmup: int, shapes: list[Shape])
         procs.stop_all()
 
 
-def _measure(procs: Procs, daemon: CutoverDaemon, tmp: Path, rounds: int, seconds: int, warmup: int,
-             shapes: list[Shape]) -> dict:
-    first = daemon.deploy("r0")
-    if not first.ok:
-        raise RuntimeError(f"cutover deploy failed: {first.note}")
-    wait_healthy(daemon.port)
-    serving = daemon.status()["components"][0]["serving"]
-    backend_port, backend_pid = serving["port"], serving["pid"]
+def run(bins: Bins, rounds: int, seconds: int, warmup: int, shapes: list[Shape]) -> dict:
+    """Runs the whole phase; returns meta, every run's raw figures and the summary."""
+    require_tools()
+    with deployed_cutover(bins, "bench-proxy-cost-") as deployed:
+        return _measure(deployed, rounds, seconds, warmup, shapes)
+
+
+def _measure(deployed: Deployed, rounds: int, seconds: int, warmup: int, shapes: list[Shape]) -> dict:
+    procs, daemon, tmp = deployed.procs, deployed.daemon, deployed.tmp
+    backend_port, backend_pid = deployed.backend_port, deployed.backend_pid
     (tmp / "nginx").mkdir()
     nginx = Nginx(procs, tmp / "nginx", free_port(), backend_port, workers=NGINX_WORKERS,
                   keepalive=NGINX_KEEPALIVE, http_extra=NGINX_HTTP_EXTRA, upstream_extra=NGINX_UPSTREAM_EXTRA,
@@ -478,47 +497,30 @@ def soak(bins: Bins, seconds: int) -> dict:
     64 KiB and small responses at 256 connections; the daemon's RSS before, the largest while
     each run lasted, after each run, and after the load (past the pools' idle timeout)."""
     require_tools()
-    procs = Procs()
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-soak-") as t:
-            tmp = Path(t)
-            (tmp / "cutover").mkdir()
-            daemon = CutoverDaemon(procs, bins, tmp / "cutover")
-            try:
-                first = daemon.deploy("r0")
-                if not first.ok:
-                    raise RuntimeError(f"cutover deploy failed: {first.note}")
-                wait_healthy(daemon.port)
-                serving = daemon.status()["components"][0]["serving"]
-                backend_pid = serving["pid"]
-                large = large_request(serving["port"], tmp)
-                target = Target("cutover", daemon.port, [daemon.proc.pid])
-                pid = daemon.proc.pid
-                rss = {"before": rss_kib(pid), "runs": []}
-                deadline = time.monotonic() + seconds
-                i = 0
-                while time.monotonic() < deadline:
-                    chunk = max(1, min(SOAK_CHUNK_S, int(deadline - time.monotonic())))
-                    shape = SOAK_SHAPES[i % len(SOAK_SHAPES)]
-                    result = run_wrk(target, backend_pid, shape, chunk, large)
-                    after = rss_kib(pid)
-                    rss["runs"].append({"shape": shape.key, "seconds": chunk,
-                                        "requests": result.get("requests"), "errors": result.get("error"),
-                                        "non_2xx_3xx": result.get("non_2xx_3xx"),
-                                        "rss_max_kib": result.get("daemon_rss_max_kib"), "rss_after_kib": after})
-                    log(f"  soak run {i + 1} {shape.key:<22} {result.get('rps') or 0:8.0f} req/s  "
-                        f"RSS max {(result.get('daemon_rss_max_kib') or 0) / 1024:6.1f} MiB, "
-                        f"after {after / 1024:6.1f} MiB" + (f"  ERROR {result['error']}" if "error" in result else ""))
-                    i += 1
-                time.sleep(AFTER_IDLE_S)
-                rss["after_idle"] = rss_kib(pid)
-                return {"meta": {"seconds": seconds, "chunk_s": SOAK_CHUNK_S, "large_request": large.note},
-                        "rss_kib": rss}
-            finally:
-                Procs.stop(daemon.proc, timeout=30)
-                Procs.kill_strays(tmp)
-    finally:
-        procs.stop_all()
+    with deployed_cutover(bins, "bench-soak-") as deployed:
+        large = large_request(deployed.backend_port, deployed.tmp)
+        pid = deployed.daemon.proc.pid
+        target = Target("cutover", deployed.daemon.port, [pid])
+        rss = {"before": rss_kib(pid), "runs": []}
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            chunk = max(1, min(SOAK_CHUNK_S, int(deadline - time.monotonic())))
+            shape = SOAK_SHAPES[i % len(SOAK_SHAPES)]
+            result = run_wrk(target, deployed.backend_pid, shape, chunk, large)
+            after = rss_kib(pid)
+            rss["runs"].append({"shape": shape.key, "seconds": chunk,
+                                "requests": result.get("requests"), "errors": result.get("error"),
+                                "non_2xx_3xx": result.get("non_2xx_3xx"),
+                                "rss_max_kib": result.get("daemon_rss_max_kib"), "rss_after_kib": after})
+            log(f"  soak run {i + 1} {shape.key:<22} {result.get('rps') or 0:8.0f} req/s  "
+                f"RSS max {(result.get('daemon_rss_max_kib') or 0) / 1024:6.1f} MiB, "
+                f"after {after / 1024:6.1f} MiB" + (f"  ERROR {result['error']}" if "error" in result else ""))
+            i += 1
+        time.sleep(AFTER_IDLE_S)
+        rss["after_idle"] = rss_kib(pid)
+        return {"meta": {"seconds": seconds, "chunk_s": SOAK_CHUNK_S, "large_request": large.note},
+                "rss_kib": rss}
 
 
 def print_soak(results: dict) -> None:
