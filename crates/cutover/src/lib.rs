@@ -50,6 +50,7 @@ pub mod diskspace;
 pub mod edge;
 pub mod envfile;
 pub mod fdlimit;
+pub mod handoff;
 pub mod health;
 pub mod https;
 pub mod listener;
