@@ -85,6 +85,8 @@ impl std::fmt::Display for Busy {
     }
 }
 
+impl std::error::Error for Busy {}
+
 /// Why `cutover abort` found nothing to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum NotAbortable {

@@ -89,15 +89,28 @@ pub fn unbind(path: &Path) {
 /// Answers control requests until shutdown. At most [`CONTROL_CONNECTIONS`] are open at once
 /// (more wait in the socket backlog): the fd budget reserves that many for the control socket,
 /// so it stays serviceable whatever the public load.
-pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<DaemonState>,
+    mut shutdown: Shutdown,
+    gate: crate::accept_gate::AcceptGate,
+) -> OpenConnections {
+    // Every connection task holds a clone: the receiver sees the channel close when all end.
+    let (open_tx, open_rx) = mpsc::channel::<()>(1);
     let limit = ConnLimit::new(CONTROL_CONNECTIONS);
     let mut backoff = AcceptBackoff::new("control");
     loop {
+        let accepting = tokio::select! {
+            accepting = gate.enter() => accepting,
+            _ = shutdown.wait() => break,
+        };
         let slot = tokio::select! {
             slot = limit.slot() => slot,
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => break,
+            _ = gate.closing() => continue,
         };
         let stream = tokio::select! {
+            _ = gate.closing() => continue,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     backoff.succeeded();
@@ -108,15 +121,17 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
                     let delay = backoff.failed(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.wait() => break,
                     }
                 }
             },
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => break,
         };
+        drop(accepting);
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
         let stream = Counted::new(stream, slot);
         let state = state.clone();
+        let open = open_tx.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -135,7 +150,20 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, mut shutdown
             {
                 tracing::debug!("control connection ended: {e}");
             }
+            drop(open);
         });
+    }
+    OpenConnections(open_rx)
+}
+
+/// The control connections still open when the accept loop stopped.
+pub struct OpenConnections(mpsc::Receiver<()>);
+
+impl OpenConnections {
+    /// Waits (up to `limit`) until they have all ended, e.g. until the answer to the
+    /// `cutover upgrade` that handed this daemon over has gone out.
+    pub async fn finish(mut self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, self.0.recv()).await;
     }
 }
 
@@ -248,12 +276,40 @@ async fn route(
             Ok(request) => abort(state, request, uid),
             Err(response) => response,
         },
-        (_, ["v1", "status" | "history" | "deploy" | "rollback" | "abort"])
+        (Method::POST, ["v1", "upgrade"]) => match read_json::<UpgradeRequest>(req).await {
+            Ok(request) => upgrade(state, request, uid).await,
+            Err(response) => response,
+        },
+        (_, ["v1", "status" | "history" | "deploy" | "rollback" | "abort" | "upgrade"])
         | (_, ["v1", "releases", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed on {path}", req.method()),
         ),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+async fn upgrade(state: &DaemonState, request: UpgradeRequest, uid: Option<u32>) -> Response<Body> {
+    tracing::info!(who = %who(&request.who, uid), "upgrade requested");
+    let timeout = request
+        .timeout_ms
+        .map_or(DEFAULT_UPGRADE_TIMEOUT, std::time::Duration::from_millis)
+        .min(MAX_UPGRADE_TIMEOUT);
+    match state.upgrade(request.binary, timeout).await {
+        Ok(done) => json(
+            StatusCode::OK,
+            &UpgradeResponse {
+                old_pid: done.old_pid,
+                new_pid: done.new_pid,
+            },
+        ),
+        Err(e @ crate::handoff::give::UpgradeError::Busy(_)) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!("upgrade failed; this daemon goes on serving: {e}");
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
     }
 }
 

@@ -35,6 +35,7 @@
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
 pub mod abort;
+pub mod accept_gate;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;

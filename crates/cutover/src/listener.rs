@@ -33,6 +33,8 @@ pub enum ListenerError {
 /// Sockets passed by systemd, by name. Read once at start-up.
 pub struct Inherited {
     by_name: HashMap<String, RawFd>,
+    /// Who passed them, for the log.
+    from: &'static str,
 }
 
 impl Inherited {
@@ -58,13 +60,26 @@ impl Inherited {
                 by_name.insert(name.to_owned(), LISTEN_FDS_START + i);
             }
         }
-        Inherited { by_name }
+        Inherited {
+            by_name,
+            from: "systemd",
+        }
+    }
+
+    /// The public listeners a daemon handed over on `cutover upgrade`, by component name.
+    pub fn from_handoff(fds: HashMap<String, std::os::fd::OwnedFd>) -> Inherited {
+        use std::os::fd::IntoRawFd;
+        Inherited {
+            by_name: fds.into_iter().map(|(n, fd)| (n, fd.into_raw_fd())).collect(),
+            from: "the previous daemon",
+        }
     }
 
     /// No inherited sockets (for listeners systemd does not pass, like the admin one).
     pub fn none() -> Inherited {
         Inherited {
             by_name: HashMap::new(),
+            from: "nobody",
         }
     }
 
@@ -82,7 +97,8 @@ impl Inherited {
             fd,
             source,
         };
-        // SAFETY: systemd handed us this fd for exactly this use; nothing else owns it.
+        // SAFETY: systemd (or the previous daemon) handed us this fd for exactly this use;
+        // nothing else in this process owns it.
         unsafe {
             if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
                 return Err(err(io::Error::last_os_error()));
@@ -97,6 +113,10 @@ impl Inherited {
     pub fn unclaimed(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
     }
+
+    pub fn passed_by(&self) -> &'static str {
+        self.from
+    }
 }
 
 /// The listener for a component: inherited if systemd passed one with its name, else bound.
@@ -106,7 +126,7 @@ pub fn open(
     inherited: &mut Inherited,
 ) -> Result<TcpListener, ListenerError> {
     if let Some(listener) = inherited.take(component)? {
-        tracing::info!(component, "using socket passed by systemd");
+        tracing::info!(component, "using the socket passed by {}", inherited.from);
         return Ok(listener);
     }
     bind(component, addr)

@@ -1,9 +1,14 @@
 //! What the running daemon holds, shared by the control API, the status views and start-up:
-//! the deploy context, the components and the uploads in flight.
+//! the deploy context, the components, the uploads in flight, and what an upgrade hands over.
 
+use crate::accept_gate::AcceptGate;
 use crate::component::ComponentRuntime;
 use crate::deploy::Shared;
-use std::sync::Arc;
+use crate::handoff::give::{Giver, HandedOver, Sockets, UpgradeError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Everything the control API needs.
 pub struct DaemonState {
@@ -12,11 +17,89 @@ pub struct DaemonState {
     pub started_at: i64,
     /// Artifacts received over the control socket, removed when their pipeline ends.
     pub uploads: crate::upload::Uploads,
+    pub lifecycle: Lifecycle,
+}
+
+/// How this daemon hands over to a new one (`cutover upgrade`).
+pub struct Lifecycle {
+    /// The binary this daemon was started from: the default for `cutover upgrade`.
+    pub binary: PathBuf,
+    pub sockets: Sockets,
+    /// Closed while a new daemon takes the sockets over.
+    pub gate: AcceptGate,
+    handed: Mutex<Option<HandedOver>>,
+    handed_signal: watch::Sender<bool>,
+}
+
+impl Lifecycle {
+    pub fn new(binary: PathBuf) -> Lifecycle {
+        Lifecycle {
+            binary,
+            sockets: Sockets::default(),
+            gate: AcceptGate::new(),
+            handed: Mutex::new(None),
+            handed_signal: watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once a new daemon serves in this one's place.
+    pub async fn handed_over(&self) {
+        let _ = self.handed_signal.subscribe().wait_for(|h| *h).await;
+    }
+
+    pub fn is_handed_over(&self) -> bool {
+        *self.handed_signal.borrow()
+    }
+}
+
+/// What `cutover upgrade` reports.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub old_pid: u32,
+    pub new_pid: u32,
 }
 
 impl DaemonState {
     pub fn component(&self, name: &str) -> Option<&Arc<ComponentRuntime>> {
         self.components.iter().find(|c| c.name() == name)
+    }
+
+    /// Starts `binary` (default: this daemon's own) and hands it the sockets and instances.
+    /// On success this daemon stops accepting and will exit once its connections finish; on
+    /// any failure it goes on serving as before.
+    pub async fn upgrade(
+        &self,
+        binary: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Upgraded, UpgradeError> {
+        let binary = binary.unwrap_or_else(|| self.lifecycle.binary.clone());
+        let config = &self.shared.config;
+        let giver = Giver {
+            binary: &binary,
+            config_path: &config.path,
+            config_sha256: &config.sha256,
+            components: &self.components,
+            sockets: &self.lifecycle.sockets,
+            gate: &self.lifecycle.gate,
+            timeout,
+        };
+        tracing::info!(binary = %binary.display(), "upgrade: starting the new daemon");
+        let handed = giver.upgrade().await?;
+        let upgraded = Upgraded {
+            old_pid: std::process::id(),
+            new_pid: handed.new_pid,
+        };
+        *self
+            .lifecycle
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handed);
+        self.lifecycle.handed_signal.send_replace(true);
+        tracing::info!(
+            new_pid = upgraded.new_pid,
+            "upgrade: the new daemon serves; finishing open connections, then exiting"
+        );
+        Ok(upgraded)
     }
 }
 

@@ -6,8 +6,14 @@ use crate::shutdown::Shutdown;
 use sd_notify::NotifyState;
 use std::time::Duration;
 
+/// Also names this process as the service's main one: after `cutover upgrade` the new daemon
+/// is, and systemd must follow it (the unit says `NotifyAccess=all` for this).
 pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    send(&[
+        NotifyState::MainPid(std::process::id()),
+        NotifyState::Ready,
+        NotifyState::Status(status),
+    ]);
 }
 
 pub fn status(status: &str) {
@@ -30,7 +36,8 @@ fn send(states: &[NotifyState]) {
 }
 
 /// Pings the watchdog at half its interval until shutdown, if systemd asked for pings.
-pub fn spawn_watchdog(mut shutdown: Shutdown) {
+/// `predecessor`: the daemon this one took over from, whose pid the environment still names.
+pub fn spawn_watchdog(mut shutdown: Shutdown, predecessor: Option<u32>) {
     // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must be ours. (sd-notify's helper
     // also requires it to be set, which launchers other than systemd may not do.)
     let usec: u64 = match std::env::var("WATCHDOG_USEC")
@@ -41,7 +48,8 @@ pub fn spawn_watchdog(mut shutdown: Shutdown) {
         _ => return,
     };
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        let pid = pid.parse::<u32>().ok();
+        if pid != Some(std::process::id()) && pid != predecessor {
             return;
         }
     }

@@ -1,6 +1,7 @@
 //! The public HTTP/1.1 servers: one accept loop per component listener, dispatching to the
 //! proxy (process components) or the static file server (static components).
 
+use crate::accept_gate::AcceptGate;
 use crate::body_timeout::IdleTimeout;
 use crate::conn_limit::{AcceptBackoff, CapReport, Counted};
 use crate::proxy::{self, Route};
@@ -40,6 +41,8 @@ pub use crate::conn_limit::Limits;
 /// Accepts connections on `listener` and answers them until shutdown, then asks open
 /// connections to finish their current request and close (waiting up to `grace`).
 ///
+/// While `gate` is closed (a new daemon is taking the socket over) it does not accept.
+///
 /// At most `limits.connections` are open at once: at the cap the loop stops accepting and new
 /// connections wait in the kernel backlog, which costs no fd (see [`crate::conn_limit`]).
 pub async fn serve(
@@ -48,6 +51,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
     grace: Duration,
     limits: Limits,
+    gate: AcceptGate,
 ) {
     // Every connection task holds a clone; when all are dropped, every connection has ended.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
@@ -57,14 +61,21 @@ pub async fn serve(
         if limits.connections.open() >= limits.connections.max() {
             cap_report.at_cap(limits.connections.max());
         }
+        let accepting = tokio::select! {
+            accepting = gate.enter() => accepting,
+            _ = shutdown.wait() => break,
+        };
         let slot = tokio::select! {
             slot = limits.connections.slot() => slot,
             _ = shutdown.wait() => break,
+            _ = gate.closing() => continue,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait() => break,
+            _ = gate.closing() => continue,
         };
+        drop(accepting);
         let (stream, peer) = match accepted {
             Ok(pair) => {
                 backoff.succeeded();
@@ -84,9 +95,11 @@ pub async fn serve(
         let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
         let body_read_timeout = limits.body_read_timeout;
+        let service_gate = gate.clone();
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let frontend = service_frontend.clone();
             let client = client.clone();
+            let gate = service_gate.clone();
             let (req, body_timed_out) = {
                 let (parts, body) = req.into_parts();
                 let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
@@ -106,10 +119,18 @@ pub async fn serve(
                     tracing::info!(client.addr = %peer, "request body timed out after {body_read_timeout:?}");
                     return Ok(body_timeout_response(body_read_timeout));
                 }
+                let mut response = response;
+                if gate.is_retiring() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
         let mut conn_shutdown = shutdown.clone();
+        let conn_gate = gate.clone();
         let open = open_tx.clone();
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -122,14 +143,18 @@ pub async fn serve(
             let result = tokio::select! {
                 result = conn.as_mut() => result,
                 _ = conn_shutdown.wait() => {
+                    if conn_gate.is_retiring() {
+                        // Handed over: the connection ends after its next response; an idle
+                        // one gets until `grace` to send that request or go.
+                        if let Ok(result) = tokio::time::timeout(grace, conn.as_mut()).await {
+                            return finished(result, peer, open);
+                        }
+                    }
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(client.addr = %peer, "connection ended: {e}");
-            }
-            drop(open);
+            finished(result, peer, open);
         });
     }
     drop(listener);
@@ -138,7 +163,16 @@ pub async fn serve(
         component = frontend.component(),
         "listener closed; finishing open connections"
     );
-    let _ = tokio::time::timeout(grace, open_rx.recv()).await;
+    // Handed over, connections first linger up to `grace` for their last request.
+    let wait = if gate.is_retiring() { grace * 2 } else { grace };
+    let _ = tokio::time::timeout(wait, open_rx.recv()).await;
+}
+
+fn finished(result: hyper::Result<()>, peer: std::net::SocketAddr, open: mpsc::Sender<()>) {
+    if let Err(e) = result {
+        tracing::debug!(client.addr = %peer, "connection ended: {e}");
+    }
+    drop(open);
 }
 
 /// 408, and the connection closes: the rest of the body will never be read.

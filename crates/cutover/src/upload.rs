@@ -43,8 +43,9 @@ impl Uploads {
     /// directories named as [`Uploads::receive`] names them, and nothing else in `uploads/`
     /// (a deployer may keep files there and deploy them with `--no-upload`).
     pub fn open(data_dir: &Path) -> Uploads {
-        let dir = data_dir.join("uploads");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let uploads = Self::open_keeping(data_dir);
+        let dir = &uploads.dir;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let ours = entry.file_type().is_ok_and(|t| t.is_dir())
                 && entry.file_name().to_str().is_some_and(is_upload_dir_name);
             if ours {
@@ -53,6 +54,13 @@ impl Uploads {
                 }
             }
         }
+        uploads
+    }
+
+    /// Without removing what is there (a daemon taking over from one still running: those
+    /// uploads are the other's).
+    pub fn open_keeping(data_dir: &Path) -> Uploads {
+        let dir = data_dir.join("uploads");
         Uploads {
             dir,
             live: Mutex::new(HashMap::new()),

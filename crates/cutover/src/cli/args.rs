@@ -66,6 +66,19 @@ pub(super) enum Command {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
+    /// Replace the running daemon by a new one (a newer binary) without closing a socket or
+    /// restarting an application: it hands over its sockets and instances, then exits
+    Upgrade {
+        /// The new binary [default: the one the daemon was started from]
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// How long the new daemon gets to be ready before it is killed (at most 50s)
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Who is upgrading, for the log [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
+    },
     /// Stop the deploy in progress on a component, safely: before the switch the new instance
     /// is stopped; after it, traffic swaps back to the warm old release. Stages not started are
     /// skipped.

@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod drift;
 mod infra;
+mod lifecycle;
 mod operate;
 mod output;
 mod pipeline;
@@ -219,6 +220,11 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             };
             pipeline::stream(&client, "/v1/deploy", &request, json).await
         }
+        Command::Upgrade {
+            binary,
+            timeout,
+            who,
+        } => lifecycle::upgrade(&client, binary, timeout, who.unwrap_or_else(default_who)).await,
         Command::Abort { component, who } => {
             pipeline::abort(&client, &component, who.unwrap_or_else(default_who)).await
         }

@@ -32,9 +32,15 @@
 //! - `TimeoutStopSec=` must cover the drain and the stops: the default
 //!   ([`UnitOptions::default`]) is 120 s; the caller should pass at least
 //!   `min(max drain_timeout, 30 s) + sum of stop_timeout + 10 s`.
-//! - `Type=notify` with `NotifyAccess=main`: only the daemon (not a release) may say `READY=1`,
-//!   which it does once the listeners are open and every component serves its active release.
+//! - `Type=notify` with `NotifyAccess=all`: the daemon says `MAINPID=` (itself) and `READY=1`
+//!   once the listeners are open and every component serves its active release. `all`, because
+//!   after `cutover upgrade` that message comes from the new daemon, a process systemd did not
+//!   start; releases never see `NOTIFY_SOCKET` (the daemon removes it from their environment).
 //!   `WatchdogSec=` makes systemd restart a daemon that stops pinging.
+//! - `cutover upgrade` under this unit: the old daemon starts the new one (same cgroup), hands
+//!   it the sockets and instances and exits; systemd follows the new main pid. `systemctl
+//!   restart cutover` is not an upgrade: the releases are stopped and started again (connections
+//!   wait in the socket queues meanwhile, up to the app's start time); use `cutover upgrade`.
 //!
 //! # Hardening, and what an app may need relaxed
 //! Release instances are children of the daemon, so every setting below applies to them too.
@@ -232,7 +238,11 @@ pub fn service_unit(opts: &UnitOptions) -> Result<String, SystemdError> {
     line(w, "");
     line(w, "[Service]");
     line(w, "Type=notify");
-    line(w, "NotifyAccess=main");
+    line(
+        w,
+        "# all, not main: after `cutover upgrade` the new daemon names itself MAINPID= and READY=.",
+    );
+    line(w, "NotifyAccess=all");
     let _ = writeln!(
         w,
         "ExecStart={} serve --config {}",

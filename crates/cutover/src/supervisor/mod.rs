@@ -33,6 +33,7 @@ const DAEMON_ONLY_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "CUTOVER_HANDOFF_FD",
 ];
 
 #[derive(Debug, thiserror::Error)]

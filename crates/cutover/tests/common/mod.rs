@@ -7,6 +7,7 @@
 
 pub mod disk;
 pub mod webhook;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -142,6 +143,24 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// The pid of whichever daemon answers now (after `cutover upgrade`, not our child).
+    pub fn serving_daemon_pid(&self) -> Option<u32> {
+        let out = self.cli(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        status["daemon"]["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Live `cutover serve` processes of this daemon's config (old and new during an upgrade).
+    pub fn daemon_processes(&self) -> Vec<i32> {
+        processes_matching(self.config.to_str().unwrap())
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline.split(|b| *b == 0).any(|arg| arg == b"serve")
+            })
+            .collect()
     }
 
     pub fn log(&self) -> String {
