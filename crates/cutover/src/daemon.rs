@@ -20,7 +20,7 @@ use crate::listener::{self, Inherited};
 use crate::release::{now_millis, ReleaseId, ReleaseStore};
 use crate::runtime::{status_line, DaemonState};
 use crate::server::{self, Frontend};
-use crate::store::{InstanceRecord, Store};
+use crate::store::{InstanceRecord, Store, StoreError};
 use crate::supervisor;
 use crate::vocab::InstanceState;
 use anyhow::Context;
@@ -53,6 +53,8 @@ pub async fn serve(config: Config, mut inherited: Inherited) -> anyhow::Result<(
     }
     let store = match Store::open(&data_dir) {
         Ok(store) => store,
+        // Not even read: this binary does not know what a newer cutover recorded.
+        Err(newer @ StoreError::NewerSchema { .. }) => return Err(newer.into()),
         Err(e) => {
             // The committed releases can still be read and served: better than a closed port.
             tracing::error!("cannot open the state database for writing ({e}); serving the committed releases from a read-only view; deploys are refused until it can be written (free disk space, then restart)");
