@@ -24,7 +24,7 @@ use crate::listener::{self, Inherited};
 use crate::release::{now_millis, ReleaseStore};
 use crate::runtime::{status_line, DaemonState, Lifecycle};
 use crate::server::{self, Frontend};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::supervisor;
 use crate::vocab::InstanceState;
 use anyhow::Context;
@@ -119,6 +119,8 @@ async fn open(
     }
     let store = match Store::open(&data_dir) {
         Ok(store) => store,
+        // Not even read: this binary does not know what a newer cutover recorded.
+        Err(newer @ StoreError::NewerSchema { .. }) => return Err(newer.into()),
         Err(e) if handed_over => {
             // The old daemon serves on: better than a degraded successor.
             return Err(e).context("cannot open the state database");

@@ -4,7 +4,8 @@
 //! it announces, so after a crash the daemon can tell where each deploy was (see
 //! [`crate::daemon`] recovery). The CLI may open the database read-only while the daemon is down.
 //!
-//! `schema.rs` opens the database and brings older ones up to date; the queries are grouped by
+//! `schema.rs` opens the database, brings an older schema up to date and refuses a newer one
+//! (the version is SQLite's `user_version`, see [`SCHEMA_VERSION`]); the queries are grouped by
 //! table: `releases.rs` (releases and which one each component runs), `deploys.rs` (pipelines,
 //! deploys and their events), `instances.rs` (the release processes).
 
@@ -16,7 +17,7 @@ mod schema;
 pub use deploys::{DeployRecord, EventRecord, PipelineRecord};
 pub use instances::InstanceRecord;
 pub use releases::{ComponentState, ReleaseRecord};
-pub use schema::db_path;
+pub use schema::{db_path, SCHEMA_VERSION};
 
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -37,6 +38,45 @@ pub enum StoreError {
     },
     #[error("no state database at {} yet: nothing has been deployed", .0.display())]
     Missing(PathBuf),
+    /// Refused, never opened degraded: this binary does not know what the newer one recorded.
+    #[error(
+        "the state database {} was written by a newer cutover (schema v{found}; this binary \
+         supports up to v{supported}): run the newer cutover, or, to downgrade deliberately, stop \
+         the daemon and put back the copy kept before the upgrade ({}.bak-v{supported}, or the \
+         newest older .bak-v* beside it; see \"State schema versions\" in ARCHITECTURE.md)",
+        path.display(),
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "cannot keep a copy of the state database {} at {} before upgrading it from schema \
+         v{from} (nothing was changed): {source}",
+        path.display(),
+        backup.display()
+    )]
+    Backup {
+        path: PathBuf,
+        backup: PathBuf,
+        from: i64,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot upgrade the state database {} from schema v{from} to v{to} (nothing was \
+         changed): {source}",
+        path.display()
+    )]
+    Upgrade {
+        path: PathBuf,
+        from: i64,
+        to: i64,
+        /// Boxed: the versions beside it would make every `StoreError` (and `DeployError`,
+        /// which holds one) bigger.
+        source: Box<rusqlite::Error>,
+    },
 }
 
 impl StoreError {

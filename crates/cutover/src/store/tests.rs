@@ -1,8 +1,6 @@
-use super::schema::SCHEMA;
 use super::*;
 use crate::config::ComponentName;
 use crate::release::ReleaseId;
-use rusqlite::Connection;
 
 fn name(s: &str) -> ComponentName {
     ComponentName::parse(s).unwrap()
@@ -66,35 +64,6 @@ fn open_deploys_are_interrupted_on_restart() {
         Some(Outcome::Interrupted)
     );
     assert!(store.interrupt_open("again").unwrap().is_empty());
-}
-
-#[test]
-fn a_database_of_an_older_cutover_reads_before_and_after_its_upgrade() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let conn = Connection::open(db_path(dir.path())).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute(
-            "INSERT INTO releases (component, id, sha256, size, stored_at) VALUES ('backend', 'v1', ?1, 1, 5)",
-            [&"a".repeat(64)],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO components (name, active, updated_at) VALUES ('backend', 'v1', 6)",
-            [],
-        )
-        .unwrap();
-    }
-    // The CLI reads it while the daemon still runs the old version.
-    let old = Store::open_read_only(dir.path()).unwrap();
-    let records = old.release_records("backend").unwrap();
-    assert_eq!(records[0].last_active_at, None);
-    drop(old);
-    // The new daemon upgrades it: the committed active release counts as having been active.
-    let store = Store::open(dir.path()).unwrap();
-    assert!(store.release_records("backend").unwrap()[0]
-        .last_active_at
-        .is_some());
 }
 
 #[test]
