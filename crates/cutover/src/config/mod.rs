@@ -7,8 +7,10 @@
 //! Three stages, one file each: `raw.rs` is the file as written (serde), `validate.rs` turns it
 //! into the typed settings of `settings.rs` with located errors (`rules.rs`: rules across
 //! tables and the warnings; `environment.rs`: the keys about environment and access). The rest
-//! of the crate sees only the settings, re-exported here.
+//! of the crate sees only the settings, re-exported here. `diff.rs` compares two loaded configs
+//! for a reload: what changed, and whether it applies now, at the next deploy, or not live.
 
+mod diff;
 mod duration;
 mod edge;
 mod environment;
@@ -19,6 +21,7 @@ mod rules;
 mod settings;
 mod validate;
 
+pub use diff::{Applies, Change, Refusal, ReloadPlan};
 pub use duration::HumanDuration;
 pub use edge::EdgePolicy;
 pub use error::ConfigError;

@@ -149,7 +149,7 @@ impl Default for SystemdConfig {
 }
 
 /// A webhook that hears about deploys.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     pub url: String,
@@ -297,7 +297,7 @@ pub struct ServiceConfig {
 }
 
 /// Where a service's URL comes from; resolved when used, so secrets stay in their files.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum UrlSource {
     Literal(String),
     /// `url_env`, looked up in `env_file` first, then in the environment.
@@ -331,7 +331,7 @@ impl ServiceConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeRef {
     pub file: PathBuf,
@@ -363,7 +363,7 @@ pub struct ChecksConfig {
     pub disk: Vec<DiskCheck>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DiskCheck {
     pub path: PathBuf,
     pub min_free: u64,
@@ -377,7 +377,7 @@ pub struct StaticConfig {
     pub cache: Vec<CacheRule>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheRule {
     pub glob: String,

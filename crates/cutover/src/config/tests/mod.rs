@@ -5,6 +5,7 @@ use std::time::Duration;
 
 mod components;
 mod daemon;
+mod diff;
 mod located;
 mod services;
 
