@@ -159,6 +159,32 @@ async fn a_failed_upgrade_leaves_the_old_daemon_serving_unchanged() {
     );
     std::fs::write(&daemon.config, config).unwrap();
 
+    // A state database newer than the new binary knows (as when "upgrading" to an older
+    // cutover): it refuses before writing anything.
+    let db = daemon.dir.path().join(".cutover/state.db");
+    let set_version = |v: i64| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .pragma_update(None, "user_version", v)
+            .unwrap()
+    };
+    let real: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    set_version(999);
+    let d = daemon.clone();
+    let out = tokio::task::spawn_blocking(move || upgrade(&d, &[]))
+        .await
+        .unwrap();
+    set_version(real);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("written by a newer cutover (schema v999"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
     assert_eq!(daemon.serving_daemon_pid(), Some(pid));
