@@ -14,6 +14,10 @@ Part 2 (proxy cost): wrk against demo-api directly, through cutover and through 
 connections, small and 64 KiB responses, 1/32/256 connections, rounds alternating targets, CPU time
 per request; --profile SECONDS perf-records the daemon under load (perf_profile.py).
 
+--lifecycle runs instead the daemon-lifecycle phase (lifecycle.py): the part 1 load while the
+front itself changes: `cutover upgrade`, `cutover reload` adding and removing a component, nginx's
+binary upgrade and a plain daemon restart, --cycles times each.
+
 Only loopback traffic; stdlib only. See bench/README.md for how to read the output.
 """
 
@@ -37,6 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import lifecycle
 import perf_profile
 import proxy_cost
 from harness import (
@@ -479,6 +484,23 @@ def run_soak(bins: Bins, seconds: int) -> int:
     return 1 if any(r["errors"] for r in results["rss_kib"]["runs"]) else 0
 
 
+def run_lifecycle(bins: Bins, cycles: int) -> int:
+    out_path = BENCH_DIR / "results" / "lifecycle.json"
+    _prepare_results_dir(out_path)
+    meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
+            "cycles": cycles, "git": git_info(), "binaries_mtime": _binaries_mtime(bins),
+            "load": {"keepalive_clients": KEEPALIVE_CLIENTS, "new_connection_clients": NEWCONN_CLIENTS,
+                     "request_timeout_s": REQUEST_TIMEOUT, "websockets": 1}}
+    strategies = lifecycle.run(bins, cycles, Load)
+    lifecycle.print_table(strategies)
+    out_path.write_text(json.dumps({"meta": meta, "strategies": strategies}, indent=2) + "\n")
+    log(f"\nwrote {out_path}")
+    missed = lifecycle.failed_goal(strategies)
+    for m in missed:
+        log(f"FAIL: {m}")
+    return 1 if missed else 0
+
+
 def _prepare_results_dir(out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     gitignore = out_path.parent / ".gitignore"
@@ -519,7 +541,13 @@ def main() -> int:
                             "daemon's RSS before, during and after (bench/results/soak.json)")
     proxy.add_argument("--profile-mode", choices=proxy_cost.MODES, default="keep-alive",
                        help="the load --profile runs: keep-alive (default) or new connections")
+    life = ap.add_argument_group("daemon lifecycle (issue 13): upgrade, reload, nginx's binary upgrade, restart")
+    life.add_argument("--lifecycle", action="store_true",
+                      help="instead: the part 1 load while the front changes (bench/results/lifecycle.json)")
+    life.add_argument("--cycles", type=int, default=20, help="operations per strategy with --lifecycle (default 20)")
     args = ap.parse_args()
+    if not 1 <= args.cycles <= 100:
+        ap.error("--cycles must be 1..100")
     if not 1 <= args.deploys <= 100 or not 1 <= args.seconds <= 600:
         ap.error("--deploys must be 1..100 and --seconds 1..600")
     if not 1 <= args.rounds <= 100 or not 1 <= args.duration <= 600 or not 1 <= args.warmup <= 60:
@@ -544,6 +572,9 @@ def main() -> int:
         log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
         return 2
 
+    if args.lifecycle:
+        signal.signal(signal.SIGTERM, _interrupt)
+        return run_lifecycle(bins, args.cycles)
     if args.profile or args.proxy_only or args.soak:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
