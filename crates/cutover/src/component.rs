@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub struct ComponentRuntime {
-    pub config: ComponentConfig,
+    /// Its name never changes; its settings may, by `cutover reload` (see [`Self::config`]).
+    name: crate::config::ComponentName,
+    settings: arc_swap::ArcSwap<ComponentConfig>,
     /// What answers its requests; each kind holds only its own part.
     pub plane: Plane,
     /// The public address as actually bound (port 0 in the config becomes a real port); none
@@ -139,7 +141,8 @@ impl ComponentRuntime {
         };
         Arc::new(Self {
             plane,
-            config,
+            name: config.name.clone(),
+            settings: arc_swap::ArcSwap::from_pointee(config),
             listen,
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
@@ -148,7 +151,25 @@ impl ComponentRuntime {
     }
 
     pub fn name(&self) -> &str {
-        self.config.name.as_str()
+        self.name.as_str()
+    }
+
+    /// Its settings now. A deploy, rollback or watchdog restart takes them once, when it
+    /// starts, and keeps them to its end: a reload changes the next one, never one in progress.
+    pub fn config(&self) -> Arc<ComponentConfig> {
+        self.settings.load_full()
+    }
+
+    /// Replaces its settings (same name and kind: `cutover reload` checked). Only the holder of
+    /// the component's claim calls it, so no deploy sees two versions.
+    pub fn reconfigure(&self, _claim: &DeployClaim, config: ComponentConfig) {
+        debug_assert_eq!(config.name, self.name);
+        if let Plane::Process(plane) = &self.plane {
+            if let Some(process) = config.process() {
+                plane.route.set_upstream_timeout(process.upstream_timeout.get());
+            }
+        }
+        self.settings.store(Arc::new(config));
     }
 
     /// Claims the component for a change to `release` by `who` (a deploy, a rollback, the

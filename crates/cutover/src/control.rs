@@ -395,7 +395,7 @@ fn start_deploy(
     for component in &targets {
         let artifact = request.artifacts.get(component.name()).cloned();
         // A hook's release may live elsewhere entirely; every other kind needs its files.
-        let is_hook = matches!(component.config.kind, crate::config::ComponentKind::Hook(_));
+        let is_hook = matches!(component.config().kind, crate::config::ComponentKind::Hook(_));
         if artifact.is_none() && !is_hook {
             return error(
                 StatusCode::BAD_REQUEST,

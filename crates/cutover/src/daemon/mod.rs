@@ -288,7 +288,7 @@ async fn run(
 
     let grace = components
         .iter()
-        .map(|c| c.config.drain_timeout.get())
+        .map(|c| c.config().drain_timeout.get())
         .max()
         .unwrap_or_default()
         .min(Duration::from_secs(30));
@@ -311,7 +311,7 @@ async fn run(
             listener.as_fd(),
         )?;
         let listen = component.listen.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(component = component.name(), %listen, kind = component.config.kind_name(), "serving");
+        tracing::info!(component = component.name(), %listen, kind = component.config().kind_name(), "serving");
         tasks.spawn(server::serve(
             listener,
             frontend,
@@ -385,7 +385,8 @@ async fn run(
         return Ok(());
     }
     for component in &components {
-        let Some(process) = component.config.process() else {
+        let config = component.config();
+        let Some(process) = config.process() else {
             continue;
         };
         if let Some(serving) = component.switch_to(None) {

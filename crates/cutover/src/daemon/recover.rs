@@ -18,7 +18,8 @@ use std::sync::Arc;
 pub(super) async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[InstanceRecord]) {
     let store = &shared.store;
     let active = store.active_release(component.name());
-    let health = match &component.config.kind {
+    let config = component.config();
+    let health = match &config.kind {
         ComponentKind::Process(process) => &process.health,
         ComponentKind::Static(_) => return load_active_site(shared, component),
         ComponentKind::Hook(_) => return,
@@ -33,7 +34,7 @@ pub(super) async fn recover(shared: &Shared, component: &ComponentRuntime, live:
     let mut adopted = None;
     if let (Some(i), Some(release)) = (plan.adopt, &active) {
         let record = live[i];
-        if let Some(instance) = supervisor::adopt(record, &component.config.name, release) {
+        if let Some(instance) = supervisor::adopt(record, &component.config().name, release) {
             let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
             if probe.ok {
                 tracing::info!(component = component.name(), release = %release, pid = instance.pid,
@@ -86,12 +87,12 @@ pub(super) async fn recover(shared: &Shared, component: &ComponentRuntime, live:
 /// Serves the static release committed as active (nothing to adopt: the files are on disk).
 fn load_active_site(shared: &Shared, component: &ComponentRuntime) {
     let (ComponentKind::Static(site_config), Plane::Static(route)) =
-        (&component.config.kind, &component.plane)
+        (&component.config().kind, &component.plane)
     else {
         return;
     };
     if let Some(release) = shared.store.active_release(component.name()) {
-        match deploy::load_site(shared, &component.config, site_config, &release) {
+        match deploy::load_site(shared, &component.config(), site_config, &release) {
             Ok(site) => {
                 route.switch(Some(Arc::new(site)));
             }
@@ -111,7 +112,7 @@ pub(super) async fn adopt_handed(
     handed: &[HandedInstance],
 ) -> anyhow::Result<()> {
     load_active_site(shared, component);
-    let ComponentKind::Process(process) = &component.config.kind else {
+    let ComponentKind::Process(process) = &component.config().kind else {
         return Ok(());
     };
     let Some(instance) = handed.iter().find(|i| i.component == component.name()) else {
@@ -129,7 +130,7 @@ pub(super) async fn adopt_handed(
         state: InstanceState::Serving,
         started_at: 0,
     };
-    let Some(adopted) = supervisor::adopt(&record, &component.config.name, &release) else {
+    let Some(adopted) = supervisor::adopt(&record, &component.config().name, &release) else {
         anyhow::bail!(
             "{}: instance pid {} of release {release} is gone",
             component.name(),

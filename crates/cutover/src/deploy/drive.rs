@@ -27,7 +27,7 @@ pub(super) type Ended = (Outcome, Option<String>);
 impl Run<'_> {
     /// The deploy of `plan`, from the gate to its outcome.
     pub(super) async fn execute(&self, plan: &DeployPlan, from: Option<&ReleaseId>) -> Ended {
-        let config = &self.component.config;
+        let config = &self.config;
         let serving = self.component.serving_release(&self.shared.store);
         // Deploying what already serves is a no-op, once the artifact proved to be the same
         // bytes (storing refuses different bytes under a stored id).
@@ -217,7 +217,7 @@ impl Run<'_> {
 
     /// prepare: store and verify, while the old release keeps serving untouched.
     async fn store(&self, plan: &DeployPlan, already_active: bool) -> Result<(), DeployError> {
-        let config = &self.component.config;
+        let config = &self.config;
         // `reused`: the release was already stored (a rollback): nothing is copied.
         let (stored, reused) = match &plan.artifact {
             Some(source) => (self.store_artifact(source).await?, false),
@@ -253,7 +253,7 @@ impl Run<'_> {
     /// Stores the artifact the way the component kind needs it (blocking I/O off the runtime).
     async fn store_artifact(&self, source: &std::path::Path) -> Result<StoredRelease, DeployError> {
         let releases = self.shared.releases.clone();
-        let config = self.component.config.clone();
+        let config = (*self.config).clone();
         let (id, source) = (self.release.clone(), source.to_owned());
         let data_dir = self.shared.config.daemon.data_dir.clone();
         let headroom = crate::diskspace::headroom(&self.shared.config);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 impl Run<'_> {
     pub(super) async fn run_hook(&self, hook: &HookConfig) -> Result<(), HookEnd> {
-        let config = &self.component.config;
+        let config = &self.config;
         let expand = |text: &str| {
             text.replace("{release}", self.release.as_str())
                 .replace("{component}", config.name.as_str())

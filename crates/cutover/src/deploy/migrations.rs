@@ -13,7 +13,6 @@ impl Run<'_> {
     /// `apply`: run the migrations (a deploy); else only warn (a rollback).
     pub(super) async fn migrate_step(&self, plan: &DeployPlan, apply: bool) -> Event {
         let Some(migrations) = self
-            .component
             .config
             .process()
             .and_then(|p| p.migrations.as_ref())
@@ -35,7 +34,7 @@ impl Run<'_> {
         plan: &DeployPlan,
         migrations: &MigrationsConfig,
     ) -> Result<(String, Migrations), DeployError> {
-        let config = &self.component.config;
+        let config = &self.config;
         let service = self
             .shared
             .config

@@ -157,7 +157,7 @@ pub async fn deploy_one(
     let from = shared.store.active_release(component.name());
     let deploy_id = match shared.store.begin_deploy(
         pipeline_id,
-        &component.config.name,
+        &component.config().name,
         plan.kind,
         from.as_ref(),
         &plan.release,
@@ -198,6 +198,7 @@ pub async fn deploy_one(
     let run = Run {
         shared,
         component: &component,
+        config: component.config(),
         deploy_id,
         release: &plan.release,
         sink,
@@ -308,9 +309,9 @@ fn prune(
     protected.push(latest);
     let records = shared.store.release_records(name)?;
     let candidates: Vec<crate::retention::Candidate> = records.iter().map(Into::into).collect();
-    for id in crate::retention::to_prune(&candidates, &protected, component.config.keep_releases) {
+    for id in crate::retention::to_prune(&candidates, &protected, component.config().keep_releases) {
         // Files first, then the mark; one release failing to go does not stop the others.
-        if let Err(e) = shared.releases.remove(&component.config.name, &id) {
+        if let Err(e) = shared.releases.remove(&component.config().name, &id) {
             tracing::warn!(component = name, release = %id, "cannot prune: {e}");
             continue;
         }

@@ -29,7 +29,7 @@ fn dependencies(plans: &[DeployPlan]) -> Vec<Vec<usize>> {
         .iter()
         .map(|plan| {
             plan.component
-                .config
+                .config()
                 .after
                 .iter()
                 .filter_map(|dep| {

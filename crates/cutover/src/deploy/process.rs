@@ -159,7 +159,7 @@ impl<'c> ProcessSteps<'c> {
                 Event::Stopped
             }
             Effect::RetireNew => {
-                let drain = run.component.config.drain_timeout.get();
+                let drain = run.config.drain_timeout.get();
                 retire(run, &new, Instant::now() + drain).await;
                 Event::Stopped
             }
@@ -263,7 +263,6 @@ impl<'c> ProcessSteps<'c> {
 /// still open and our pooled connections to it, then stops it.
 async fn retire(run: &Run<'_>, old: &Serving, drain_deadline: Instant) {
     let stop_timeout = run
-        .component
         .config
         .process()
         .map_or(Duration::from_secs(10), |p| p.stop_timeout.get());
@@ -300,7 +299,7 @@ async fn stop(shared: &Shared, instance: &Instance, process: &ProcessConfig) {
 
 /// `{release_dir}` of a release: the unpacked tree of a bundle, else the release directory.
 pub fn launch_dir(shared: &Shared, component: &ComponentRuntime, release: &ReleaseId) -> PathBuf {
-    let name = &component.config.name;
+    let name = &component.config().name;
     match shared.releases.get(name, release).map(|r| r.kind) {
         Ok(ArtifactKind::Bundle) => shared.releases.bundle_dir(name, release),
         _ => shared.releases.release_dir(name, release),
@@ -316,8 +315,8 @@ pub async fn start_healthy(
     on_started: impl FnOnce(&Instance),
     on_probe: impl FnMut(&health::Probe, u32),
 ) -> Result<(Instance, Duration), DeployError> {
-    let process = component
-        .config
+    let config = component.config();
+    let process = config
         .process()
         .expect("only process components have instances");
     let instance = launch(shared, component, release)?;
@@ -341,7 +340,7 @@ fn launch(
     component: &ComponentRuntime,
     release: &ReleaseId,
 ) -> Result<Instance, DeployError> {
-    let config = &component.config;
+    let config = &component.config();
     let process = config
         .process()
         .expect("only process components have instances");

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub(super) struct Run<'a> {
     pub shared: &'a Shared,
     pub component: &'a Arc<ComponentRuntime>,
+    /// The component's settings as this deploy started: a reload meanwhile changes the next.
+    pub config: Arc<crate::config::ComponentConfig>,
     pub deploy_id: i64,
     pub release: &'a ReleaseId,
     pub sink: &'a EventSink,

@@ -24,7 +24,7 @@ impl<'c> StaticSteps<'c> {
     }
 
     pub(super) fn load(&mut self, run: &Run<'_>) -> Event {
-        match load_site(run.shared, &run.component.config, self.config, run.release) {
+        match load_site(run.shared, &run.config, self.config, run.release) {
             Ok(site) => {
                 self.loaded = Some(site);
                 Event::Started

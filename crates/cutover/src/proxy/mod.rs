@@ -113,13 +113,13 @@ pub async fn handle(
             upstream.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             upstream.metrics.errors.inc();
             tracing::warn!(component = %route.component, release = %upstream.release,
-                upstream = %upstream.addr, "no response headers within {:?}", route.upstream_timeout);
+                upstream = %upstream.addr, "no response headers within {:?}", route.upstream_timeout());
             return local_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!(
                     "cutover: upstream {} did not answer within {}",
                     route.component,
-                    humantime::format_duration(route.upstream_timeout)
+                    humantime::format_duration(route.upstream_timeout())
                 ),
             );
         }
@@ -150,7 +150,7 @@ pub async fn handle(
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = TrackedBody::new(body, guard, route.upstream_timeout);
+    let body = TrackedBody::new(body, guard, route.upstream_timeout());
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -177,7 +177,7 @@ async fn send(
         }
     }
     let mut waiting = WaitGuard::new(&upstream.stats);
-    let answer = tokio::time::timeout(route.upstream_timeout, response).await;
+    let answer = tokio::time::timeout(route.upstream_timeout(), response).await;
     waiting.answered = matches!(answer, Ok(Ok(_)));
     answer
 }

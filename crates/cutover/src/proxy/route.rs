@@ -13,8 +13,9 @@ use tokio::sync::Notify;
 pub struct Route {
     pub component: ComponentName,
     current: ArcSwapOption<Upstream>,
-    /// How long a request waits for response headers before the client gets a 504.
-    pub(super) upstream_timeout: Duration,
+    /// Milliseconds a request waits for response headers before the client gets a 504
+    /// (`upstream_timeout`; a reload changes it for the next request).
+    upstream_timeout_ms: AtomicU64,
     /// Milliseconds a request may wait for a replacement while the serving instance is down
     /// and the watchdog restarts it (0: not held). One atomic load per request when unset.
     hold_ms: AtomicU64,
@@ -27,10 +28,19 @@ impl Route {
         Arc::new(Self {
             component,
             current: ArcSwapOption::empty(),
-            upstream_timeout,
+            upstream_timeout_ms: AtomicU64::new(upstream_timeout.as_millis() as u64),
             hold_ms: AtomicU64::new(0),
             changed: Notify::new(),
         })
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_upstream_timeout(&self, timeout: Duration) {
+        self.upstream_timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn current(&self) -> Option<Arc<Upstream>> {

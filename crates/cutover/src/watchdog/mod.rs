@@ -34,11 +34,11 @@ const CRASH_LOOP: &str = "cutover (crash loop)";
 
 /// Starts the watchdog of a process component; it ends with the daemon.
 pub fn spawn(shared: Arc<Shared>, component: Arc<ComponentRuntime>, shutdown: Shutdown) {
-    let Some(process) = component.config.process().cloned() else {
+    let Some(process) = component.config().process().cloned() else {
         return;
     };
     let policy = Policy {
-        unhealthy_threshold: component.config.stabilize_checks.unhealthy_threshold,
+        unhealthy_threshold: component.config().stabilize_checks.unhealthy_threshold,
         max_restarts: process.restart.max_restarts,
         window: process.restart.window.get(),
         rollback: process.restart.rollback,
@@ -438,7 +438,7 @@ impl Runner {
                     && self
                         .shared
                         .releases
-                        .get(&self.component.config.name, id)
+                        .get(&self.component.config().name, id)
                         .is_ok()
             })
             .collect();
@@ -478,7 +478,7 @@ impl Runner {
         let who = CRASH_LOOP;
         let deploy_id = match store.begin_deploy(
             None,
-            &self.component.config.name,
+            &self.component.config().name,
             DeployKind::Rollback,
             Some(current),
             previous,
