@@ -18,8 +18,8 @@ pub struct ComponentRuntime {
     /// What answers its requests; each kind holds only its own part.
     pub plane: Plane,
     /// The public address as actually bound (port 0 in the config becomes a real port); none
-    /// for hook components.
-    pub listen: Option<SocketAddr>,
+    /// for hook components. A reload may move it.
+    listen: Mutex<Option<SocketAddr>>,
     /// The deploy that owns this component right now; a second one is refused.
     deploying: Mutex<Option<DeployInProgress>>,
     /// How `cutover abort` reaches that deploy (none for the watchdog's own restarts).
@@ -143,7 +143,7 @@ impl ComponentRuntime {
             plane,
             name: config.name.clone(),
             settings: arc_swap::ArcSwap::from_pointee(config),
-            listen,
+            listen: Mutex::new(listen),
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
             health: Default::default(),
@@ -152,6 +152,15 @@ impl ComponentRuntime {
 
     pub fn name(&self) -> &str {
         self.name.as_str()
+    }
+
+    pub fn listen(&self) -> Option<SocketAddr> {
+        *lock(&self.listen)
+    }
+
+    /// After a reload moved its listener (bound at `addr` before the old one closed).
+    pub fn moved_to(&self, addr: Option<SocketAddr>) {
+        *lock(&self.listen) = addr;
     }
 
     /// Its settings now. A deploy, rollback or watchdog restart takes them once, when it

@@ -137,7 +137,7 @@ pub async fn serve(
                 let state = state.clone();
                 async move {
                     let mut response = route(&state, req, uid).await;
-                    stamp_config(&mut response, &state.shared.config);
+                    stamp_config(&mut response, &state.shared().config);
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -230,7 +230,8 @@ async fn route(
             Err(e) => error(e.status(), e.to_string()),
         },
         (Method::GET, ["v1", "releases", component]) => {
-            match status::releases(&state.shared.store, &state.shared.config, component) {
+            let shared = state.shared();
+            match status::releases(&shared.store, &shared.config, component) {
                 Ok(releases) => json(StatusCode::OK, &releases),
                 Err(e) => error(e.status(), e.to_string()),
             }
@@ -242,7 +243,7 @@ async fn route(
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(50usize);
-            match status::history(&state.shared.store, limit) {
+            match status::history(&state.shared().store, limit) {
                 Ok(history) => json(StatusCode::OK, &history),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
@@ -343,7 +344,7 @@ fn start_deploy(
         if request.components.len() > 1 {
             return error(StatusCode::BAD_REQUEST, crate::protocol::ALL_WITH_NAMES);
         }
-        state.components.clone()
+        state.components().to_vec()
     } else {
         if request.components.is_empty() {
             return error(
@@ -358,7 +359,7 @@ fn start_deploy(
         }
         // Config order is dependency order.
         state
-            .components
+            .components()
             .iter()
             .filter(|c| request.components.iter().any(|n| n == c.name()))
             .cloned()
@@ -451,7 +452,8 @@ fn abort(state: &Arc<DaemonState>, request: AbortRequest, uid: Option<u32>) -> R
 }
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {
-    let known: Vec<&str> = state.components.iter().map(|c| c.name()).collect();
+    let components = state.components();
+    let known: Vec<&str> = components.iter().map(|c| c.name()).collect();
     format!(
         "unknown component {name:?}; configured: {}",
         known.join(", ")
@@ -463,13 +465,14 @@ fn start_rollback(
     request: RollbackRequest,
     uid: Option<u32>,
 ) -> Response<Body> {
-    let Some(component) = state.component(&request.component).cloned() else {
+    let Some(component) = state.component(&request.component) else {
         return error(
             StatusCode::NOT_FOUND,
             unknown_component(state, &request.component),
         );
     };
-    let store = &state.shared.store;
+    let shared = state.shared();
+    let store = &shared.store;
     let current = match store.component_state(component.name()) {
         Ok(current) => current,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -549,7 +552,7 @@ fn launch_pipeline(
     plans: Vec<DeployPlan>,
     who: String,
 ) -> Response<Body> {
-    let shared = state.shared.clone();
+    let shared = state.shared();
     let pipeline_id = match shared.store.begin_pipeline(&release, &names, &who) {
         Ok(id) => id,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -51,6 +51,7 @@ pub mod diskspace;
 pub mod edge;
 pub mod envfile;
 pub mod fdlimit;
+pub mod frontends;
 pub mod handoff;
 pub mod health;
 pub mod https;

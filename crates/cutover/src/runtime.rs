@@ -12,12 +12,17 @@ use tokio::sync::watch;
 
 /// Everything the control API needs.
 pub struct DaemonState {
-    pub shared: Arc<Shared>,
-    pub components: Vec<Arc<ComponentRuntime>>,
+    /// The deploy context; a reload replaces it (the config in it), deploys in progress keep
+    /// the one they started with.
+    shared: arc_swap::ArcSwap<Shared>,
+    /// The components served now; a reload adds and removes them.
+    components: arc_swap::ArcSwap<Vec<Arc<ComponentRuntime>>>,
     pub started_at: i64,
     /// Artifacts received over the control socket, removed when their pipeline ends.
     pub uploads: crate::upload::Uploads,
     pub lifecycle: Lifecycle,
+    /// What serves each component (its listener, its watchdog).
+    pub frontends: crate::frontends::Frontends,
 }
 
 /// How this daemon hands over to a new one (`cutover upgrade`).
@@ -32,11 +37,11 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(binary: PathBuf) -> Lifecycle {
+    pub fn new(binary: PathBuf, gate: AcceptGate) -> Lifecycle {
         Lifecycle {
             binary,
             sockets: Sockets::default(),
-            gate: AcceptGate::new(),
+            gate,
             handed: Mutex::new(None),
             handed_signal: watch::channel(false).0,
         }
@@ -60,8 +65,39 @@ pub struct Upgraded {
 }
 
 impl DaemonState {
-    pub fn component(&self, name: &str) -> Option<&Arc<ComponentRuntime>> {
-        self.components.iter().find(|c| c.name() == name)
+    pub fn new(
+        shared: Arc<Shared>,
+        components: Vec<Arc<ComponentRuntime>>,
+        uploads: crate::upload::Uploads,
+        lifecycle: Lifecycle,
+        frontends: crate::frontends::Frontends,
+    ) -> DaemonState {
+        DaemonState {
+            frontends,
+            shared: arc_swap::ArcSwap::new(shared),
+            components: arc_swap::ArcSwap::from_pointee(components),
+            started_at: crate::vocab::now_millis(),
+            uploads,
+            lifecycle,
+        }
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.load_full()
+    }
+
+    pub fn components(&self) -> Arc<Vec<Arc<ComponentRuntime>>> {
+        self.components.load_full()
+    }
+
+    pub fn component(&self, name: &str) -> Option<Arc<ComponentRuntime>> {
+        self.components().iter().find(|c| c.name() == name).cloned()
+    }
+
+    /// A reload's new config and component set.
+    pub fn replace(&self, shared: Arc<Shared>, components: Vec<Arc<ComponentRuntime>>) {
+        self.shared.store(shared);
+        self.components.store(Arc::new(components));
     }
 
     /// Starts `binary` (default: this daemon's own) and hands it the sockets and instances.
@@ -73,12 +109,14 @@ impl DaemonState {
         timeout: Duration,
     ) -> Result<Upgraded, UpgradeError> {
         let binary = binary.unwrap_or_else(|| self.lifecycle.binary.clone());
-        let config = &self.shared.config;
+        let shared = self.shared();
+        let components = self.components();
+        let config = &shared.config;
         let giver = Giver {
             binary: &binary,
             config_path: &config.path,
             config_sha256: &config.sha256,
-            components: &self.components,
+            components: &components,
             sockets: &self.lifecycle.sockets,
             gate: &self.lifecycle.gate,
             timeout,
@@ -105,11 +143,12 @@ impl DaemonState {
 
 /// One line for systemd's STATUS=: what each component serves.
 pub fn status_line(state: &DaemonState) -> String {
+    let store = &state.shared().store;
     let parts: Vec<String> = state
-        .components
+        .components()
         .iter()
         .map(|c| {
-            let serving = c.serving_release(&state.shared.store);
+            let serving = c.serving_release(store);
             format!(
                 "{}={}",
                 c.name(),

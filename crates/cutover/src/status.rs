@@ -7,9 +7,10 @@ use crate::store::{ComponentState, Store, StoreError};
 use std::net::SocketAddr;
 
 pub fn online(state: &DaemonState) -> StatusResponse {
-    let store = &state.shared.store;
+    let shared = state.shared();
+    let store = &shared.store;
     let components = state
-        .components
+        .components()
         .iter()
         .map(|component| {
             let committed = store.component_state(component.name()).unwrap_or_default();
@@ -31,7 +32,7 @@ pub fn online(state: &DaemonState) -> StatusResponse {
                         .and_then(|s| s.current())
                         .map(|site| site.stats())
                 }),
-                ..committed_only(component.name(), component.listen, committed)
+                ..committed_only(component.name(), component.listen(), committed)
             }
         })
         .collect();
@@ -40,7 +41,7 @@ pub fn online(state: &DaemonState) -> StatusResponse {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: state.started_at,
-            config: Some(config_info(&state.shared.config)),
+            config: Some(config_info(&shared.config)),
         }),
         components,
     }

@@ -14,14 +14,14 @@
 
 mod recover;
 
-use crate::component::{ComponentRuntime, Plane};
+use crate::component::ComponentRuntime;
 use crate::config::Config;
 use crate::control;
 use crate::deploy::Shared;
 use crate::handoff::take::Takeover;
 use crate::handoff::Socket;
 use crate::listener::{self, Inherited};
-use crate::release::{now_millis, ReleaseStore};
+use crate::release::ReleaseStore;
 use crate::runtime::{status_line, DaemonState, Lifecycle};
 use crate::server::{self, Frontend};
 use crate::store::{Store, StoreError};
@@ -272,17 +272,17 @@ async fn run(
     } = opened;
     let fd_budget = crate::fdlimit::budget_for(&config);
     let (shutdown_trigger, shutdown) = crate::shutdown::channel();
-    let state = Arc::new(DaemonState {
-        shared: shared.clone(),
-        components: components.clone(),
-        started_at: now_millis(),
+    let gate = crate::accept_gate::AcceptGate::new();
+    let state = Arc::new(DaemonState::new(
+        shared.clone(),
+        components.clone(),
         uploads,
-        lifecycle: Lifecycle::new(binary),
-    });
+        Lifecycle::new(binary, gate.clone()),
+        crate::frontends::Frontends::new(shutdown.clone(), gate.clone()),
+    ));
     let sockets = &state.lifecycle.sockets;
     sockets.keep(Socket::Lock, lock.as_fd())?;
     sockets.keep(Socket::Control, control.as_fd())?;
-    let gate = state.lifecycle.gate.clone();
     tokio::spawn(sweep_uploads(state.clone(), shutdown.clone()));
     tokio::spawn(crate::memory::return_freed_memory(shutdown.clone()));
 
@@ -292,35 +292,17 @@ async fn run(
         .max()
         .unwrap_or_default()
         .min(Duration::from_secs(30));
-    let mut tasks = tokio::task::JoinSet::new();
+    let frontends = &state.frontends;
     for (component, listener) in components.iter().zip(listeners) {
+        frontends.watch(&shared, component);
         let Some(listener) = listener else { continue };
-        let frontend = match &component.plane {
-            Plane::Process(plane) => {
-                crate::watchdog::spawn(shared.clone(), component.clone(), shutdown.clone());
-                Frontend::Proxy(plane.route.clone())
-            }
-            Plane::Static(site) => Frontend::Static {
-                component: component.name().to_owned(),
-                site: site.clone(),
-            },
-            Plane::Hook => continue,
-        };
         sockets.keep(
             Socket::Component(component.name().to_owned()),
             listener.as_fd(),
         )?;
-        let listen = component.listen.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(component = component.name(), %listen, kind = component.config().kind_name(), "serving");
-        tasks.spawn(server::serve(
-            listener,
-            frontend,
-            shutdown.clone(),
-            grace,
-            fd_budget.public_limits(&config),
-            gate.clone(),
-        ));
+        frontends.serve(component, listener, grace, fd_budget.public_limits(&config))?;
     }
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(admin) = admin {
         sockets.keep(Socket::Admin, admin.as_fd())?;
         tracing::info!(listen = %admin.local_addr()?, "admin listener: /metrics, /health");
@@ -366,6 +348,7 @@ async fn run(
         crate::sd::stopping();
     }
     shutdown_trigger.trigger();
+    state.frontends.finished().await;
     while tasks.join_next().await.is_some() {}
     if handed_over {
         // Tunnels (WebSockets) outlive their HTTP connection: they get the drain timeout too.
@@ -451,7 +434,7 @@ async fn sweep_uploads(state: Arc<DaemonState>, mut shutdown: crate::shutdown::S
             _ = tokio::time::sleep(Duration::from_secs(60)) => {
                 state.uploads.sweep(crate::upload::UNUSED_UPLOAD_TTL);
                 // Given back on a full disk at start-up; put aside again once there is room.
-                if let Err(e) = crate::diskspace::ensure_reserve(&state.shared.config.daemon.data_dir) {
+                if let Err(e) = crate::diskspace::ensure_reserve(&state.shared().config.daemon.data_dir) {
                     tracing::warn!("{e}");
                 }
             }

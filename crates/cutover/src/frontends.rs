@@ -1,0 +1,142 @@
+//! The tasks that serve each component: its public listener's accept loop and, for a process,
+//! its watchdog. Started at start-up and by `cutover reload`, which also stops them one at a
+//! time (a removed component, a listener moved to a new address); all stop at shutdown.
+
+use crate::accept_gate::AcceptGate;
+use crate::component::{ComponentRuntime, Plane};
+use crate::deploy::Shared;
+use crate::server::{self, Frontend, Limits};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub struct Frontends {
+    daemon_shutdown: Shutdown,
+    gate: AcceptGate,
+    servers: Mutex<Vec<Server>>,
+    watchdogs: Mutex<Vec<(String, Arc<ShutdownTrigger>)>>,
+}
+
+struct Server {
+    component: String,
+    addr: SocketAddr,
+    stop: Arc<ShutdownTrigger>,
+    task: JoinHandle<()>,
+}
+
+impl Frontends {
+    pub fn new(daemon_shutdown: Shutdown, gate: AcceptGate) -> Frontends {
+        Frontends {
+            daemon_shutdown,
+            gate,
+            servers: Mutex::new(Vec::new()),
+            watchdogs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A stop signal of its own that the daemon's shutdown also raises.
+    fn stop_signal(&self) -> (Arc<ShutdownTrigger>, Shutdown) {
+        let (trigger, stop) = crate::shutdown::channel();
+        let trigger = Arc::new(trigger);
+        let (forward, mut daemon, mut own) = (
+            trigger.clone(),
+            self.daemon_shutdown.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = daemon.wait() => forward.trigger(),
+                _ = own.wait() => {}
+            }
+        });
+        (trigger, stop)
+    }
+
+    /// Starts the watchdog of a process component.
+    pub fn watch(&self, shared: &Arc<Shared>, component: &Arc<ComponentRuntime>) {
+        if !matches!(component.plane, Plane::Process(_)) {
+            return;
+        }
+        let (trigger, stop) = self.stop_signal();
+        crate::watchdog::spawn(shared.clone(), component.clone(), stop);
+        lock(&self.watchdogs).push((component.name().to_owned(), trigger));
+    }
+
+    /// Stops a component's watchdog (removed, or to start one with new settings).
+    pub fn unwatch(&self, component: &str) {
+        lock(&self.watchdogs).retain(|(name, trigger)| {
+            if name == component {
+                trigger.trigger();
+            }
+            name != component
+        });
+    }
+
+    /// Serves `component` on `listener` until it is stopped (or the daemon stops).
+    pub fn serve(
+        &self,
+        component: &ComponentRuntime,
+        listener: TcpListener,
+        grace: Duration,
+        limits: Limits,
+    ) -> std::io::Result<()> {
+        let frontend = match &component.plane {
+            Plane::Process(plane) => Frontend::Proxy(plane.route.clone()),
+            Plane::Static(site) => Frontend::Static {
+                component: component.name().to_owned(),
+                site: site.clone(),
+            },
+            Plane::Hook => return Ok(()),
+        };
+        let addr = listener.local_addr()?;
+        tracing::info!(component = component.name(), listen = %addr, kind = component.config().kind_name(), "serving");
+        let (stop, shutdown) = self.stop_signal();
+        let task = tokio::spawn(server::serve(
+            listener,
+            frontend,
+            shutdown,
+            grace,
+            limits,
+            self.gate.clone(),
+        ));
+        lock(&self.servers).push(Server {
+            component: component.name().to_owned(),
+            addr,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Stops accepting on `component`'s listener at `addr` (all of its listeners if none),
+    /// and waits until its open connections have finished (up to the server's grace).
+    pub async fn stop(&self, component: &str, addr: Option<SocketAddr>) {
+        let stopping: Vec<Server> = {
+            let mut servers = lock(&self.servers);
+            let (stopping, kept) = std::mem::take(&mut *servers)
+                .into_iter()
+                .partition(|s| s.component == component && addr.is_none_or(|a| a == s.addr));
+            *servers = kept;
+            stopping
+        };
+        for server in stopping {
+            server.stop.trigger();
+            let _ = server.task.await;
+        }
+    }
+
+    /// After the daemon's shutdown was raised: waits for every server to finish.
+    pub async fn finished(&self) {
+        let servers = std::mem::take(&mut *lock(&self.servers));
+        for server in servers {
+            let _ = server.task.await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
