@@ -175,7 +175,9 @@ impl ComponentRuntime {
         debug_assert_eq!(config.name, self.name);
         if let Plane::Process(plane) = &self.plane {
             if let Some(process) = config.process() {
-                plane.route.set_upstream_timeout(process.upstream_timeout.get());
+                plane
+                    .route
+                    .set_upstream_timeout(process.upstream_timeout.get());
             }
         }
         self.settings.store(Arc::new(config));

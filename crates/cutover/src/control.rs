@@ -277,11 +277,18 @@ async fn route(
             Ok(request) => abort(state, request, uid),
             Err(response) => response,
         },
+        (Method::POST, ["v1", "reload"]) => match read_json::<ReloadRequest>(req).await {
+            Ok(request) => reload(state, request, uid).await,
+            Err(response) => response,
+        },
         (Method::POST, ["v1", "upgrade"]) => match read_json::<UpgradeRequest>(req).await {
             Ok(request) => upgrade(state, request, uid).await,
             Err(response) => response,
         },
-        (_, ["v1", "status" | "history" | "deploy" | "rollback" | "abort" | "upgrade"])
+        (
+            _,
+            ["v1", "status" | "history" | "deploy" | "rollback" | "abort" | "upgrade" | "reload"],
+        )
         | (_, ["v1", "releases", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed on {path}", req.method()),
@@ -290,20 +297,41 @@ async fn route(
     }
 }
 
+async fn reload(state: &DaemonState, request: ReloadRequest, uid: Option<u32>) -> Response<Body> {
+    use crate::reload::ReloadError;
+    match crate::reload::reload(state, &who(&request.who, uid)).await {
+        Ok(done) => json(
+            StatusCode::OK,
+            &ReloadResponse {
+                lines: done.lines,
+                summary: done.summary,
+            },
+        ),
+        Err(e @ ReloadError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ ReloadError::Busy(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
 async fn upgrade(state: &DaemonState, request: UpgradeRequest, uid: Option<u32>) -> Response<Body> {
-    tracing::info!(who = %who(&request.who, uid), "upgrade requested");
+    let who = who(&request.who, uid);
+    tracing::info!(%who, "upgrade requested");
     let timeout = request
         .timeout_ms
         .map_or(DEFAULT_UPGRADE_TIMEOUT, std::time::Duration::from_millis)
         .min(MAX_UPGRADE_TIMEOUT);
     match state.upgrade(request.binary, timeout).await {
-        Ok(done) => json(
-            StatusCode::OK,
-            &UpgradeResponse {
-                old_pid: done.old_pid,
-                new_pid: done.new_pid,
-            },
-        ),
+        Ok(done) => {
+            let summary = format!("daemon pid {} -> {}", done.old_pid, done.new_pid);
+            if let Err(e) = state
+                .shared()
+                .store
+                .record_daemon_event("upgrade", &who, &summary)
+            {
+                tracing::warn!("cannot record the upgrade in the history: {e}");
+            }
+            upgraded(done)
+        }
         Err(e @ crate::handoff::give::UpgradeError::Busy(_)) => {
             error(StatusCode::CONFLICT, e.to_string())
         }
@@ -312,6 +340,16 @@ async fn upgrade(state: &DaemonState, request: UpgradeRequest, uid: Option<u32>)
             error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
     }
+}
+
+fn upgraded(done: crate::runtime::Upgraded) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &UpgradeResponse {
+            old_pid: done.old_pid,
+            new_pid: done.new_pid,
+        },
+    )
 }
 
 fn who(claimed: &str, uid: Option<u32>) -> String {
@@ -396,7 +434,10 @@ fn start_deploy(
     for component in &targets {
         let artifact = request.artifacts.get(component.name()).cloned();
         // A hook's release may live elsewhere entirely; every other kind needs its files.
-        let is_hook = matches!(component.config().kind, crate::config::ComponentKind::Hook(_));
+        let is_hook = matches!(
+            component.config().kind,
+            crate::config::ComponentKind::Hook(_)
+        );
         if artifact.is_none() && !is_hook {
             return error(
                 StatusCode::BAD_REQUEST,

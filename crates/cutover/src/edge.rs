@@ -10,7 +10,6 @@
 use crate::response::ProxyBody;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
 
 // Not standard names, so `http` has no constants for them; a `HeaderName` built from a static
 // string is parsed and copied at every use, these are not.
@@ -63,18 +62,19 @@ fn forwarded_node(ip: IpAddr) -> String {
 
 pub use crate::config::EdgePolicy;
 
-/// The daemon's policy: set once at start-up from the config (which is never reloaded), read by
-/// every connection without threading it through each listener.
-static POLICY: OnceLock<EdgePolicy> = OnceLock::new();
+/// The daemon's policy: set at start-up from the config and again by `cutover reload`, read by
+/// every request without threading it through each listener.
+static POLICY: std::sync::LazyLock<arc_swap::ArcSwap<EdgePolicy>> =
+    std::sync::LazyLock::new(|| arc_swap::ArcSwap::from_pointee(EdgePolicy::default()));
 
-/// Makes `policy` the daemon's; the first call wins.
+/// Makes `policy` the daemon's, for every request from now on.
 pub fn install(policy: EdgePolicy) {
-    let _ = POLICY.set(policy);
+    POLICY.store(std::sync::Arc::new(policy));
 }
 
 /// The daemon's policy (nobody trusted until one is installed).
-pub fn policy() -> &'static EdgePolicy {
-    POLICY.get_or_init(EdgePolicy::default)
+pub fn policy() -> arc_swap::Guard<std::sync::Arc<EdgePolicy>> {
+    POLICY.load()
 }
 
 /// The hops of an X-Forwarded-For chain that can be read, from the right up to the first that

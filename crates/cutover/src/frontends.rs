@@ -41,11 +41,8 @@ impl Frontends {
     fn stop_signal(&self) -> (Arc<ShutdownTrigger>, Shutdown) {
         let (trigger, stop) = crate::shutdown::channel();
         let trigger = Arc::new(trigger);
-        let (forward, mut daemon, mut own) = (
-            trigger.clone(),
-            self.daemon_shutdown.clone(),
-            stop.clone(),
-        );
+        let (forward, mut daemon, mut own) =
+            (trigger.clone(), self.daemon_shutdown.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = daemon.wait() => forward.trigger(),
@@ -135,6 +132,18 @@ impl Frontends {
             let _ = server.task.await;
         }
     }
+}
+
+/// How long a stopping listener's connections get to finish: the longest drain timeout, at
+/// most 30 s.
+pub fn grace(config: &crate::config::Config) -> Duration {
+    config
+        .components
+        .iter()
+        .map(|c| c.drain_timeout.get())
+        .max()
+        .unwrap_or_default()
+        .min(Duration::from_secs(30))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

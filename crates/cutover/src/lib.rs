@@ -65,6 +65,7 @@ pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod release;
+pub mod reload;
 pub mod response;
 pub mod retention;
 pub mod runtime;

@@ -70,7 +70,10 @@ impl Inherited {
     pub fn from_handoff(fds: HashMap<String, std::os::fd::OwnedFd>) -> Inherited {
         use std::os::fd::IntoRawFd;
         Inherited {
-            by_name: fds.into_iter().map(|(n, fd)| (n, fd.into_raw_fd())).collect(),
+            by_name: fds
+                .into_iter()
+                .map(|(n, fd)| (n, fd.into_raw_fd()))
+                .collect(),
             from: "the previous daemon",
         }
     }

@@ -157,6 +157,19 @@ struct Hook {
 
 impl Notifier {
     /// Webhooks as `(url, events)`; an empty event list means every event.
+    /// The config's `[[notify]]` hooks; none when it has none.
+    pub fn for_config(config: &crate::config::Config) -> Result<Option<Notifier>, NotifyError> {
+        let hooks: Vec<(String, Vec<String>)> = config
+            .notify
+            .iter()
+            .map(|n| (n.url.clone(), n.events.clone()))
+            .collect();
+        if hooks.is_empty() {
+            return Ok(None);
+        }
+        Self::new(&hooks).map(Some)
+    }
+
     pub fn new(hooks: &[(String, Vec<String>)]) -> Result<Notifier, NotifyError> {
         Self::with_policy(hooks, RetryPolicy::default())
     }

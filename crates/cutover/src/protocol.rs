@@ -249,6 +249,9 @@ pub struct PipelineHistory {
 pub struct HistoryResponse {
     pub pipelines: Vec<PipelineHistory>,
     pub deploys: Vec<DeployHistory>,
+    /// Reloads and upgrades of the daemon, newest first (none from an older daemon).
+    #[serde(default)]
+    pub daemon: Vec<crate::store::DaemonEvent>,
 }
 
 /// One progress event of a pipeline, as streamed to the CLI (`--json` prints these as is).
@@ -531,6 +534,21 @@ impl EventKind {
             }
         }
     }
+}
+
+/// `cutover reload`: re-read the config and apply it live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    pub who: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// One line per change, saying when it applies.
+    pub lines: Vec<String>,
+    /// As recorded in the history.
+    pub summary: String,
 }
 
 /// How long `cutover upgrade` gives the new daemon to be ready (adopt and probe every

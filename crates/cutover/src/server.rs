@@ -120,7 +120,8 @@ pub async fn serve(
                     return Ok(body_timeout_response(body_read_timeout));
                 }
                 let mut response = response;
-                if gate.is_retiring() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                if gate.is_retiring() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
                     response.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),

@@ -166,7 +166,12 @@ pub fn history(store: &Store, limit: usize) -> Result<HistoryResponse, StoreErro
         })
         .collect();
     let deploys = deploys.into_iter().take(limit).collect();
-    Ok(HistoryResponse { pipelines, deploys })
+    let daemon = store.daemon_events(limit)?;
+    Ok(HistoryResponse {
+        pipelines,
+        deploys,
+        daemon,
+    })
 }
 
 /// Status before anything was ever deployed (no state database yet).

@@ -75,7 +75,11 @@ async fn ten_upgrades_under_load_fail_no_request_and_keep_the_instance() {
 
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
     assert!(report.ok > 1000, "too little load: {}", report.ok);
-    assert_eq!(ws_counts.failures.load(Ordering::Relaxed), 0, "websocket sessions failed");
+    assert_eq!(
+        ws_counts.failures.load(Ordering::Relaxed),
+        0,
+        "websocket sessions failed"
+    );
     assert!(ws_counts.echoes.load(Ordering::Relaxed) >= 60);
     assert_eq!(daemon.instances_of("backend", "v1"), vec![instance as i32]);
     one_daemon_left(&daemon);
@@ -94,7 +98,11 @@ async fn a_failed_upgrade_leaves_the_old_daemon_serving_unchanged() {
     let load = Load::start(
         daemon.public,
         "/version",
-        &[ClientKind::KeepAlive, ClientKind::KeepAlive, ClientKind::NewConnection],
+        &[
+            ClientKind::KeepAlive,
+            ClientKind::KeepAlive,
+            ClientKind::NewConnection,
+        ],
     );
 
     let crash = daemon.script("crash.sh", "echo 'fatal: this build is broken' >&2\nexit 3");
@@ -134,7 +142,10 @@ async fn a_failed_upgrade_leaves_the_old_daemon_serving_unchanged() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
         let stderr = text(&out.stderr);
         assert!(stderr.contains(why), "expected {why:?} in:\n{stderr}");
-        assert!(stderr.contains("the running daemon goes on serving"), "{stderr}");
+        assert!(
+            stderr.contains("the running daemon goes on serving"),
+            "{stderr}"
+        );
         assert_eq!(daemon.serving_daemon_pid(), Some(pid));
         assert_eq!(serving_instance_pid(&daemon), instance);
     }
@@ -153,7 +164,9 @@ async fn a_failed_upgrade_leaves_the_old_daemon_serving_unchanged() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("changed since the running daemon loaded it; apply it with `cutover reload` first"),
+        text(&out.stderr).contains(
+            "changed since the running daemon loaded it; apply it with `cutover reload` first"
+        ),
         "{}",
         text(&out.stderr)
     );

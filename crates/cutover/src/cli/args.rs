@@ -66,6 +66,13 @@ pub(super) enum Command {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
+    /// Re-read the config and apply it to the running daemon without dropping a request
+    /// (also SIGHUP, `systemctl reload cutover`)
+    Reload {
+        /// Who is reloading, for the history [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
+    },
     /// Replace the running daemon by a new one (a newer binary) without closing a socket or
     /// restarting an application: it hands over its sockets and instances, then exits
     Upgrade {

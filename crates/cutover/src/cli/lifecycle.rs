@@ -1,10 +1,37 @@
-//! `cutover upgrade` (and, below, `cutover reload`): changes to the daemon itself.
+//! `cutover reload` and `cutover upgrade`: changes to the daemon itself.
 
 use super::client::{Client, ClientError};
 use super::output;
 use super::Exit;
-use crate::protocol::{UpgradeRequest, UpgradeResponse, MAX_UPGRADE_TIMEOUT};
+use crate::protocol::{
+    ReloadRequest, ReloadResponse, UpgradeRequest, UpgradeResponse, MAX_UPGRADE_TIMEOUT,
+};
 use std::path::PathBuf;
+
+pub async fn reload(client: &Client, who: String) -> anyhow::Result<Exit> {
+    match client
+        .post::<_, ReloadResponse>("/v1/reload", &ReloadRequest { who })
+        .await
+    {
+        Ok(done) => {
+            println!("reloaded:");
+            for line in &done.lines {
+                println!("  {line}");
+            }
+            Ok(Exit::Ok)
+        }
+        Err(ClientError::Refused { status, message }) => {
+            eprintln!("error: {}", output::printable_lines(&message));
+            eprintln!("the daemon goes on with the config it runs, unchanged");
+            Ok(if status == http::StatusCode::BAD_REQUEST {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 pub async fn upgrade(
     client: &Client,
@@ -30,7 +57,10 @@ pub async fn upgrade(
         timeout_ms: Some(timeout.as_millis() as u64),
         who,
     };
-    match client.post::<_, UpgradeResponse>("/v1/upgrade", &request).await {
+    match client
+        .post::<_, UpgradeResponse>("/v1/upgrade", &request)
+        .await
+    {
         Ok(done) => {
             println!(
                 "upgraded: the daemon is now pid {} (was {}); every socket stayed open and every instance runs on",

@@ -220,6 +220,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             };
             pipeline::stream(&client, "/v1/deploy", &request, json).await
         }
+        Command::Reload { who } => {
+            lifecycle::reload(&client, who.unwrap_or_else(default_who)).await
+        }
         Command::Upgrade {
             binary,
             timeout,

@@ -214,8 +214,9 @@ pub fn releases(releases: &ReleasesResponse) -> String {
 }
 
 pub fn history(history: &HistoryResponse) -> String {
+    let daemon = daemon_history(history);
     if history.deploys.is_empty() && history.pipelines.is_empty() {
-        return "no deploys yet\n".into();
+        return format!("no deploys yet\n{daemon}");
     }
     let pipelines: Vec<Vec<String>> = history
         .pipelines
@@ -302,7 +303,24 @@ pub fn history(history: &HistoryResponse) -> String {
         ],
         &rows,
     ));
+    out.push_str(&daemon);
     out
+}
+
+/// Reloads and upgrades, when there were any.
+fn daemon_history(history: &HistoryResponse) -> String {
+    if history.daemon.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = history
+        .daemon
+        .iter()
+        .map(|e| vec![time(e.at), e.kind.clone(), e.who.clone(), e.summary.clone()])
+        .collect();
+    format!(
+        "\n{}",
+        table(&["DAEMON", "KIND", "WHO", "WHAT CHANGED"], &rows)
+    )
 }
 
 pub fn first_line(text: &str) -> String {

@@ -137,16 +137,8 @@ async fn open(
     } else {
         crate::upload::Uploads::open(&data_dir)
     };
-    let hooks: Vec<(String, Vec<String>)> = config
-        .notify
-        .iter()
-        .map(|n| (n.url.clone(), n.events.clone()))
-        .collect();
-    let notifier = if hooks.is_empty() {
-        None
-    } else {
-        Some(crate::notify::Notifier::new(&hooks).context("invalid [[notify]] settings")?)
-    };
+    let notifier =
+        crate::notify::Notifier::for_config(config).context("invalid [[notify]] settings")?;
     let shared = Arc::new(Shared {
         config: Arc::new(config.clone()),
         store: store.clone(),
@@ -175,7 +167,10 @@ async fn open(
             inherited.passed_by()
         );
     }
-    let control = match takeover.as_deref_mut().and_then(|t| t.take(&Socket::Control)) {
+    let control = match takeover
+        .as_deref_mut()
+        .and_then(|t| t.take(&Socket::Control))
+    {
         Some(fd) => unix_listener(fd).context("the control socket handed over is unusable")?,
         None => control::bind(
             &config.daemon.control_socket,
@@ -183,10 +178,14 @@ async fn open(
         )?,
     };
     let admin = match config.daemon.admin_listen {
-        Some(addr) => Some(match takeover.as_deref_mut().and_then(|t| t.take(&Socket::Admin)) {
-            Some(fd) => tcp_listener(fd).context("the admin listener handed over is unusable")?,
-            None => listener::open("admin", addr, &mut Inherited::none())?,
-        }),
+        Some(addr) => Some(
+            match takeover.as_deref_mut().and_then(|t| t.take(&Socket::Admin)) {
+                Some(fd) => {
+                    tcp_listener(fd).context("the admin listener handed over is unusable")?
+                }
+                None => listener::open("admin", addr, &mut Inherited::none())?,
+            },
+        ),
         None => None,
     };
 
@@ -286,12 +285,7 @@ async fn run(
     tokio::spawn(sweep_uploads(state.clone(), shutdown.clone()));
     tokio::spawn(crate::memory::return_freed_memory(shutdown.clone()));
 
-    let grace = components
-        .iter()
-        .map(|c| c.config().drain_timeout.get())
-        .max()
-        .unwrap_or_default()
-        .min(Duration::from_secs(30));
+    let grace = crate::frontends::grace(&config);
     let frontends = &state.frontends;
     for (component, listener) in components.iter().zip(listeners) {
         frontends.watch(&shared, component);
@@ -356,7 +350,10 @@ async fn run(
             if let Some(serving) = component.serving() {
                 let left = serving.upstream.drain(grace).await;
                 if left > 0 {
-                    tracing::warn!(component = component.name(), "{left} requests or tunnels still open after {grace:?}; closing them");
+                    tracing::warn!(
+                        component = component.name(),
+                        "{left} requests or tunnels still open after {grace:?}; closing them"
+                    );
                 }
             }
         }
@@ -390,18 +387,29 @@ async fn run(
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT (stop) or a completed upgrade, running an upgrade on SIGUSR2.
+/// Waits for SIGTERM/SIGINT (stop) or a completed upgrade, running a reload on SIGHUP and an
+/// upgrade on SIGUSR2.
 /// Returns whether this daemon was handed over.
 async fn wait_for_stop(state: &Arc<DaemonState>) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
         tokio::select! {
             _ = term.recv() => return false,
             _ = int.recv() => return false,
             _ = state.lifecycle.handed_over() => return true,
+            _ = hup.recv() => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    match crate::reload::reload(&state, "SIGHUP").await {
+                        Ok(done) => tracing::info!("reload (SIGHUP): {}", done.summary),
+                        Err(e) => tracing::error!("reload (SIGHUP) refused; the daemon goes on with the config it runs: {e}"),
+                    }
+                });
+            }
             _ = usr2.recv() => {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -463,4 +471,3 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<fs::File> {
     }
     Ok(file)
 }
-

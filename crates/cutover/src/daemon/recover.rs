@@ -15,7 +15,11 @@ use crate::vocab::InstanceState;
 use std::sync::Arc;
 
 /// Brings a component back to its committed active release after a start or crash.
-pub(super) async fn recover(shared: &Shared, component: &ComponentRuntime, live: &[InstanceRecord]) {
+pub(super) async fn recover(
+    shared: &Shared,
+    component: &ComponentRuntime,
+    live: &[InstanceRecord],
+) {
     let store = &shared.store;
     let active = store.active_release(component.name());
     let config = component.config();

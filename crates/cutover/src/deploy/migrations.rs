@@ -12,11 +12,7 @@ use crate::protocol::EventKind;
 impl Run<'_> {
     /// `apply`: run the migrations (a deploy); else only warn (a rollback).
     pub(super) async fn migrate_step(&self, plan: &DeployPlan, apply: bool) -> Event {
-        let Some(migrations) = self
-            .config
-            .process()
-            .and_then(|p| p.migrations.as_ref())
-        else {
+        let Some(migrations) = self.config.process().and_then(|p| p.migrations.as_ref()) else {
             return Event::Migrated;
         };
         if !apply {

@@ -309,7 +309,8 @@ fn prune(
     protected.push(latest);
     let records = shared.store.release_records(name)?;
     let candidates: Vec<crate::retention::Candidate> = records.iter().map(Into::into).collect();
-    for id in crate::retention::to_prune(&candidates, &protected, component.config().keep_releases) {
+    for id in crate::retention::to_prune(&candidates, &protected, component.config().keep_releases)
+    {
         // Files first, then the mark; one release failing to go does not stop the others.
         if let Err(e) = shared.releases.remove(&component.config().name, &id) {
             tracing::warn!(component = name, release = %id, "cannot prune: {e}");

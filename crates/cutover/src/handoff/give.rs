@@ -135,12 +135,11 @@ impl Giver<'_> {
             })
             .collect();
 
-        let (parent, child_end) = fdpass::socketpair_for_child().map_err(|source| {
-            UpgradeError::Transport {
+        let (parent, child_end) =
+            fdpass::socketpair_for_child().map_err(|source| UpgradeError::Transport {
                 source,
                 log: Vec::new(),
-            }
-        })?;
+            })?;
         let mut command = tokio::process::Command::new(self.binary);
         command
             .arg("--config")

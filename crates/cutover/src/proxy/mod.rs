@@ -183,7 +183,7 @@ async fn send(
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, peer: &crate::edge::Peer) {
-    crate::edge::forwarding_headers(headers, peer, crate::edge::policy());
+    crate::edge::forwarding_headers(headers, peer, &crate::edge::policy());
 }
 
 /// Copies bytes both ways between an upgraded client and upstream; holds the in-flight guard

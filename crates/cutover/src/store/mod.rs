@@ -9,11 +9,13 @@
 //! table: `releases.rs` (releases and which one each component runs), `deploys.rs` (pipelines,
 //! deploys and their events), `instances.rs` (the release processes).
 
+mod daemon_events;
 mod deploys;
 mod instances;
 mod releases;
 mod schema;
 
+pub use daemon_events::DaemonEvent;
 pub use deploys::{DeployRecord, EventRecord, PipelineRecord};
 pub use instances::InstanceRecord;
 pub use releases::{ComponentState, ReleaseRecord};

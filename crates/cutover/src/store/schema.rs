@@ -18,7 +18,18 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Forward migrations: `MIGRATIONS[n]` takes a database from schema v`n` to v`n + 1`. Append
 /// only: databases out there have run the released steps, so those are never edited.
-const MIGRATIONS: &[&str] = &[V1_TABLES, V2_LAST_ACTIVE_AT];
+const MIGRATIONS: &[&str] = &[V1_TABLES, V2_LAST_ACTIVE_AT, V3_DAEMON_EVENTS];
+
+/// v3: changes to the daemon itself (`cutover reload`, `cutover upgrade`), for the history.
+const V3_DAEMON_EVENTS: &str = r#"
+CREATE TABLE daemon_events (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('reload', 'upgrade')),
+    who         TEXT NOT NULL,
+    summary     TEXT NOT NULL
+);
+"#;
 
 /// v1: the tables. `IF NOT EXISTS` because a database written before the schema had a version
 /// may start here with its tables, or some of them, already there (see [`unversioned_version`]).

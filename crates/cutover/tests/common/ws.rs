@@ -51,4 +51,3 @@ pub async fn websocket_client(
         }
     }
 }
-
