@@ -14,7 +14,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 }
 
 const NOTICE_START: &str = "warning: the daemon runs an older version of ";
-const REMEDY: &str = ": restart it (`systemctl restart cutover`)\n";
+const REMEDY: &str = ": apply it with `cutover reload` (or `systemctl reload cutover`)\n";
 
 #[test]
 fn status_reports_the_config_the_daemon_runs() {
@@ -77,7 +77,7 @@ fn every_command_says_when_the_daemon_runs_an_older_config() {
     assert!(
         error.starts_with(
             "error: unknown component \"pyapp\"; configured: backend (the daemon runs an older version of "
-        ) && error.ends_with(": restart it (`systemctl restart cutover`))"),
+        ) && error.ends_with(": apply it with `cutover reload` (or `systemctl reload cutover`))"),
         "{error}"
     );
 

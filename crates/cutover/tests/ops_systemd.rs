@@ -241,7 +241,10 @@ fn init_writes_units_that_pass_both_checks() {
     );
     let service = std::fs::read_to_string(units.join("cutover.service")).unwrap();
     assert!(
-        service.contains("Type=notify") && service.contains("User=cutover"),
+        service.contains("Type=notify")
+            && service.contains("NotifyAccess=all")
+            && service.contains(" reload --config ")
+            && service.contains("User=cutover"),
         "{service}"
     );
 }

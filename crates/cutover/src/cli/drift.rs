@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// What to do about it. One place, so that `cutover reload` can be named here once it exists.
-pub const APPLY_CHANGES: &str = "restart it (`systemctl restart cutover`)";
+pub const APPLY_CHANGES: &str = "apply it with `cutover reload` (or `systemctl reload cutover`)";
 
 /// The config file this command read, compared with what the daemon says it runs.
 pub struct Drift {

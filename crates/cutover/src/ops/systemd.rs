@@ -249,6 +249,16 @@ pub fn service_unit(opts: &UnitOptions) -> Result<String, SystemdError> {
         quoted(&exec_escape(&binary)),
         quoted(&exec_escape(&config))
     );
+    line(
+        w,
+        "# `systemctl reload cutover`: the config applied live (refused, and the reload failed, if it cannot be).",
+    );
+    let _ = writeln!(
+        w,
+        "ExecReload={} reload --config {}",
+        quoted(&exec_escape(&binary)),
+        quoted(&exec_escape(&config))
+    );
     let _ = writeln!(w, "User={user}");
     let _ = writeln!(w, "Group={group}");
     let _ = writeln!(w, "WorkingDirectory={data_dir}");
