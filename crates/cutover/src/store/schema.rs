@@ -22,7 +22,7 @@ const MIGRATIONS: &[&str] = &[V1_TABLES, V2_LAST_ACTIVE_AT, V3_DAEMON_EVENTS];
 
 /// v3: changes to the daemon itself (`cutover reload`, `cutover upgrade`), for the history.
 const V3_DAEMON_EVENTS: &str = r#"
-CREATE TABLE daemon_events (
+CREATE TABLE IF NOT EXISTS daemon_events (
     id          INTEGER PRIMARY KEY,
     at          INTEGER NOT NULL,
     kind        TEXT NOT NULL CHECK (kind IN ('reload', 'upgrade')),

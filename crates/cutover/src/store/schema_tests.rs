@@ -173,15 +173,21 @@ fn an_unversioned_database_without_last_active_at_is_upgraded_keeping_its_rows_a
 }
 
 #[test]
-fn an_unversioned_database_with_last_active_at_only_gets_its_version_written() {
+fn an_unversioned_database_with_last_active_at_runs_only_the_steps_after_v2() {
     let dir = tempfile::tempdir().unwrap();
     released_database(dir.path(), true);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     // Not backfilled again: what the released cutover recorded stays.
     assert_eq!(last_active_at(&store), Some(42));
+    // Placed at v2 by its shape: the copy kept is named after that version, not v0.
     assert!(!backup_path(&db_path(dir.path()), 0).exists());
-    assert!(!backup_path(&db_path(dir.path()), LAST_ACTIVE_AT_SINCE).exists());
+    assert_eq!(
+        backup_path(&db_path(dir.path()), LAST_ACTIVE_AT_SINCE).exists(),
+        SCHEMA_VERSION > LAST_ACTIVE_AT_SINCE
+    );
+    // The steps after v2 ran: the daemon's history table is there.
+    assert!(store.daemon_events(1).unwrap().is_empty());
 }
 
 #[test]
