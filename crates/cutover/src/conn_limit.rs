@@ -227,7 +227,8 @@ fn is_resource_error(error: &io::Error) -> bool {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub connections: ConnLimit,
-    pub body_read_timeout: Duration,
+    /// Read per request: a reload changes it for open connections too.
+    pub body_read_timeout: crate::live::LiveDuration,
 }
 
 #[cfg(test)]

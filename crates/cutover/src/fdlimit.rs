@@ -145,18 +145,21 @@ impl Budget {
 }
 
 impl Budget {
-    /// A fresh cap for one public listener.
-    pub fn public_limits(&self, config: &Config) -> Limits {
+    /// A fresh cap for one public listener; `body_read_timeout` is the daemon's, shared by
+    /// every listener (a reload changes it for all).
+    pub fn public_limits(&self, body_read_timeout: &crate::live::LiveDuration) -> Limits {
         Limits {
             connections: ConnLimit::new(self.public_per_listener),
-            body_read_timeout: config.daemon.body_read_timeout.get(),
+            body_read_timeout: body_read_timeout.clone(),
         }
     }
 
     pub fn admin_limits(&self, config: &Config) -> Limits {
         Limits {
             connections: ConnLimit::new(self.admin),
-            body_read_timeout: config.daemon.body_read_timeout.get(),
+            body_read_timeout: crate::live::LiveDuration::new(
+                config.daemon.body_read_timeout.get(),
+            ),
         }
     }
 }

@@ -56,6 +56,7 @@ pub mod handoff;
 pub mod health;
 pub mod https;
 pub mod listener;
+pub mod live;
 pub mod loadgen;
 pub mod memory;
 pub mod metrics;

@@ -137,7 +137,9 @@ pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadEr
 
     let frontends = &state.frontends;
     let grace = crate::frontends::grace(&loaded);
-    let limits = || crate::fdlimit::budget_for(&loaded).public_limits(&loaded);
+    state.live.apply(&loaded);
+    let limits =
+        || crate::fdlimit::budget_for(&loaded).public_limits(&state.live.body_read_timeout);
     // Starts serving on the socket bound for `component`, if one was; returns its address.
     let mut serve =
         |component: &ComponentRuntime| -> Result<Option<std::net::SocketAddr>, ReloadError> {

@@ -23,6 +23,8 @@ pub struct DaemonState {
     pub lifecycle: Lifecycle,
     /// What serves each component (its listener, its watchdog).
     pub frontends: crate::frontends::Frontends,
+    /// Settings running tasks read live.
+    pub live: crate::live::LiveSettings,
 }
 
 /// How this daemon hands over to a new one (`cutover upgrade`).
@@ -73,6 +75,7 @@ impl DaemonState {
         frontends: crate::frontends::Frontends,
     ) -> DaemonState {
         DaemonState {
+            live: crate::live::LiveSettings::new(&shared.config),
             frontends,
             shared: arc_swap::ArcSwap::new(shared),
             components: arc_swap::ArcSwap::from_pointee(components),

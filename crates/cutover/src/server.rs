@@ -94,12 +94,13 @@ pub async fn serve(
         let client = std::sync::Arc::new(crate::edge::Peer::new(peer));
         let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
-        let body_read_timeout = limits.body_read_timeout;
+        let body_read_timeout = limits.body_read_timeout.clone();
         let service_gate = gate.clone();
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let frontend = service_frontend.clone();
             let client = client.clone();
             let gate = service_gate.clone();
+            let body_read_timeout = body_read_timeout.get();
             let (req, body_timed_out) = {
                 let (parts, body) = req.into_parts();
                 let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);

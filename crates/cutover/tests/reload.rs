@@ -89,7 +89,12 @@ async fn reload_adds_changes_moves_and_removes_components_under_load() {
         &daemon,
         &format!(
             "{}{}",
-            config.replace("drain_timeout = \"5s\"", "drain_timeout = \"4s\""),
+            config
+                .replace("drain_timeout = \"5s\"", "drain_timeout = \"4s\"")
+                .replace(
+                    "control.sock\"\n",
+                    "control.sock\"\nbody_read_timeout = \"1s\"\n"
+                ),
             api2(
                 &format!("127.0.0.1:{new_port}"),
                 "upstream_timeout = \"20s\""
@@ -106,6 +111,7 @@ async fn reload_adds_changes_moves_and_removes_components_under_load() {
         format!("api2: listen 127.0.0.1:0 -> 127.0.0.1:{new_port}: applies now"),
         "api2: upstream_timeout: applies now".to_owned(),
         "backend: drain_timeout: applies at the next deploy".to_owned(),
+        "daemon.body_read_timeout: applies now".to_owned(),
     ] {
         assert!(
             lines.contains(&expected),
@@ -118,6 +124,27 @@ async fn reload_adds_changes_moves_and_removes_components_under_load() {
         (200, "slept 1500 ms"),
         "the request in flight on the old address finished"
     );
+    // The body timeout applies to a listener that was open all along: 1 s, not 30 s.
+    let stalled = tokio::task::spawn_blocking({
+        let addr = daemon.public;
+        move || {
+            use std::io::{Read, Write};
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(
+                b"POST /echo?collect=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n",
+            )
+            .unwrap();
+            let started = std::time::Instant::now();
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer);
+            (answer, started.elapsed())
+        }
+    });
+    let (answer, after) = stalled.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < Duration::from_secs(5), "cut off after {after:?}");
     let new_addr: SocketAddr = format!("127.0.0.1:{new_port}").parse().unwrap();
     assert_eq!(get(new_addr, "/version").2, "a1");
     assert_eq!(listen_of(&daemon, "api2"), new_addr);

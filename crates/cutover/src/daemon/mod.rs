@@ -294,7 +294,8 @@ async fn run(
             Socket::Component(component.name().to_owned()),
             listener.as_fd(),
         )?;
-        frontends.serve(component, listener, grace, fd_budget.public_limits(&config))?;
+        let limits = fd_budget.public_limits(&state.live.body_read_timeout);
+        frontends.serve(component, listener, grace, limits)?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(admin) = admin {
@@ -310,7 +311,11 @@ async fn run(
         ));
     }
     crate::admin::spawn_service_checks(shared.config.clone(), shutdown.clone());
-    crate::supervisor::rotate_logs(store.clone(), config.daemon.log_max_size, shutdown.clone());
+    crate::supervisor::rotate_logs(
+        store.clone(),
+        state.live.log_max_size.clone(),
+        shutdown.clone(),
+    );
     let control_task = tokio::spawn(control::serve(
         control,
         state.clone(),

@@ -7,7 +7,11 @@ use std::path::Path;
 
 /// Spawns the task that keeps instance logs bounded: it checks every live instance's log every
 /// 10 s.
-pub fn rotate_logs(store: crate::store::Store, max: u64, mut shutdown: crate::shutdown::Shutdown) {
+pub fn rotate_logs(
+    store: crate::store::Store,
+    max: crate::live::LiveCount,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -16,7 +20,7 @@ pub fn rotate_logs(store: crate::store::Store, max: u64, mut shutdown: crate::sh
             }
             for instance in store.live_instances().unwrap_or_default() {
                 let path = Path::new(&instance.log_path);
-                match rotate_log(path, max) {
+                match rotate_log(path, max.get()) {
                     Ok(true) => tracing::info!(log = %path.display(), "rotated instance log"),
                     Ok(false) => {}
                     Err(e) => tracing::debug!(log = %path.display(), "cannot rotate: {e}"),
