@@ -320,18 +320,8 @@ async fn upgrade(state: &DaemonState, request: UpgradeRequest, uid: Option<u32>)
         .timeout_ms
         .map_or(DEFAULT_UPGRADE_TIMEOUT, std::time::Duration::from_millis)
         .min(MAX_UPGRADE_TIMEOUT);
-    match state.upgrade(request.binary, timeout).await {
-        Ok(done) => {
-            let summary = format!("daemon pid {} -> {}", done.old_pid, done.new_pid);
-            if let Err(e) = state
-                .shared()
-                .store
-                .record_daemon_event("upgrade", &who, &summary)
-            {
-                tracing::warn!("cannot record the upgrade in the history: {e}");
-            }
-            upgraded(done)
-        }
+    match state.upgrade(request.binary, timeout, &who).await {
+        Ok(done) => upgraded(done),
         Err(e @ crate::handoff::give::UpgradeError::Busy(_)) => {
             error(StatusCode::CONFLICT, e.to_string())
         }

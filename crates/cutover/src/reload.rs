@@ -47,11 +47,9 @@ pub enum ReloadError {
     Other(String),
 }
 
-/// One reload at a time: each compares against the config the previous one installed.
-static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadError> {
-    let _one = RELOADING.lock().await;
+    // Each reload compares against the config the previous one installed.
+    let _one = state.changing.lock().await;
     let shared = state.shared();
     let loaded = Config::load(&shared.config.path)?;
     let plan = ReloadPlan::between(&shared.config, &loaded);
@@ -200,6 +198,14 @@ pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadEr
     let mut lines = plan.lines();
     if lines.is_empty() {
         lines.push("no changes".to_owned());
+    }
+    if state.lifecycle.socket_activated {
+        for component in added.iter().filter(|c| c.listen().is_some()) {
+            lines.push(format!(
+                "{0}: its socket is bound by the daemon, not systemd: add cutover-{0}.socket (`cutover generate systemd`) so that a restart keeps its queue",
+                component.name()
+            ));
+        }
     }
     Ok(Reloaded { lines, summary })
 }

@@ -25,12 +25,17 @@ pub struct DaemonState {
     pub frontends: crate::frontends::Frontends,
     /// Settings running tasks read live.
     pub live: crate::live::LiveSettings,
+    /// One change to the daemon itself at a time (a reload, an upgrade): each starts from
+    /// what the previous one left.
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 /// How this daemon hands over to a new one (`cutover upgrade`).
 pub struct Lifecycle {
     /// The binary this daemon was started from: the default for `cutover upgrade`.
     pub binary: PathBuf,
+    /// Whether its public sockets came from systemd (socket activation).
+    pub socket_activated: bool,
     pub sockets: Sockets,
     /// Closed while a new daemon takes the sockets over.
     pub gate: AcceptGate,
@@ -39,9 +44,10 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(binary: PathBuf, gate: AcceptGate) -> Lifecycle {
+    pub fn new(binary: PathBuf, gate: AcceptGate, socket_activated: bool) -> Lifecycle {
         Lifecycle {
             binary,
+            socket_activated,
             sockets: Sockets::default(),
             gate,
             handed: Mutex::new(None),
@@ -75,6 +81,7 @@ impl DaemonState {
         frontends: crate::frontends::Frontends,
     ) -> DaemonState {
         DaemonState {
+            changing: tokio::sync::Mutex::new(()),
             live: crate::live::LiveSettings::new(&shared.config),
             frontends,
             shared: arc_swap::ArcSwap::new(shared),
@@ -110,7 +117,9 @@ impl DaemonState {
         &self,
         binary: Option<PathBuf>,
         timeout: Duration,
+        who: &str,
     ) -> Result<Upgraded, UpgradeError> {
+        let _one = self.changing.lock().await;
         let binary = binary.unwrap_or_else(|| self.lifecycle.binary.clone());
         let shared = self.shared();
         let components = self.components();
@@ -123,6 +132,7 @@ impl DaemonState {
             sockets: &self.lifecycle.sockets,
             gate: &self.lifecycle.gate,
             timeout,
+            socket_activated: self.lifecycle.socket_activated,
         };
         tracing::info!(binary = %binary.display(), "upgrade: starting the new daemon");
         let handed = giver.upgrade().await?;
@@ -135,6 +145,15 @@ impl DaemonState {
             .handed
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(handed);
+        let summary = format!(
+            "daemon pid {} -> {} ({})",
+            upgraded.old_pid,
+            upgraded.new_pid,
+            binary.display()
+        );
+        if let Err(e) = shared.store.record_daemon_event("upgrade", who, &summary) {
+            tracing::warn!("cannot record the upgrade in the history: {e}");
+        }
         self.lifecycle.handed_signal.send_replace(true);
         tracing::info!(
             new_pid = upgraded.new_pid,

@@ -295,4 +295,26 @@ fn systemd_socket_activation_is_used_and_close_on_exec() {
         !inherited,
         "fd 3 (the public socket) leaked into the release"
     );
+
+    // An upgrade passes systemd's socket on to the new daemon, which knows it came from
+    // systemd: a component added by a later reload is bound by the daemon, and it says so.
+    let out = cli(&["upgrade"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(get(public, "/version").2, "v1");
+    let body = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{body}\n[components.api2]\nlisten = \"127.0.0.1:0\"\n{FAST_COMPONENT}"),
+    )
+    .unwrap();
+    let out = cli(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "api2: its socket is bound by the daemon, not systemd: add cutover-api2.socket"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(get(public, "/version").2, "v1");
 }

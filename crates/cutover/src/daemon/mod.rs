@@ -75,6 +75,7 @@ pub async fn serve(config: Config, inherited: Inherited) -> anyhow::Result<()> {
 /// The daemon with its state open, its sockets in hand and its components recovered: ready to
 /// accept.
 struct Opened {
+    socket_activated: bool,
     lock: fs::File,
     store: Store,
     shared: Arc<Shared>,
@@ -102,6 +103,10 @@ async fn open(
         None => lock_data_dir(&data_dir)?,
     };
     let handed_over = takeover.is_some();
+    let socket_activated = match takeover.as_deref() {
+        Some(takeover) => takeover.socket_activated,
+        None => !inherited.is_empty(),
+    };
     // Room first: a full disk must not keep the state database from opening.
     if let Some(warning) = crate::diskspace::release_reserve_if_full(&data_dir) {
         tracing::error!("{warning}");
@@ -197,6 +202,7 @@ async fn open(
         recover_after_start(&shared, &components).await?;
     }
     Ok(Opened {
+        socket_activated,
         lock,
         store,
         shared,
@@ -260,6 +266,7 @@ async fn run(
     takeover: Option<Takeover>,
 ) -> anyhow::Result<()> {
     let Opened {
+        socket_activated,
         lock,
         store,
         shared,
@@ -276,7 +283,7 @@ async fn run(
         shared.clone(),
         components.clone(),
         uploads,
-        Lifecycle::new(binary, gate.clone()),
+        Lifecycle::new(binary, gate.clone(), socket_activated),
         crate::frontends::Frontends::new(shutdown.clone(), gate.clone()),
     ));
     let sockets = &state.lifecycle.sockets;
@@ -418,7 +425,7 @@ async fn wait_for_stop(state: &Arc<DaemonState>) -> bool {
             _ = usr2.recv() => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = state.upgrade(None, crate::protocol::DEFAULT_UPGRADE_TIMEOUT).await {
+                    if let Err(e) = state.upgrade(None, crate::protocol::DEFAULT_UPGRADE_TIMEOUT, "SIGUSR2").await {
                         tracing::error!("upgrade (SIGUSR2) failed; this daemon goes on serving: {e}");
                     }
                 });

@@ -97,6 +97,7 @@ pub struct Giver<'a> {
     pub sockets: &'a Sockets,
     pub gate: &'a AcceptGate,
     pub timeout: Duration,
+    pub socket_activated: bool,
 }
 
 /// The new daemon serves: the old one must finish its connections and exit without stopping
@@ -220,6 +221,7 @@ impl Giver<'_> {
             config_sha256: self.config_sha256.to_owned(),
             sockets: passed.iter().map(|(s, _)| s.clone()).collect(),
             instances,
+            socket_activated: self.socket_activated,
         };
         let fds: Vec<_> = passed.iter().map(|(_, fd)| fd.as_fd()).collect();
         fdpass::send(sock, &encode(&Message::Offer(offer)), &fds)

@@ -45,6 +45,9 @@ pub struct Offer {
     /// What each passed fd is, in the order they were passed.
     pub sockets: Vec<Socket>,
     pub instances: Vec<HandedInstance>,
+    /// Whether systemd passed the old daemon its public sockets (the new one inherits that).
+    #[serde(default)]
+    pub socket_activated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub struct Takeover {
     pub old_version: String,
     pub config_sha256: String,
     pub instances: Vec<HandedInstance>,
+    pub socket_activated: bool,
     fds: HashMap<Socket, OwnedFd>,
 }
 
@@ -43,6 +44,7 @@ impl Takeover {
             config_sha256,
             sockets,
             instances,
+            socket_activated,
         } = offer;
         if sockets.len() != received.fds.len() {
             return Err(io::Error::new(
@@ -60,6 +62,7 @@ impl Takeover {
             old_version: version,
             config_sha256,
             instances,
+            socket_activated,
             fds: sockets.into_iter().zip(received.fds).collect(),
         }))
     }
