@@ -171,11 +171,10 @@ fn a_deploy_user_in_the_socket_group_deploys_and_others_are_refused() {
     };
     let daemon_log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
     let socket = dir.path().join("run/control.sock");
-    eventually(
-        Duration::from_secs(15),
-        "the daemon's control socket",
-        || socket.exists(),
-    );
+    // Ready, not merely bound: the socket is 0600 for the instant between bind and chmod.
+    eventually(Duration::from_secs(15), "the daemon is ready", || {
+        socket.exists() && daemon_log().contains("cutover daemon ready")
+    });
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660, "{}", daemon_log());
     let group = nix::unistd::Group::from_name(&accounts.group)
