@@ -34,6 +34,8 @@ pub const FORWARDING_HEADERS: [HeaderName; 6] = [
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// Whether the connection is TLS (cutover terminated it): the scheme it reports.
+    pub tls: bool,
     /// The peer's address: `X-Forwarded-For` and `X-Real-IP` of an untrusted peer.
     ip: HeaderValue,
     /// Its RFC 7239 element, `for=ADDR;proto=http`.
@@ -42,13 +44,23 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
+        Self::with_scheme(addr, false)
+    }
+
+    pub fn with_scheme(addr: SocketAddr, tls: bool) -> Peer {
         let ip = addr.ip();
         let text = |s: String| HeaderValue::from_str(&s).expect("an address is a header value");
+        let proto = if tls { "https" } else { "http" };
         Peer {
             addr,
+            tls,
             ip: text(ip.to_string()),
-            forwarded: text(format!("for={};proto=http", forwarded_node(ip))),
+            forwarded: text(format!("for={};proto={proto}", forwarded_node(ip))),
         }
+    }
+
+    fn proto(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.tls { "https" } else { "http" })
     }
 }
 
@@ -128,7 +140,7 @@ pub fn forwarding_headers(headers: &mut HeaderMap, peer: &Peer, edge: &EdgePolic
         // Every value is cutover's own: each insert replaces whatever the client sent.
         headers.insert(X_FORWARDED_FOR, peer.ip.clone());
         headers.insert(X_REAL_IP, peer.ip.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, peer.proto());
         match headers.get(header::HOST).cloned() {
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
             None => headers.remove(X_FORWARDED_HOST),
@@ -161,16 +173,17 @@ pub fn forwarding_headers(headers: &mut HeaderMap, peer: &Peer, edge: &EdgePolic
     if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
         headers.insert(X_REAL_IP, value);
     }
-    // cutover accepted plain HTTP; a trusted proxy in front may have terminated TLS.
+    // What cutover accepted; a trusted proxy in front may have terminated TLS and said so.
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, peer.proto());
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = headers.get(header::HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }
     }
-    let element = format!("for={};proto=http", forwarded_node(peer_ip));
+    let proto = if peer.tls { "https" } else { "http" };
+    let element = format!("for={};proto={proto}", forwarded_node(peer_ip));
     let forwarded = match headers
         .get_all(header::FORWARDED)
         .iter()

@@ -33,7 +33,9 @@ pub fn budget_for(config: &Config) -> Budget {
         .components
         .iter()
         .filter(|c| c.listen.is_some())
-        .count();
+        .count()
+        + usize::from(config.front.http.is_some())
+        + usize::from(config.front.https.is_some());
     let budget = Budget::new(
         fd_limit,
         public,

@@ -13,9 +13,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The socket names of the shared listeners (systemd's `FileDescriptorName=`, and the handoff).
+pub const SHARED_HTTP: &str = "edge-http";
+pub const SHARED_HTTPS: &str = "edge-https";
+/// What the shared listeners' servers are filed under.
+const SHARED: &str = "[edge]";
+
 pub struct Frontends {
     daemon_shutdown: Shutdown,
     gate: AcceptGate,
+    /// The routes and certificates of the shared `[edge]` listeners.
+    pub front: Arc<crate::front::Front>,
     servers: Mutex<Vec<Server>>,
     watchdogs: Mutex<Vec<(String, Arc<ShutdownTrigger>)>>,
 }
@@ -32,6 +40,7 @@ impl Frontends {
         Frontends {
             daemon_shutdown,
             gate,
+            front: crate::front::Front::new(),
             servers: Mutex::new(Vec::new()),
             watchdogs: Mutex::new(Vec::new()),
         }
@@ -101,6 +110,67 @@ impl Frontends {
         ));
         lock(&self.servers).push(Server {
             component: component.name().to_owned(),
+            addr,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Routes the shared listeners to `components` (those with `hosts`), as `config` says.
+    pub fn route(&self, config: &crate::config::Config, components: &[Arc<ComponentRuntime>]) {
+        let configs: Vec<(Arc<crate::config::ComponentConfig>, crate::front::Target)> = components
+            .iter()
+            .filter_map(|c| {
+                let target = match &c.plane {
+                    Plane::Process(plane) => crate::front::Target::Proxy(plane.route.clone()),
+                    Plane::Static(site) => crate::front::Target::Static(site.clone()),
+                    Plane::Hook => return None,
+                };
+                Some((c.config(), target))
+            })
+            .collect();
+        let routable = configs.iter().filter_map(|(config, target)| {
+            let routes = config.routes.as_ref()?;
+            Some((
+                config.name.as_str(),
+                crate::front::Routable {
+                    routes,
+                    target: target.clone(),
+                },
+            ))
+        });
+        for problem in self.front.install(&config.front, routable) {
+            tracing::error!("certificate not loaded, its hosts are served without it: {problem}");
+        }
+    }
+
+    /// Serves a shared `[edge]` listener (`tls`: the https one) until the daemon stops.
+    pub fn serve_shared(
+        &self,
+        listener: TcpListener,
+        tls: bool,
+        grace: Duration,
+        limits: Limits,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let tls = tls.then(|| tokio_rustls::TlsAcceptor::from(self.front.tls_config()));
+        tracing::info!(listen = %addr, tls = tls.is_some(), "serving the shared edge listener");
+        let frontend = Frontend::Edge {
+            front: self.front.clone(),
+            tls,
+        };
+        let (stop, shutdown) = self.stop_signal();
+        let task = tokio::spawn(server::serve(
+            listener,
+            frontend,
+            shutdown,
+            grace,
+            limits,
+            self.gate.clone(),
+        ));
+        lock(&self.servers).push(Server {
+            component: SHARED.to_owned(),
             addr,
             stop,
             task,

@@ -132,6 +132,8 @@ pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadEr
     });
     crate::edge::install(loaded.edge.clone());
     state.replace(next_shared.clone(), next.clone());
+    // Hosts and certificates: one new table, swapped in at once.
+    state.frontends.route(&loaded, &next);
 
     let frontends = &state.frontends;
     let grace = crate::frontends::grace(&loaded);

@@ -24,6 +24,11 @@ pub enum Frontend {
     },
     /// The admin listener: `/metrics`, `/health`.
     Admin,
+    /// A shared `[edge]` listener: routed by host; `tls`: the https one.
+    Edge {
+        front: Arc<crate::front::Front>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    },
 }
 
 impl Frontend {
@@ -32,6 +37,8 @@ impl Frontend {
             Frontend::Proxy(route) => route.component.as_str(),
             Frontend::Static { component, .. } => component,
             Frontend::Admin => "admin",
+            Frontend::Edge { tls: None, .. } => "edge http",
+            Frontend::Edge { tls: Some(_), .. } => "edge https",
         }
     }
 }
@@ -91,7 +98,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let client = std::sync::Arc::new(crate::edge::Peer::new(peer));
+        let tls = match &frontend {
+            Frontend::Edge { tls, .. } => tls.clone(),
+            _ => None,
+        };
+        let client = std::sync::Arc::new(crate::edge::Peer::with_scheme(peer, tls.is_some()));
         let stream = Counted::new(stream, slot);
         let service_frontend = frontend.clone();
         let body_read_timeout = limits.body_read_timeout.clone();
@@ -115,6 +126,9 @@ pub async fn serve(
                     Frontend::Proxy(route) => proxy::handle(route, req, &client).await,
                     Frontend::Static { site, .. } => site::handle(site, req).await,
                     Frontend::Admin => crate::admin::handle(&req),
+                    Frontend::Edge { front, tls } => {
+                        front.handle(req, &client, tls.is_some()).await
+                    }
                 };
                 if body_timed_out.get() {
                     tracing::info!(client.addr = %peer, "request body timed out after {body_read_timeout:?}");
@@ -131,29 +145,30 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let mut conn_shutdown = shutdown.clone();
+        let conn_shutdown = shutdown.clone();
         let conn_gate = gate.clone();
         let open = open_tx.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .max_buf_size(proxy::MAX_BUF_SIZE)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = conn_shutdown.wait() => {
-                    if conn_gate.is_retiring() {
-                        // Handed over: the connection ends after its next response; an idle
-                        // one gets until `grace` to send that request or go.
-                        if let Ok(result) = tokio::time::timeout(grace, conn.as_mut()).await {
-                            return finished(result, peer, open);
-                        }
+            let result = match tls {
+                None => drive(http1(stream, service), conn_shutdown, conn_gate, grace).await,
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        tracing::debug!(client.addr = %peer, "TLS handshake failed or timed out");
+                        drop(open);
+                        return;
+                    };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let conn = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                        drive(conn, conn_shutdown, conn_gate, grace).await
+                    } else {
+                        drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
                     }
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
             };
             finished(result, peer, open);
@@ -168,6 +183,91 @@ pub async fn serve(
     // Handed over, connections first linger up to `grace` for their last request.
     let wait = if gate.is_retiring() { grace * 2 } else { grace };
     let _ = tokio::time::timeout(wait, open_rx.recv()).await;
+}
+
+/// How long a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/1.1 connection (with upgrades: WebSocket tunnels).
+fn http1<I, S>(
+    io: I,
+    service: S,
+) -> hyper::server::conn::http1::UpgradeableConnection<TokioIo<I>, S>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(proxy::MAX_BUF_SIZE)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+}
+
+/// Serves a connection until it ends or the listener stops: then asks it to finish its
+/// current requests (HTTP/2: streams) and close.
+async fn drive<C>(
+    conn: C,
+    mut shutdown: Shutdown,
+    gate: AcceptGate,
+    grace: Duration,
+) -> hyper::Result<()>
+where
+    C: Graceful,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.wait() => {
+            if gate.is_retiring() {
+                // Handed over: the connection ends after its next response; an idle one gets
+                // until `grace` to send that request or go.
+                if let Ok(result) = tokio::time::timeout(grace, conn.as_mut()).await {
+                    return result;
+                }
+            }
+            conn.as_mut().shut_down();
+            conn.await
+        }
+    }
+}
+
+/// A connection that can be asked to finish what it is doing and close: hyper's HTTP/1.1 (with
+/// upgrades) and HTTP/2 connections both can, under different names and bounds.
+trait Graceful: std::future::Future<Output = hyper::Result<()>> {
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, B, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, B, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 fn finished(result: hyper::Result<()>, peer: std::net::SocketAddr, open: mpsc::Sender<()>) {

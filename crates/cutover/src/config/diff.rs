@@ -36,6 +36,7 @@
 //! Each struct is destructured without `..`, so a field added to the settings does not compile
 //! here until it is classified.
 
+use super::edge::FrontConfig;
 use super::settings::{
     ChecksConfig, ComponentConfig, ComponentKind, ComponentName, Config, DaemonConfig,
     HealthConfig, HookConfig, MigrationsConfig, PipelineConfig, ProcessConfig, RestartPolicy,
@@ -125,6 +126,7 @@ impl ReloadPlan {
             systemd,
             notify,
             edge,
+            front,
             warnings: _,
             sha256: _,
             loaded_at: _,
@@ -133,6 +135,7 @@ impl ReloadPlan {
         plan.components(components, &loaded.components);
         let mut settings = Changes::default();
         plan.daemon(daemon, &loaded.daemon, &mut settings);
+        front_changes(front, &loaded.front, &mut settings, &mut plan.refusals);
         let EdgePolicy { trusted_proxies } = edge;
         settings.now(
             "edge.trusted_proxies",
@@ -272,6 +275,7 @@ impl ReloadPlan {
         let ComponentConfig {
             name,
             listen,
+            routes,
             drain_timeout,
             keep_releases,
             stabilize,
@@ -311,6 +315,8 @@ impl ReloadPlan {
         if *listen != new.listen {
             self.relisten.push((name.clone(), *listen, new.listen));
         }
+        // The shared listeners' routing table is rebuilt from the components on every reload.
+        changes.now("hosts", routes, &new.routes);
         changes.next_deploy("drain_timeout", drain_timeout, &new.drain_timeout);
         changes.next_deploy("keep_releases", keep_releases, &new.keep_releases);
         changes.next_deploy("stabilize", stabilize, &new.stabilize);
@@ -607,6 +613,41 @@ fn service_changes(old: &ServiceConfig, new: &ServiceConfig, changes: &mut Chang
     changes.next_deploy(&format!("services.{name}.compose"), compose, &new.compose);
     changes.next_deploy(&key("required"), required, &new.required);
     changes.next_deploy(&key("timeout"), timeout, &new.timeout);
+}
+
+/// The shared listeners are bound at start-up: moving them is refused; what they do per
+/// request (HSTS, where unknown hosts go) applies at once.
+fn front_changes(
+    old: &FrontConfig,
+    new: &FrontConfig,
+    changes: &mut Changes,
+    refusals: &mut Vec<Refusal>,
+) {
+    let FrontConfig {
+        http,
+        https,
+        hsts,
+        default_component,
+    } = old;
+    for (key, old, new) in [
+        ("edge.http", http, &new.http),
+        ("edge.https", https, &new.https),
+    ] {
+        if old != new {
+            refusals.push(Refusal {
+                key: key.to_owned(),
+                message: format!(
+                    "{key} cannot change while the daemon runs (the shared listener is bound at start-up): restart it (`systemctl restart cutover`)"
+                ),
+            });
+        }
+    }
+    changes.now("edge.hsts", hsts, &new.hsts);
+    changes.now(
+        "edge.default_component",
+        default_component,
+        &new.default_component,
+    );
 }
 
 fn systemd_changes(old: &SystemdConfig, new: &SystemdConfig, changes: &mut Changes) {

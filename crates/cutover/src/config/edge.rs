@@ -33,3 +33,96 @@ fn canonical(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+/// `[edge] http` / `https` and what goes with them: listeners shared by every component that
+/// names `hosts`, routed by the request's host (and path prefix).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrontConfig {
+    /// Plain HTTP: answers ACME HTTP-01 challenges and redirects to https (308) the hosts
+    /// that have a certificate; serves the others.
+    pub http: Option<std::net::SocketAddr>,
+    /// TLS: the certificate by SNI, ALPN `h2` and `http/1.1`.
+    pub https: Option<std::net::SocketAddr>,
+    /// `Strict-Transport-Security` value added to every https response, if set.
+    pub hsts: Option<String>,
+    /// Where unknown hosts go; none: a plain 404.
+    pub default_component: Option<super::ComponentName>,
+}
+
+/// A name a shared listener routes: exact, or `*.example.com` (any one or more labels before
+/// the suffix, as DNS wildcards do not; `*.example.com` does not match `example.com`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix with its leading dot: `.example.com`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.trim_end_matches('.').to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let labels: Vec<&str> = name.split('.').collect();
+        let label_ok = |l: &&str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if name.len() > 253 || !labels.iter().all(label_ok) {
+            return Err(format!(
+                "invalid host {text:?}: write a DNS name like \"api.example.com\" or a wildcard like \"*.example.com\" (no port, no scheme)"
+            ));
+        }
+        if wildcard && labels.len() < 2 {
+            return Err(format!(
+                "invalid host {text:?}: a wildcard needs a domain under it, like \"*.example.com\""
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether `host` (lowercase, no port) is this name.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// How a component is reached on the shared listeners.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostRoutes {
+    pub hosts: Vec<HostPattern>,
+    /// `/` or `/api` (no trailing slash): the longest prefix that matches wins.
+    pub path_prefix: String,
+    /// Whether the prefix is removed before the request goes to the component.
+    pub strip_prefix: bool,
+    /// A certificate of its own for its hosts (PEM files, reloaded when they change).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}

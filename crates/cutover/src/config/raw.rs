@@ -41,6 +41,12 @@ pub(super) struct RawEdge {
     /// (X-Forwarded-For and friends) are kept; everyone else's are replaced.
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
+    /// Shared listeners, routed by host: plain HTTP and TLS.
+    pub(super) http: Option<SocketAddr>,
+    pub(super) https: Option<SocketAddr>,
+    pub(super) hsts: Option<String>,
+    /// Where requests for a host no component names go (default: a plain 404).
+    pub(super) default_component: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +154,11 @@ pub(super) struct RawComponent {
     pub(super) restart: Option<RestartPolicy>,
     pub(super) env_clear: Option<bool>,
     pub(super) inherit_env: Option<Vec<String>>,
+    /// Names it answers on the shared `[edge]` listeners, instead of or besides `listen`.
+    pub(super) hosts: Option<Vec<String>>,
+    pub(super) path_prefix: Option<String>,
+    pub(super) strip_prefix: Option<bool>,
+    pub(super) tls: Option<super::edge::TlsFiles>,
 }
 
 impl RawComponent {
@@ -155,6 +166,10 @@ impl RawComponent {
     pub(super) fn foreign_keys(&self) -> Vec<&'static str> {
         let set = [
             ("listen", self.listen.is_some()),
+            ("hosts", self.hosts.is_some()),
+            ("path_prefix", self.path_prefix.is_some()),
+            ("strip_prefix", self.strip_prefix.is_some()),
+            ("tls", self.tls.is_some()),
             ("command", self.command.is_some()),
             ("env", self.env.is_some()),
             ("env_file", self.env_file.is_some()),
@@ -176,6 +191,10 @@ impl RawComponent {
         let allowed: &[&str] = match self.kind {
             RawKind::Process => &[
                 "listen",
+                "hosts",
+                "path_prefix",
+                "strip_prefix",
+                "tls",
                 "command",
                 "env",
                 "env_file",
@@ -190,7 +209,15 @@ impl RawComponent {
                 "env_clear",
                 "inherit_env",
             ],
-            RawKind::Static => &["listen", "spa_fallback", "cache"],
+            RawKind::Static => &[
+                "listen",
+                "hosts",
+                "path_prefix",
+                "strip_prefix",
+                "tls",
+                "spa_fallback",
+                "cache",
+            ],
             RawKind::Hook => &["run", "verify"],
         };
         set.iter()

@@ -42,6 +42,103 @@ impl Validator<'_> {
         }
     }
 
+    /// `[edge] http`, `https`, `hsts`, `default_component`.
+    pub(super) fn front(&self, raw: &RawEdge) -> Result<super::edge::FrontConfig, ConfigError> {
+        if let Some(hsts) = &raw.hsts {
+            if http::HeaderValue::from_str(hsts).is_err() || !hsts.contains("max-age=") {
+                return Err(self.error(
+                    &["edge", "hsts"],
+                    format!("invalid Strict-Transport-Security value {hsts:?}; write e.g. \"max-age=31536000\""),
+                ));
+            }
+            if raw.https.is_none() {
+                return Err(self.error(
+                    &["edge", "hsts"],
+                    "hsts needs an https listener: set [edge] https",
+                ));
+            }
+        }
+        let default_component = match &raw.default_component {
+            Some(name) => Some(
+                super::ComponentName::parse(name)
+                    .map_err(|e| self.error(&["edge", "default_component"], e))?,
+            ),
+            None => None,
+        };
+        Ok(super::edge::FrontConfig {
+            http: raw.http,
+            https: raw.https,
+            hsts: raw.hsts.clone(),
+            default_component,
+        })
+    }
+
+    /// Hosts and path prefixes: each (host, prefix) routed to one component only, the shared
+    /// listener they need configured, the default component one that has routes.
+    pub(super) fn check_routes(
+        &self,
+        components: &[ComponentConfig],
+        front: &super::edge::FrontConfig,
+    ) -> Result<(), ConfigError> {
+        let mut seen: Vec<(&super::edge::HostPattern, &str, &str)> = Vec::new();
+        for component in components {
+            let Some(routes) = &component.routes else {
+                continue;
+            };
+            let name = component.name.as_str();
+            if front.http.is_none() && front.https.is_none() {
+                return Err(self.error(
+                    &["components", name, "hosts"],
+                    "hosts are served on the shared listeners: set [edge] http and/or https",
+                ));
+            }
+            if routes.tls.is_some() && front.https.is_none() {
+                return Err(self.error(
+                    &["components", name, "tls"],
+                    "a certificate needs the https listener: set [edge] https",
+                ));
+            }
+            for host in &routes.hosts {
+                if let Some((_, _, owner)) = seen
+                    .iter()
+                    .find(|(h, p, _)| *h == host && *p == routes.path_prefix)
+                {
+                    return Err(self.error(
+                        &["components", name, "hosts"],
+                        format!(
+                            "{host}{} is already routed to {owner}",
+                            if routes.path_prefix == "/" {
+                                ""
+                            } else {
+                                &routes.path_prefix
+                            }
+                        ),
+                    ));
+                }
+                seen.push((host, &routes.path_prefix, name));
+            }
+        }
+        if let Some(default) = &front.default_component {
+            let found = components.iter().find(|c| &c.name == default);
+            match found {
+                None => {
+                    return Err(self.error(
+                        &["edge", "default_component"],
+                        format!("no component named {default}"),
+                    ))
+                }
+                Some(c) if matches!(c.kind, super::ComponentKind::Hook(_)) => {
+                    return Err(self.error(
+                        &["edge", "default_component"],
+                        format!("{default} is a hook: cutover serves none of its requests"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn edge(&self, raw: &RawEdge) -> Result<super::EdgePolicy, ConfigError> {
         let mut trusted_proxies = Vec::new();
         for text in &raw.trusted_proxies {
@@ -113,8 +210,18 @@ impl Validator<'_> {
         &self,
         components: &[ComponentConfig],
         admin_listen: Option<SocketAddr>,
+        front: &super::edge::FrontConfig,
     ) -> Result<(), ConfigError> {
         let mut taken: Vec<(SocketAddr, &str)> = Vec::new();
+        for (addr, key, owner) in [
+            (front.http, "http", "[edge] http"),
+            (front.https, "https", "[edge] https"),
+        ] {
+            if let Some(addr) = addr {
+                self.check_free(&taken, addr, &["edge", key])?;
+                taken.push((addr, owner));
+            }
+        }
         for component in components {
             let Some(addr) = component.listen else {
                 continue;

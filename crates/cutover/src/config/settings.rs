@@ -66,6 +66,8 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     /// `[edge]`: what cutover believes of the peers that connect to it.
     pub edge: EdgePolicy,
+    /// `[edge]`: the shared listeners (`http`, `https`) and what goes with them.
+    pub front: super::edge::FrontConfig,
     /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
     /// `validate` prints them and `serve` logs them.
     pub warnings: Vec<String>,
@@ -162,8 +164,11 @@ pub struct NotifyConfig {
 #[derive(Clone, Debug)]
 pub struct ComponentConfig {
     pub name: ComponentName,
-    /// The public address; `None` only for hook components (hosted elsewhere).
+    /// Its own public address, if it has one (hooks never do; a component with `hosts` may
+    /// have none).
     pub listen: Option<SocketAddr>,
+    /// Its names on the shared `[edge]` listeners.
+    pub routes: Option<super::edge::HostRoutes>,
     pub drain_timeout: HumanDuration,
     pub keep_releases: usize,
     pub stabilize: HumanDuration,

@@ -68,7 +68,9 @@ impl Validator<'_> {
         for (name, component) in raw.components {
             components.push(self.component(&name, component)?);
         }
-        self.check_listen_unique(&components, raw.daemon.admin_listen)?;
+        let front = self.front(&raw.edge)?;
+        self.check_listen_unique(&components, raw.daemon.admin_listen, &front)?;
+        self.check_routes(&components, &front)?;
         let warnings = self.warnings(&components);
         let components = self.order(components)?;
         let mut services = Vec::new();
@@ -110,11 +112,68 @@ impl Validator<'_> {
             systemd: raw.systemd,
             notify: self.notify(raw.notify)?,
             edge: self.edge(&raw.edge)?,
+            front,
             warnings,
             // Set by `parse`, which has the text.
             sha256: String::new(),
             loaded_at: 0,
         })
+    }
+
+    /// `hosts`, `path_prefix`, `strip_prefix`, `tls`.
+    fn routes(
+        &self,
+        name: &str,
+        raw: &RawComponent,
+    ) -> Result<Option<super::edge::HostRoutes>, ConfigError> {
+        let key = |field: &'static str| ["components", name, field];
+        let Some(hosts) = &raw.hosts else {
+            for (field, set) in [
+                ("path_prefix", raw.path_prefix.is_some()),
+                ("strip_prefix", raw.strip_prefix.is_some()),
+                ("tls", raw.tls.is_some()),
+            ] {
+                if set {
+                    return Err(self.error(&key(field), format!("`{field}` goes with `hosts`")));
+                }
+            }
+            return Ok(None);
+        };
+        if hosts.is_empty() {
+            return Err(self.error(&key("hosts"), "name at least one host"));
+        }
+        let hosts = hosts
+            .iter()
+            .map(|h| super::edge::HostPattern::parse(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(&key("hosts"), e))?;
+        let path_prefix = match &raw.path_prefix {
+            None => "/".to_owned(),
+            Some(p) if p.starts_with('/') && !p.contains(['?', '#', '*']) => {
+                let trimmed = p.trim_end_matches('/');
+                if trimmed.is_empty() {
+                    "/".to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
+            }
+            Some(p) => {
+                return Err(self.error(
+                    &key("path_prefix"),
+                    format!("invalid path prefix {p:?}: write a path like \"/api\""),
+                ))
+            }
+        };
+        let tls = raw.tls.as_ref().map(|t| super::edge::TlsFiles {
+            cert: self.resolve(&t.cert),
+            key: self.resolve(&t.key),
+        });
+        Ok(Some(super::edge::HostRoutes {
+            hosts,
+            strip_prefix: raw.strip_prefix.unwrap_or(false),
+            path_prefix,
+            tls,
+        }))
     }
 
     fn component(&self, name: &str, raw: RawComponent) -> Result<ComponentConfig, ConfigError> {
@@ -130,9 +189,13 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if raw.kind != RawKind::Hook && raw.listen.is_none() {
-            return Err(self.error(&["components", name], "missing field `listen`"));
+        if raw.kind != RawKind::Hook && raw.listen.is_none() && raw.hosts.is_none() {
+            return Err(self.error(
+                &["components", name],
+                "missing field `listen` (or `hosts`, to be served on the shared [edge] listeners)",
+            ));
         }
+        let routes = self.routes(name, &raw)?;
         if raw.keep_releases < 2 {
             return Err(self.error(
                 &key("keep_releases"),
@@ -170,6 +233,7 @@ impl Validator<'_> {
         Ok(ComponentConfig {
             name: name_parsed,
             listen: raw.listen,
+            routes,
             drain_timeout: raw.drain_timeout,
             keep_releases: raw.keep_releases,
             // Only processes are watched after the switch: files and hooks have nothing to watch.

@@ -76,6 +76,8 @@ pub async fn serve(config: Config, inherited: Inherited) -> anyhow::Result<()> {
 /// accept.
 struct Opened {
     socket_activated: bool,
+    /// `[edge] http` / `https`: (socket name, TLS, listener).
+    shared_listeners: Vec<(&'static str, bool, TcpListener)>,
     lock: fs::File,
     store: Store,
     shared: Arc<Shared>,
@@ -166,6 +168,16 @@ async fn open(
         components.push(ComponentRuntime::new(component.clone(), addr));
         listeners.push(listener);
     }
+    // The shared `[edge]` listeners, named for systemd and the handoff like components are.
+    let mut shared_listeners = Vec::new();
+    for (name, addr, tls) in [
+        (crate::frontends::SHARED_HTTP, config.front.http, false),
+        (crate::frontends::SHARED_HTTPS, config.front.https, true),
+    ] {
+        if let Some(addr) = addr {
+            shared_listeners.push((name, tls, listener::open(name, addr, &mut inherited)?));
+        }
+    }
     for name in inherited.unclaimed() {
         tracing::warn!(
             "{} passed a socket named {name:?}, but no component has that name",
@@ -203,6 +215,7 @@ async fn open(
     }
     Ok(Opened {
         socket_activated,
+        shared_listeners,
         lock,
         store,
         shared,
@@ -267,6 +280,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let Opened {
         socket_activated,
+        shared_listeners,
         lock,
         store,
         shared,
@@ -303,6 +317,12 @@ async fn run(
         )?;
         let limits = fd_budget.public_limits(&state.live.body_read_timeout);
         frontends.serve(component, listener, grace, limits)?;
+    }
+    frontends.route(&config, &components);
+    for (name, tls, listener) in shared_listeners {
+        sockets.keep(Socket::Component(name.to_owned()), listener.as_fd())?;
+        let limits = fd_budget.public_limits(&state.live.body_read_timeout);
+        frontends.serve_shared(listener, tls, grace, limits)?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(admin) = admin {

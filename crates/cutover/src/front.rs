@@ -1,0 +1,272 @@
+//! The shared `[edge]` listeners: `http` and `https` serve every component that names `hosts`,
+//! routed by host and path prefix ([`crate::routing`]). The https one terminates TLS (rustls:
+//! the certificate by SNI, ALPN `h2` and `http/1.1`, session tickets) and speaks HTTP/2 to
+//! clients that ask for it; requests go on to the components as HTTP/1.1.
+//!
+//! On the http listener, a host that has a certificate is redirected to https (308); the
+//! others are served there. The https listener adds `Strict-Transport-Security` when `[edge]
+//! hsts` says so.
+
+use crate::config::{FrontConfig, HostRoutes, TlsFiles};
+use crate::proxy::{ProxyBody, Route};
+use crate::routing::{RouteSpec, RouteTable};
+use crate::site::SiteRoute;
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What answers a routed request.
+#[derive(Clone)]
+pub enum Target {
+    Proxy(Arc<Route>),
+    Static(Arc<SiteRoute>),
+}
+
+/// One component's entry, as the daemon knows it.
+pub struct Routable<'a> {
+    pub routes: &'a HostRoutes,
+    pub target: Target,
+}
+
+/// The state both shared listeners read per request; swapped whole by a reload.
+pub struct Front {
+    table: ArcSwap<RouteTable<Target>>,
+    settings: ArcSwap<FrontConfig>,
+    certs: Arc<Certificates>,
+}
+
+impl Front {
+    pub fn new() -> Arc<Front> {
+        Arc::new(Front {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            settings: ArcSwap::from_pointee(FrontConfig::default()),
+            certs: Arc::new(Certificates::default()),
+        })
+    }
+
+    /// Installs the routes of `components` (and the default one) and loads their certificate
+    /// files. A certificate that cannot be loaded is reported and its hosts are served without
+    /// it (the others keep theirs).
+    pub fn install<'a>(
+        &self,
+        settings: &FrontConfig,
+        components: impl IntoIterator<Item = (&'a str, Routable<'a>)>,
+    ) -> Vec<String> {
+        let mut specs = Vec::new();
+        let mut default = None;
+        let mut problems = Vec::new();
+        let mut certs = HashMap::new();
+        for (name, routable) in components {
+            if settings
+                .default_component
+                .as_ref()
+                .is_some_and(|d| d.as_str() == name)
+            {
+                default = Some(routable.target.clone());
+            }
+            if let Some(files) = &routable.routes.tls {
+                match load_certified_key(files) {
+                    Ok(key) => {
+                        let key = Arc::new(key);
+                        for host in &routable.routes.hosts {
+                            certs.insert(host.to_string(), key.clone());
+                        }
+                    }
+                    Err(e) => problems.push(format!("{name}: {e}")),
+                }
+            }
+            for host in &routable.routes.hosts {
+                specs.push(RouteSpec {
+                    host: host.clone(),
+                    prefix: routable.routes.path_prefix.clone(),
+                    strip: routable.routes.strip_prefix,
+                    target: routable.target.clone(),
+                });
+            }
+        }
+        self.table.store(Arc::new(RouteTable::new(specs, default)));
+        self.settings.store(Arc::new(settings.clone()));
+        self.certs.by_name.store(Arc::new(certs));
+        problems
+    }
+
+    /// The TLS settings of the https listener.
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(self.certs.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Resumption: TLS 1.3 tickets, and the default in-memory session cache for TLS 1.2.
+        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+            config.ticketer = ticketer;
+        }
+        Arc::new(config)
+    }
+
+    /// Routes one request that arrived on a shared listener (`tls`: the https one).
+    pub async fn handle(
+        &self,
+        mut req: Request<crate::body_timeout::RequestBody>,
+        peer: &crate::edge::Peer,
+        tls: bool,
+    ) -> Response<ProxyBody> {
+        let Some(host) = request_host(&req) else {
+            return crate::response::plain(
+                StatusCode::BAD_REQUEST,
+                "cutover: no host in the request",
+            );
+        };
+        let settings = self.settings.load();
+        if !tls && settings.https.is_some() && self.certs.has(&host) {
+            return redirect_to_https(&req, &host, settings.https.map(|a| a.port()));
+        }
+        let table = self.table.load();
+        let path = req.uri().path().to_owned();
+        let Some(routed) = table.lookup(&host, &path) else {
+            return crate::response::plain(
+                StatusCode::NOT_FOUND,
+                &format!("cutover: no component serves {host}"),
+            );
+        };
+        if let Some(prefix) = routed.strip {
+            let stripped = crate::routing::strip_prefix(
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                prefix,
+            );
+            if let Ok(uri) = stripped.parse::<Uri>() {
+                *req.uri_mut() = uri;
+            }
+        }
+        as_http11(&mut req, &host);
+        let target = routed.target.clone();
+        drop(table);
+        let mut response = match &target {
+            Target::Proxy(route) => crate::proxy::handle(route, req, peer).await,
+            Target::Static(site) => crate::site::handle(site, req).await,
+        };
+        if tls {
+            if let Some(hsts) = settings
+                .hsts
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+        }
+        response
+    }
+}
+
+/// The host a request is for: the Host header (HTTP/1.1), or the URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })?;
+    crate::routing::normalize_host(&authority)
+}
+
+/// Components speak HTTP/1.1: an HTTP/2 request goes on as one, with its authority as Host.
+fn as_http11<B>(req: &mut Request<B>, host: &str) {
+    if req.version() == Version::HTTP_2 {
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+            if let Ok(value) = HeaderValue::from_str(authority.as_deref().unwrap_or(host)) {
+                req.headers_mut().insert(header::HOST, value);
+            }
+        }
+        if let Some(path) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(path);
+        }
+    }
+}
+
+fn redirect_to_https<B>(req: &Request<B>, host: &str, port: Option<u16>) -> Response<ProxyBody> {
+    let port = match port {
+        Some(443) | None => String::new(),
+        Some(port) => format!(":{port}"),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{path}");
+    let mut response = crate::response::plain(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("cutover: see {location}"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Certificates by host name (exact, or `*.example.com`), picked by SNI.
+#[derive(Default, Debug)]
+pub struct Certificates {
+    by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Certificates {
+    fn find(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        let all = self.by_name.load();
+        if let Some(key) = all.get(host) {
+            return Some(key.clone());
+        }
+        // `a.b.example.com` is covered by `*.b.example.com`, then `*.example.com`.
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(key) = all.get(&format!("*.{parent}")) {
+                return Some(key.clone());
+            }
+            rest = parent;
+        }
+        None
+    }
+
+    fn has(&self, host: &str) -> bool {
+        self.find(host).is_some()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        self.find(&name)
+    }
+}
+
+/// A certificate chain and its key from PEM files.
+fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let cert_pem = read(&files.cert)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("{}: unsupported key: {e}", files.key.display()))?;
+    Ok(CertifiedKey::new(certs, signing))
+}

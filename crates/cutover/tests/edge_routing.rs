@@ -1,0 +1,209 @@
+//! The shared `[edge]` listeners: several components on one port by host and path prefix, an
+//! unknown host, HTTPS with a certificate of the component's own (SNI), HTTP/2 by ALPN with a
+//! real client (curl), the redirect from http and HSTS; a deploy behind a host route.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `GET path` with `Host: host` on plain HTTP: (status, headers, body).
+fn get_host(addr: SocketAddr, host: &str, path: &str) -> (u16, String, String) {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A certificate for `hosts` signed by a throwaway CA: (ca.pem, cert.pem, key.pem) in `dir`.
+fn certificate(dir: &Path, hosts: &[&str]) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Issuer and subject must differ, or a client takes the leaf for self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cutover test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, hosts[0]);
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// curl over HTTPS to `host` (resolved to loopback): (exit ok, HTTP version, headers, body).
+fn curl_https(
+    dir: &Path,
+    port: u16,
+    host: &str,
+    path: &str,
+    http2: bool,
+) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "--max-time", "10", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(if http2 { "--http2" } else { "--http1.1" })
+        .args(["-w", "\nversion=%{http_version}"])
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+fn config(http: u16, https: u16) -> String {
+    format!(
+        "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n\
+         [edge]\nhttp = \"127.0.0.1:{http}\"\nhttps = \"127.0.0.1:{https}\"\nhsts = \"max-age=600\"\n\
+         [components.backend]\nhosts = [\"api.example.test\", \"*.tenants.example.test\"]\n{FAST_COMPONENT}\n\
+         [components.web]\nhosts = [\"example.test\"]\n{FAST_COMPONENT}\n\
+         [components.admin]\nhosts = [\"example.test\"]\npath_prefix = \"/admin\"\nstrip_prefix = true\n\
+         tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n{FAST_COMPONENT}\n"
+    )
+}
+
+#[test]
+fn components_share_the_edge_listeners_by_host_and_path() {
+    let (http, https) = (free_port(), free_port());
+    let daemon = Daemon::start_with_config_and(&config(http, https), |dir| {
+        certificate(dir, &["example.test"]);
+    });
+    let api = demo_api();
+    for (component, release) in [("backend", "b1"), ("web", "w1"), ("admin", "a1")] {
+        let out = daemon.cli(&[
+            "deploy",
+            component,
+            "--release",
+            release,
+            "--artifact",
+            api.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{component}: {}\n{}",
+            text(&out.stderr),
+            daemon.log()
+        );
+    }
+    let plain: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+
+    // By host, wildcard included; the host is matched without case or port.
+    assert_eq!(get_host(plain, "api.example.test", "/version").2, "b1");
+    assert_eq!(
+        get_host(plain, "acme.tenants.example.test", "/version").2,
+        "b1"
+    );
+    assert_eq!(get_host(plain, "API.Example.Test:80", "/version").2, "b1");
+    // An unknown host: a plain 404 naming it.
+    let (status, _, body) = get_host(plain, "unknown.example.test", "/version");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no component serves unknown.example.test"),
+        "{body}"
+    );
+
+    // example.test has a certificate: http redirects there (308), path and query kept.
+    let (status, head, _) = get_host(plain, "example.test", "/admin/version?x=1");
+    assert_eq!(status, 308, "{head}");
+    assert!(
+        head.contains(&format!(
+            "location: https://example.test:{https}/admin/version?x=1"
+        )),
+        "{head}"
+    );
+
+    // Over TLS: the longest prefix wins and is stripped; HSTS on every answer.
+    let dir = daemon.dir.path();
+    let (ok, out, err) = curl_https(dir, https, "example.test", "/admin/version", false);
+    assert!(ok, "{err}\n{}", daemon.log());
+    assert!(out.ends_with("a1\nversion=1.1"), "{out}");
+    assert!(
+        out.to_lowercase()
+            .contains("strict-transport-security: max-age=600"),
+        "{out}"
+    );
+    let (ok, out, err) = curl_https(dir, https, "example.test", "/version", true);
+    assert!(ok, "{err}");
+    assert!(out.ends_with("w1\nversion=2"), "HTTP/2 by ALPN: {out}");
+    // The backend saw the scheme the client used.
+    let (ok, out, _) = curl_https(dir, https, "example.test", "/admin/headers", true);
+    assert!(ok);
+    assert!(
+        out.to_lowercase().contains("x-forwarded-proto: https"),
+        "{out}"
+    );
+    // A name the certificate does not cover gets no certificate: the handshake fails.
+    let (ok, _, err) = curl_https(dir, https, "api.example.test", "/version", false);
+    assert!(!ok, "no certificate for api.example.test: {err}");
+
+    // A deploy behind a host route switches it like any other.
+    daemon.deploy_ok("b2", &api);
+    assert_eq!(get_host(plain, "api.example.test", "/version").2, "b2");
+    let (_, out, _) = curl_https(dir, https, "example.test", "/version", true);
+    assert!(out.ends_with("w1\nversion=2"), "{out}");
+}
+
+#[test]
+fn hosts_are_validated_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.toml");
+    let cases = [
+        (
+            "[components.a]\nhosts = [\"api.example.test\"]\ncommand = [\"x\"]\n",
+            "components.a.hosts: hosts are served on the shared listeners: set [edge] http and/or https",
+        ),
+        (
+            "[edge]\nhttp = \"127.0.0.1:8080\"\n[components.a]\nhosts = [\"https://api\"]\ncommand = [\"x\"]\n",
+            "components.a.hosts: invalid host \"https://api\"",
+        ),
+        (
+            "[edge]\nhttp = \"127.0.0.1:8080\"\n[components.a]\nhosts = [\"x.test\"]\ncommand = [\"x\"]\n\
+             [components.b]\nhosts = [\"X.test\"]\ncommand = [\"x\"]\n",
+            "components.b.hosts: x.test is already routed to a",
+        ),
+        (
+            "[edge]\nhttp = \"127.0.0.1:8080\"\n[components.a]\nlisten = \"127.0.0.1:8080\"\ncommand = [\"x\"]\n",
+            "components.a.listen: 127.0.0.1:8080 is already the listen address of [edge] http",
+        ),
+        (
+            "[edge]\nhttp = \"127.0.0.1:8080\"\n[components.a]\nhosts = [\"x.test\"]\ntls = { cert = \"c\", key = \"k\" }\ncommand = [\"x\"]\n",
+            "components.a.tls: a certificate needs the https listener: set [edge] https",
+        ),
+    ];
+    for (body, expected) in cases {
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(CUTOVER)
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{body}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "expected {expected:?}, got {}",
+            text(&out.stderr)
+        );
+    }
+}
