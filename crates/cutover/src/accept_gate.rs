@@ -27,8 +27,18 @@ impl Default for AcceptGate {
 
 impl AcceptGate {
     pub fn new() -> AcceptGate {
+        Self::starting(true)
+    }
+
+    /// Closed until [`AcceptGate::open`]: a daemon taking over gets everything ready to serve
+    /// before the old one lets go, so that the handover itself is only a message away.
+    pub fn closed() -> AcceptGate {
+        Self::starting(false)
+    }
+
+    fn starting(open: bool) -> AcceptGate {
         AcceptGate {
-            open: Arc::new(watch::channel(true).0),
+            open: Arc::new(watch::channel(open).0),
             accepting: Arc::new(RwLock::new(())),
             retiring: Default::default(),
         }

@@ -26,6 +26,9 @@ pub struct ComponentRuntime {
     abort: Mutex<Option<crate::abort::AbortSignal>>,
     /// What the watchdog last saw of the serving instance (process components).
     pub health: crate::health::HealthBoard,
+    /// Added by a reload and not deployed since: nothing it served before (when it was removed
+    /// and added back) is started again behind the operator's back; its first deploy is.
+    awaiting_deploy: std::sync::atomic::AtomicBool,
 }
 
 /// The data plane of one component, by kind.
@@ -147,7 +150,23 @@ impl ComponentRuntime {
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
             health: Default::default(),
+            awaiting_deploy: Default::default(),
         })
+    }
+
+    /// A component a reload added: it serves from its first deploy.
+    pub fn added(config: ComponentConfig, listen: Option<SocketAddr>) -> Arc<Self> {
+        let component = Self::new(config, listen);
+        component
+            .awaiting_deploy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        component
+    }
+
+    /// Whether nothing has been deployed to it since a reload added it.
+    pub fn awaiting_deploy(&self) -> bool {
+        self.awaiting_deploy
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {
@@ -264,6 +283,10 @@ impl ComponentRuntime {
             return None;
         };
         let mut slot = lock(&plane.serving);
+        if next.is_some() {
+            self.awaiting_deploy
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         plane
             .route
             .switch(next.as_ref().map(|s| s.upstream.clone()));

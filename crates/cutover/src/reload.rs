@@ -117,7 +117,7 @@ pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadEr
                     .map(|l| l.local_addr())
                     .transpose()
                     .map_err(|e| ReloadError::Other(e.to_string()))?;
-                let runtime = ComponentRuntime::new(config.clone(), addr);
+                let runtime = ComponentRuntime::added(config.clone(), addr);
                 added.push(runtime.clone());
                 next.push(runtime);
             }

@@ -172,6 +172,28 @@ async fn reload_adds_changes_moves_and_removes_components_under_load() {
         1
     );
 
+    // Added back, it serves from its next deploy: its old release is not started behind the
+    // operator's back (which would also make that deploy wait for it).
+    write(&daemon, &format!("{config}{}", api2("127.0.0.1:0", "")));
+    let d = daemon.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let reloaded = reload(&d);
+        assert!(reloaded.status.success(), "{}", text(&reloaded.stderr));
+        d.cli(&[
+            "deploy",
+            "api2",
+            "--release",
+            "a2",
+            "--artifact",
+            demo_api().to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(get(listen_of(&daemon, "api2"), "/version").2, "a2");
+    assert!(daemon.instances_of("api2", "a1").is_empty());
+
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);

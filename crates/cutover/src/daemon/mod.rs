@@ -66,9 +66,6 @@ pub async fn serve(config: Config, inherited: Inherited) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    if let Err(e) = takeover.ready().await {
-        return Err(e).context("the handoff broke before this daemon could serve");
-    }
     run(config, opened, binary, Some(takeover)).await
 }
 
@@ -292,7 +289,11 @@ async fn run(
     } = opened;
     let fd_budget = crate::fdlimit::budget_for(&config);
     let (shutdown_trigger, shutdown) = crate::shutdown::channel();
-    let gate = crate::accept_gate::AcceptGate::new();
+    let gate = if takeover.is_some() {
+        crate::accept_gate::AcceptGate::closed()
+    } else {
+        crate::accept_gate::AcceptGate::new()
+    };
     let state = Arc::new(DaemonState::new(
         shared.clone(),
         components.clone(),
@@ -309,7 +310,6 @@ async fn run(
     let grace = crate::frontends::grace(&config);
     let frontends = &state.frontends;
     for (component, listener) in components.iter().zip(listeners) {
-        frontends.watch(&shared, component);
         let Some(listener) = listener else { continue };
         sockets.keep(
             Socket::Component(component.name().to_owned()),
@@ -351,7 +351,17 @@ async fn run(
     ));
     let predecessor = takeover.as_ref().map(|t| t.old_pid);
     if let Some(takeover) = takeover {
+        // Every server waits at the closed gate: once the old daemon has let go, accepting
+        // is one message away.
+        if let Err(e) = takeover.ready().await {
+            return Err(e).context("the handoff broke before this daemon could serve");
+        }
+        gate.open();
         takeover.serving().await;
+    }
+    // Watched from here on: after an upgrade, only once the old daemon has let go of them.
+    for component in &components {
+        frontends.watch(&shared, component);
     }
     tracing::info!(
         pid = std::process::id(),

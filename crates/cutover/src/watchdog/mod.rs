@@ -124,7 +124,10 @@ impl Runner {
                 },
                 // Nothing serves although a release is active (it could not be started at
                 // start-up, or a deploy's rollback found nothing to go back to): start it.
-                None if self.shared.store.active_release(self.name()).is_some() => {
+                // Unless a reload added the component back: it serves from its next deploy.
+                None if !self.component.awaiting_deploy()
+                    && self.shared.store.active_release(self.name()).is_some() =>
+                {
                     self.reason = Some("nothing serves the active release".into());
                     Input::Exited
                 }
