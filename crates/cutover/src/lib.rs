@@ -65,6 +65,7 @@ pub mod notify;
 pub mod ops;
 pub mod protocol;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod release;
 pub mod reload;
 pub mod response;
