@@ -36,6 +36,7 @@
 
 pub mod abort;
 pub mod accept_gate;
+pub mod access_log;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;
