@@ -36,6 +36,7 @@
 
 pub mod abort;
 pub mod accept_gate;
+pub mod access_log;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;
@@ -66,6 +67,7 @@ pub mod notify;
 pub mod ops;
 pub mod protocol;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod release;
 pub mod reload;
 pub mod response;
