@@ -7,6 +7,8 @@
 //! - [`config`]: `cutover.toml`, parsed and validated once, with located errors.
 //! - [`listener`]: public sockets, bound or inherited from systemd.
 //! - [`server`]: the accept loop of each public socket.
+//! - [`acme`]: automatic certificates (ACME): account, orders, challenges, stored certificates,
+//!   renewal.
 //! - [`proxy`]: the data plane; atomic upstream switch, drain, forwarding headers, tunnels.
 //! - [`site`]: static components, served by cutover itself.
 //! - [`release`]: the release store on disk (atomic, verified artifacts).
@@ -37,6 +39,7 @@
 pub mod abort;
 pub mod accept_gate;
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;
