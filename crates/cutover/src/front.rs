@@ -94,6 +94,12 @@ impl Front {
         problems
     }
 
+    /// Lets the listeners answer ACME challenges and serve issued certificates (`None`: no
+    /// ACME any more).
+    pub fn set_acme(&self, parts: Option<AcmeParts>) {
+        self.certs.acme.store(Arc::new(parts));
+    }
+
     /// The TLS settings of the https listener.
     pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -102,7 +108,12 @@ impl Front {
             .expect("ring supports TLS 1.2 and 1.3")
             .with_no_client_auth()
             .with_cert_resolver(self.certs.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // `acme-tls/1` only ever meets the challenge certificate (see `Certificates`).
+        config.alpn_protocols = vec![
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+            crate::acme::ACME_TLS_ALPN.to_vec(),
+        ];
         // Resumption: TLS 1.3 tickets, and the default in-memory session cache for TLS 1.2.
         if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
             config.ticketer = ticketer;
@@ -123,6 +134,11 @@ impl Front {
                 "cutover: no host in the request",
             );
         };
+        if !tls {
+            if let Some(answer) = self.acme_http01(req.uri().path()) {
+                return answer;
+            }
+        }
         let settings = self.settings.load();
         if !tls && settings.https.is_some() && self.certs.has(&host) {
             return redirect_to_https(&req, &host, settings.https.map(|a| a.port()));
@@ -163,6 +179,26 @@ impl Front {
             }
         }
         response
+    }
+}
+
+impl Front {
+    /// `GET /.well-known/acme-challenge/<token>` while an order waits for that token: the key
+    /// authorization, exactly (before any route or redirect).
+    fn acme_http01(&self, path: &str) -> Option<Response<ProxyBody>> {
+        let token = path.strip_prefix("/.well-known/acme-challenge/")?;
+        let acme = self.certs.acme.load();
+        let answer = acme.as_ref().as_ref()?.challenges.http01(token)?;
+        use http_body_util::BodyExt;
+        let body = http_body_util::Full::new(bytes::Bytes::from(answer))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        Some(response)
     }
 }
 
@@ -215,14 +251,38 @@ fn redirect_to_https<B>(req: &Request<B>, host: &str, port: Option<u16>) -> Resp
     response
 }
 
-/// Certificates by host name (exact, or `*.example.com`), picked by SNI.
-#[derive(Default, Debug)]
+/// Certificates by host name (exact, or `*.example.com`), picked by SNI: a component's own
+/// first, then one issued by ACME; the TLS-ALPN-01 challenge certificate for a CA's check.
+#[derive(Default)]
 pub struct Certificates {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    acme: ArcSwap<Option<AcmeParts>>,
+}
+
+/// What the listeners read of ACME: the open challenges and the issued certificates.
+#[derive(Clone)]
+pub struct AcmeParts {
+    pub challenges: crate::acme::Challenges,
+    pub store: crate::acme::CertStore,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("names", &self.by_name.load().keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Certificates {
     fn find(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.own(host).or_else(|| {
+            let acme = self.acme.load();
+            acme.as_ref().as_ref()?.store.lookup(host)
+        })
+    }
+
+    fn own(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let all = self.by_name.load();
         if let Some(key) = all.get(host) {
             return Some(key.clone());
@@ -246,6 +306,11 @@ impl Certificates {
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?.to_ascii_lowercase();
+        if crate::acme::is_acme_tls_alpn(&hello) {
+            // A CA's TLS-ALPN-01 check: the challenge certificate or nothing, never a real one.
+            let acme = self.acme.load();
+            return acme.as_ref().as_ref()?.challenges.tls_alpn01(&name);
+        }
         self.find(&name)
     }
 }

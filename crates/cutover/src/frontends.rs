@@ -24,6 +24,8 @@ pub struct Frontends {
     gate: AcceptGate,
     /// The routes and certificates of the shared `[edge]` listeners.
     pub front: Arc<crate::front::Front>,
+    /// Their automatic certificates.
+    pub certs: crate::certs::Certs,
     servers: Mutex<Vec<Server>>,
     watchdogs: Mutex<Vec<(String, Arc<ShutdownTrigger>)>>,
 }
@@ -41,6 +43,7 @@ impl Frontends {
             daemon_shutdown,
             gate,
             front: crate::front::Front::new(),
+            certs: Default::default(),
             servers: Mutex::new(Vec::new()),
             watchdogs: Mutex::new(Vec::new()),
         }
@@ -142,6 +145,9 @@ impl Frontends {
         });
         for problem in self.front.install(&config.front, routable) {
             tracing::error!("certificate not loaded, its hosts are served without it: {problem}");
+        }
+        if let Err(e) = self.certs.apply(config, &self.front, &self.daemon_shutdown) {
+            tracing::error!("automatic certificates are off: {e}");
         }
     }
 

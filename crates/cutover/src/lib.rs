@@ -43,6 +43,7 @@ pub mod acme;
 pub mod admin;
 pub mod body_timeout;
 pub mod bundle;
+pub mod certs;
 pub mod checks;
 pub mod cli;
 pub mod component;

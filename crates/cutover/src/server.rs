@@ -159,7 +159,13 @@ pub async fn serve(
                         drop(open);
                         return;
                     };
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    if alpn.as_deref() == Some(crate::acme::ACME_TLS_ALPN) {
+                        // A CA's TLS-ALPN-01 check: the handshake was all it wanted.
+                        drop(open);
+                        return;
+                    }
+                    if alpn.as_deref() == Some(b"h2") {
                         let conn = hyper::server::conn::http2::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
                         )

@@ -62,7 +62,7 @@ fn not_as_root_it_prints_the_apt_line_for_what_is_missing() {
     if !Path::new("/usr/lib/python3/dist-packages/gunicorn").is_dir() {
         missing.push("python3-gunicorn");
     }
-    missing.extend(["passwd", "tmux", "docker.io", "docker-compose"]);
+    missing.extend(["passwd", "tmux", "pebble", "docker.io", "docker-compose"]);
     if !Path::new("/bin/busybox").exists() {
         missing.push("busybox-static");
     }

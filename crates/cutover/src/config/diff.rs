@@ -628,6 +628,7 @@ fn front_changes(
         https,
         hsts,
         default_component,
+        acme,
     } = old;
     for (key, old, new) in [
         ("edge.http", http, &new.http),
@@ -648,6 +649,8 @@ fn front_changes(
         default_component,
         &new.default_component,
     );
+    // The next issuance (and every renewal) asks the new server, as the new account.
+    changes.now("edge.acme", acme, &new.acme);
 }
 
 fn systemd_changes(old: &SystemdConfig, new: &SystemdConfig, changes: &mut Changes) {

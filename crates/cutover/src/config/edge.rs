@@ -47,6 +47,36 @@ pub struct FrontConfig {
     pub hsts: Option<String>,
     /// Where unknown hosts go; none: a plain 404.
     pub default_component: Option<super::ComponentName>,
+    /// Certificates issued automatically for the hosts that bring none of their own.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// `[edge] acme = { directory, email, ca_file, challenge }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub email: Option<String>,
+    /// Roots to trust for the ACME server's own HTTPS (a private or test CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub challenge: AcmeChallenge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// Answered on the http listener (the CA connects to port 80).
+    Http01,
+    /// Answered on the https listener (the CA connects to port 443, ALPN `acme-tls/1`).
+    TlsAlpn01,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub directory: String,
+    pub email: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `http-01` (the default when there is an http listener) or `tls-alpn-01`.
+    pub challenge: Option<String>,
 }
 
 /// A name a shared listener routes: exact, or `*.example.com` (any one or more labels before

@@ -23,7 +23,9 @@ mod validate;
 
 pub use diff::{Applies, Change, Refusal, ReloadPlan};
 pub use duration::HumanDuration;
-pub use edge::{EdgePolicy, FrontConfig, HostPattern, HostRoutes, TlsFiles};
+pub use edge::{
+    AcmeChallenge, AcmeSettings, EdgePolicy, FrontConfig, HostPattern, HostRoutes, TlsFiles,
+};
 pub use error::ConfigError;
 pub use settings::{
     BundleLimits, CacheRule, ChecksConfig, ComponentConfig, ComponentKind, ComponentName,

@@ -47,6 +47,7 @@ pub(super) struct RawEdge {
     pub(super) hsts: Option<String>,
     /// Where requests for a host no component names go (default: a plain 404).
     pub(super) default_component: Option<String>,
+    pub(super) acme: Option<super::edge::RawAcme>,
 }
 
 #[derive(Deserialize)]

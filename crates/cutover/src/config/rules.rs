@@ -70,7 +70,51 @@ impl Validator<'_> {
             https: raw.https,
             hsts: raw.hsts.clone(),
             default_component,
+            acme: self.acme(raw)?,
         })
+    }
+
+    fn acme(&self, raw: &RawEdge) -> Result<Option<super::edge::AcmeSettings>, ConfigError> {
+        use super::edge::AcmeChallenge;
+        let Some(acme) = &raw.acme else {
+            return Ok(None);
+        };
+        let key = |field: &'static str| ["edge", "acme", field];
+        if raw.https.is_none() {
+            return Err(self.error(
+                &["edge", "acme"],
+                "certificates are for the https listener: set [edge] https",
+            ));
+        }
+        if !acme.directory.starts_with("https://") {
+            return Err(self.error(
+                &key("directory"),
+                format!("{:?} is not an https:// URL (Let's Encrypt's is https://acme-v02.api.letsencrypt.org/directory)", acme.directory),
+            ));
+        }
+        let challenge =
+            match acme.challenge.as_deref() {
+                None if raw.http.is_some() => AcmeChallenge::Http01,
+                None => AcmeChallenge::TlsAlpn01,
+                Some("http-01") if raw.http.is_some() => AcmeChallenge::Http01,
+                Some("http-01") => return Err(self.error(
+                    &key("challenge"),
+                    "http-01 is answered on the http listener: set [edge] http, or use tls-alpn-01",
+                )),
+                Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+                Some(other) => {
+                    return Err(self.error(
+                        &key("challenge"),
+                        format!("unknown challenge {other:?}: use \"http-01\" or \"tls-alpn-01\""),
+                    ))
+                }
+            };
+        Ok(Some(super::edge::AcmeSettings {
+            directory: acme.directory.clone(),
+            email: acme.email.clone(),
+            ca_file: acme.ca_file.as_ref().map(|p| self.resolve(p)),
+            challenge,
+        }))
     }
 
     /// Hosts and path prefixes: each (host, prefix) routed to one component only, the shared
