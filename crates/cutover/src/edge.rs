@@ -36,6 +36,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Whether the connection is TLS (cutover terminated it): the scheme it reports.
     pub tls: bool,
+    /// Its TLS version (`TLSv1.3`), for the access log.
+    pub tls_version: Option<&'static str>,
     /// The peer's address: `X-Forwarded-For` and `X-Real-IP` of an untrusted peer.
     ip: HeaderValue,
     /// Its RFC 7239 element, `for=ADDR;proto=http`.
@@ -54,6 +56,7 @@ impl Peer {
         Peer {
             addr,
             tls,
+            tls_version: None,
             ip: text(ip.to_string()),
             forwarded: text(format!("for={};proto={proto}", forwarded_node(ip))),
         }

@@ -19,11 +19,27 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What answers a routed request.
+/// What answers a routed request: a component, by kind.
 #[derive(Clone)]
-pub enum Target {
+pub struct Target {
+    pub component: Arc<str>,
+    pub answer: Answer,
+}
+
+#[derive(Clone)]
+pub enum Answer {
     Proxy(Arc<Route>),
     Static(Arc<SiteRoute>),
+}
+
+impl Target {
+    /// The release answering now (for the access log).
+    fn release(&self) -> Option<Arc<str>> {
+        match &self.answer {
+            Answer::Proxy(route) => route.current().map(|u| Arc::from(u.release.as_str())),
+            Answer::Static(site) => site.current().map(|s| Arc::from(s.release.as_str())),
+        }
+    }
 }
 
 /// One component's entry, as the daemon knows it.
@@ -37,6 +53,7 @@ pub struct Front {
     table: ArcSwap<RouteTable<Target>>,
     settings: ArcSwap<FrontConfig>,
     certs: Arc<Certificates>,
+    log: ArcSwap<Option<crate::access_log::AccessLog>>,
 }
 
 impl Front {
@@ -45,7 +62,33 @@ impl Front {
             table: ArcSwap::from_pointee(RouteTable::default()),
             settings: ArcSwap::from_pointee(FrontConfig::default()),
             certs: Arc::new(Certificates::default()),
+            log: ArcSwap::from_pointee(None),
         })
+    }
+
+    pub fn proxy_protocol(&self) -> bool {
+        self.settings.load().proxy_protocol
+    }
+
+    /// Opens (or closes) `data_dir/logs/access.log` as `[edge] access_log` says.
+    pub fn set_access_log(&self, config: &crate::config::Config) {
+        let wanted = config.front.access_log;
+        if wanted == self.log.load().is_some() {
+            return;
+        }
+        let log = if wanted {
+            let path = config.daemon.data_dir.join("logs").join("access.log");
+            match crate::access_log::AccessLog::open(&path, config.daemon.log_max_size, 5) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    tracing::error!("cannot open the access log {}: {e}", path.display());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.log.store(Arc::new(log));
     }
 
     /// Installs the routes of `components` (and the default one) and loads their certificate
@@ -163,10 +206,41 @@ impl Front {
         as_http11(&mut req, &host);
         let target = routed.target.clone();
         drop(table);
-        let mut response = match &target {
-            Target::Proxy(route) => crate::proxy::handle(route, req, peer).await,
-            Target::Static(site) => crate::site::handle(site, req).await,
+        // Kept from a trusted proxy, else made here; the component sees it and so does the log.
+        let trusted = crate::edge::policy().trusts(peer.addr.ip());
+        let (request_id, _) = crate::access_log::request_id(req.headers(), trusted);
+        req.headers_mut()
+            .insert(crate::access_log::REQUEST_ID, request_id.clone());
+        let logged = self.log.load().as_ref().as_ref().map(|log| {
+            let entry = crate::access_log::Entry {
+                time: std::time::SystemTime::now(),
+                host: host.clone(),
+                method: req.method().clone(),
+                path,
+                status: StatusCode::OK,
+                component: target.component.clone(),
+                release: target.release(),
+                duration: std::time::Duration::ZERO,
+                bytes_in: req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0),
+                bytes_out: 0,
+                client: client_ip(req.headers(), peer, trusted),
+                request_id: request_id.clone(),
+                protocol: req.version(),
+                tls_version: peer.tls_version,
+            };
+            (log.clone(), entry, std::time::Instant::now())
+        });
+        let mut response = match &target.answer {
+            Answer::Proxy(route) => crate::proxy::handle(route, req, peer).await,
+            Answer::Static(site) => crate::site::handle(site, req).await,
         };
+        response
+            .headers_mut()
+            .insert(crate::access_log::REQUEST_ID, request_id);
         if tls {
             if let Some(hsts) = settings
                 .hsts
@@ -178,7 +252,22 @@ impl Front {
                     .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
             }
         }
-        response
+        match logged {
+            Some((log, mut entry, started)) => {
+                entry.status = response.status();
+                let (parts, body) = response.into_parts();
+                let body = LoggedBody {
+                    inner: body,
+                    log,
+                    entry: Some(entry),
+                    started,
+                    sent: 0,
+                };
+                use http_body_util::BodyExt;
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            None => response,
+        }
     }
 }
 
@@ -199,6 +288,71 @@ impl Front {
             HeaderValue::from_static("application/octet-stream"),
         );
         Some(response)
+    }
+}
+
+/// The client as trusted: the peer, or the first untrusted hop of a trusted peer's chain.
+fn client_ip(
+    headers: &http::HeaderMap,
+    peer: &crate::edge::Peer,
+    trusted: bool,
+) -> std::net::IpAddr {
+    if !trusted {
+        return peer.addr.ip();
+    }
+    let chain: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    crate::edge::policy().client_ip(&chain, peer.addr.ip())
+}
+
+/// A response body that writes its request's access log line once it has been sent (or
+/// abandoned): the duration and byte count are then known.
+struct LoggedBody {
+    inner: ProxyBody,
+    log: crate::access_log::AccessLog,
+    entry: Option<crate::access_log::Entry>,
+    started: std::time::Instant,
+    sent: u64,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = <ProxyBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.duration = self.started.elapsed();
+            entry.bytes_out = self.sent;
+            self.log.record(entry);
+        }
     }
 }
 

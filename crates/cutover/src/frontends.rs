@@ -125,10 +125,14 @@ impl Frontends {
         let configs: Vec<(Arc<crate::config::ComponentConfig>, crate::front::Target)> = components
             .iter()
             .filter_map(|c| {
-                let target = match &c.plane {
-                    Plane::Process(plane) => crate::front::Target::Proxy(plane.route.clone()),
-                    Plane::Static(site) => crate::front::Target::Static(site.clone()),
+                let answer = match &c.plane {
+                    Plane::Process(plane) => crate::front::Answer::Proxy(plane.route.clone()),
+                    Plane::Static(site) => crate::front::Answer::Static(site.clone()),
                     Plane::Hook => return None,
+                };
+                let target = crate::front::Target {
+                    component: std::sync::Arc::from(c.name()),
+                    answer,
                 };
                 Some((c.config(), target))
             })
@@ -146,6 +150,7 @@ impl Frontends {
         for problem in self.front.install(&config.front, routable) {
             tracing::error!("certificate not loaded, its hosts are served without it: {problem}");
         }
+        self.front.set_access_log(config);
         if let Err(e) = self.certs.apply(config, &self.front, &self.daemon_shutdown) {
             tracing::error!("automatic certificates are off: {e}");
         }

@@ -98,59 +98,36 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let tls = match &frontend {
-            Frontend::Edge { tls, .. } => tls.clone(),
-            _ => None,
+        let (tls, proxy_protocol) = match &frontend {
+            Frontend::Edge { tls, front } => (tls.clone(), front.proxy_protocol()),
+            _ => (None, false),
         };
-        let client = std::sync::Arc::new(crate::edge::Peer::with_scheme(peer, tls.is_some()));
-        let stream = Counted::new(stream, slot);
-        let service_frontend = frontend.clone();
+        let frontend = frontend.clone();
         let body_read_timeout = limits.body_read_timeout.clone();
-        let service_gate = gate.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let frontend = service_frontend.clone();
-            let client = client.clone();
-            let gate = service_gate.clone();
-            let body_read_timeout = body_read_timeout.get();
-            let (req, body_timed_out) = {
-                let (parts, body) = req.into_parts();
-                let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
-                (http::Request::from_parts(parts, body), timed_out)
-            };
-            let mut req = req;
-            async move {
-                if let Some(refused) = crate::edge::admit(&mut req, &client) {
-                    return Ok::<_, std::convert::Infallible>(refused);
-                }
-                let response = match &frontend {
-                    Frontend::Proxy(route) => proxy::handle(route, req, &client).await,
-                    Frontend::Static { site, .. } => site::handle(site, req).await,
-                    Frontend::Admin => crate::admin::handle(&req),
-                    Frontend::Edge { front, tls } => {
-                        front.handle(req, &client, tls.is_some()).await
-                    }
-                };
-                if body_timed_out.get() {
-                    tracing::info!(client.addr = %peer, "request body timed out after {body_read_timeout:?}");
-                    return Ok(body_timeout_response(body_read_timeout));
-                }
-                let mut response = response;
-                if gate.is_retiring() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                {
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
-        let conn_shutdown = shutdown.clone();
-        let conn_gate = gate.clone();
-        let open = open_tx.clone();
+        let (conn_shutdown, conn_gate, open) = (shutdown.clone(), gate.clone(), open_tx.clone());
+        // Everything that reads from the client happens here, never in the accept loop: a slow
+        // client delays only itself.
         tokio::spawn(async move {
+            let mut stream = stream;
+            let mut client_addr = peer;
+            if proxy_protocol {
+                match crate::proxy_protocol::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
+                    Ok(Some(addrs)) => client_addr = addrs.source,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::info!(client.addr = %peer, "closed: no valid PROXY protocol header ({e})");
+                        drop(open);
+                        return;
+                    }
+                }
+            }
+            let stream = Counted::new(stream, slot);
             let result = match tls {
-                None => drive(http1(stream, service), conn_shutdown, conn_gate, grace).await,
+                None => {
+                    let client = Arc::new(crate::edge::Peer::with_scheme(client_addr, false));
+                    let service = service(frontend, client, body_read_timeout, conn_gate.clone());
+                    drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
+                }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
@@ -159,12 +136,21 @@ pub async fn serve(
                         drop(open);
                         return;
                     };
-                    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    let session = stream.get_ref().1;
+                    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
                     if alpn.as_deref() == Some(crate::acme::ACME_TLS_ALPN) {
                         // A CA's TLS-ALPN-01 check: the handshake was all it wanted.
                         drop(open);
                         return;
                     }
+                    let mut client = crate::edge::Peer::with_scheme(client_addr, true);
+                    client.tls_version = session.protocol_version().map(tls_version_name);
+                    let service = service(
+                        frontend,
+                        Arc::new(client),
+                        body_read_timeout,
+                        conn_gate.clone(),
+                    );
                     if alpn.as_deref() == Some(b"h2") {
                         let conn = hyper::server::conn::http2::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
@@ -193,6 +179,67 @@ pub async fn serve(
 
 /// How long a client gets to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a load balancer gets to send its PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn tls_version_name(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS",
+    }
+}
+
+/// What answers each request of one connection from `client`.
+fn service(
+    frontend: Frontend,
+    client: Arc<crate::edge::Peer>,
+    body_read_timeout: crate::live::LiveDuration,
+    gate: AcceptGate,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<proxy::ProxyBody>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static {
+    hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let frontend = frontend.clone();
+        let client = client.clone();
+        let gate = gate.clone();
+        let body_read_timeout = body_read_timeout.get();
+        let (req, body_timed_out) = {
+            let (parts, body) = req.into_parts();
+            let (body, timed_out) = IdleTimeout::new(body, body_read_timeout);
+            (http::Request::from_parts(parts, body), timed_out)
+        };
+        let mut req = req;
+        async move {
+            if let Some(refused) = crate::edge::admit(&mut req, &client) {
+                return Ok::<_, std::convert::Infallible>(refused);
+            }
+            let response = match &frontend {
+                Frontend::Proxy(route) => proxy::handle(route, req, &client).await,
+                Frontend::Static { site, .. } => site::handle(site, req).await,
+                Frontend::Admin => crate::admin::handle(&req),
+                Frontend::Edge { front, tls } => front.handle(req, &client, tls.is_some()).await,
+            };
+            if body_timed_out.get() {
+                tracing::info!(client.addr = %client.addr, "request body timed out after {body_read_timeout:?}");
+                return Ok(body_timeout_response(body_read_timeout));
+            }
+            let mut response = response;
+            if gate.is_retiring() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    })
+}
 
 /// An HTTP/1.1 connection (with upgrades: WebSocket tunnels).
 fn http1<I, S>(

@@ -207,3 +207,94 @@ fn hosts_are_validated_where_they_are_written() {
         );
     }
 }
+
+/// Sends `head` (a PROXY header, or nothing) then a GET for `path` on `host`: the raw answer.
+fn get_behind_proxy(addr: SocketAddr, head: &[u8], host: &str, path: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(head).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn behind_a_load_balancer_the_proxy_protocol_names_the_client_and_the_access_log_records_it() {
+    let http = free_port();
+    let config = format!(
+        "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n\
+         [edge]\nhttp = \"127.0.0.1:{http}\"\nproxy_protocol = true\naccess_log = true\n\
+         [components.backend]\nhosts = [\"api.example.test\"]\n{FAST_COMPONENT}\n"
+    );
+    let daemon = Daemon::start_with_config(&config);
+    daemon.deploy_ok("b1", &demo_api());
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+
+    // v1: the client is the header's source, not the balancer's address.
+    let v1 = get_behind_proxy(
+        addr,
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 55555 80\r\n",
+        "api.example.test",
+        "/headers",
+    );
+    assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");
+    let lower = v1.to_lowercase();
+    assert!(lower.contains("x-forwarded-for: 203.0.113.7"), "{v1}");
+    let request_id = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id on the answer")
+        .trim()
+        .to_owned();
+    assert!(
+        lower.contains(&format!("x-request-id: {request_id}")),
+        "passed upstream too: {v1}"
+    );
+
+    // v2 (binary): TCP over IPv4 from 198.51.100.9:4242.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend([
+        0x21, 0x11, 0, 12, 198, 51, 100, 9, 127, 0, 0, 1, 0x10, 0x92, 0, 80,
+    ]);
+    let answer = get_behind_proxy(addr, &v2, "api.example.test", "/headers");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("x-forwarded-for: 198.51.100.9"),
+        "{answer}"
+    );
+
+    // Without the header the connection is refused: nothing else is accepted there.
+    let bare = get_behind_proxy(addr, b"", "api.example.test", "/version");
+    assert!(bare.is_empty(), "answered without a PROXY header: {bare}");
+
+    // One JSON object per request, within the writer's flush interval.
+    let log = daemon.dir.path().join(".cutover/logs/access.log");
+    let mut lines = Vec::new();
+    eventually(Duration::from_secs(5), "two access log lines", || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON"))
+            .collect();
+        lines.len() >= 2
+    });
+    let first = &lines[0];
+    assert_eq!(first["host"], "api.example.test");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/headers");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["component"], "backend");
+    assert_eq!(first["release"], "b1");
+    assert_eq!(first["client"], "203.0.113.7");
+    assert_eq!(first["request_id"], request_id.as_str());
+    assert_eq!(first["protocol"], "HTTP/1.1");
+    assert!(first["bytes_out"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(lines[1]["client"], "198.51.100.9");
+}

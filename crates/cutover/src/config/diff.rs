@@ -629,6 +629,8 @@ fn front_changes(
         hsts,
         default_component,
         acme,
+        proxy_protocol,
+        access_log,
     } = old;
     for (key, old, new) in [
         ("edge.http", http, &new.http),
@@ -651,6 +653,9 @@ fn front_changes(
     );
     // The next issuance (and every renewal) asks the new server, as the new account.
     changes.now("edge.acme", acme, &new.acme);
+    // Both read per connection (per request): the next ones follow the new value.
+    changes.now("edge.proxy_protocol", proxy_protocol, &new.proxy_protocol);
+    changes.now("edge.access_log", access_log, &new.access_log);
 }
 
 fn systemd_changes(old: &SystemdConfig, new: &SystemdConfig, changes: &mut Changes) {

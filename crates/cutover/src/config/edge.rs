@@ -49,6 +49,11 @@ pub struct FrontConfig {
     pub default_component: Option<super::ComponentName>,
     /// Certificates issued automatically for the hosts that bring none of their own.
     pub acme: Option<AcmeSettings>,
+    /// Every connection to the shared listeners starts with a PROXY protocol header (a load
+    /// balancer in front sends it); its source address is the client's.
+    pub proxy_protocol: bool,
+    /// `data_dir/logs/access.log`: one JSON object per request on the shared listeners.
+    pub access_log: bool,
 }
 
 /// `[edge] acme = { directory, email, ca_file, challenge }`.

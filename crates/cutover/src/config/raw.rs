@@ -48,6 +48,10 @@ pub(super) struct RawEdge {
     /// Where requests for a host no component names go (default: a plain 404).
     pub(super) default_component: Option<String>,
     pub(super) acme: Option<super::edge::RawAcme>,
+    /// The shared listeners read a PROXY protocol (v1/v2) header first on every connection.
+    pub(super) proxy_protocol: Option<bool>,
+    /// One JSON line per request on the shared listeners, in data_dir/logs/access.log.
+    pub(super) access_log: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -71,6 +71,8 @@ impl Validator<'_> {
             hsts: raw.hsts.clone(),
             default_component,
             acme: self.acme(raw)?,
+            proxy_protocol: raw.proxy_protocol.unwrap_or(false),
+            access_log: raw.access_log.unwrap_or(false),
         })
     }
 
