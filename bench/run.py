@@ -484,14 +484,14 @@ def run_soak(bins: Bins, seconds: int) -> int:
     return 1 if any(r["errors"] for r in results["rss_kib"]["runs"]) else 0
 
 
-def run_lifecycle(bins: Bins, cycles: int) -> int:
+def run_lifecycle(bins: Bins, cycles: int, only: tuple = lifecycle.STRATEGIES) -> int:
     out_path = BENCH_DIR / "results" / "lifecycle.json"
     _prepare_results_dir(out_path)
     meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
             "cycles": cycles, "git": git_info(), "binaries_mtime": _binaries_mtime(bins),
             "load": {"keepalive_clients": KEEPALIVE_CLIENTS, "new_connection_clients": NEWCONN_CLIENTS,
                      "request_timeout_s": REQUEST_TIMEOUT, "websockets": 1}}
-    strategies = lifecycle.run(bins, cycles, Load)
+    strategies = lifecycle.run(bins, cycles, Load, only)
     lifecycle.print_table(strategies)
     out_path.write_text(json.dumps({"meta": meta, "strategies": strategies}, indent=2) + "\n")
     log(f"\nwrote {out_path}")
@@ -545,6 +545,8 @@ def main() -> int:
     life.add_argument("--lifecycle", action="store_true",
                       help="instead: the part 1 load while the front changes (bench/results/lifecycle.json)")
     life.add_argument("--cycles", type=int, default=20, help="operations per strategy with --lifecycle (default 20)")
+    life.add_argument("--strategies", default=",".join(lifecycle.STRATEGIES),
+                      help="which lifecycle strategies to run, comma-separated (default: all four)")
     args = ap.parse_args()
     if not 1 <= args.cycles <= 100:
         ap.error("--cycles must be 1..100")
@@ -574,7 +576,11 @@ def main() -> int:
 
     if args.lifecycle:
         signal.signal(signal.SIGTERM, _interrupt)
-        return run_lifecycle(bins, args.cycles)
+        only = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+        unknown = [s for s in only if s not in lifecycle.STRATEGIES]
+        if unknown:
+            ap.error(f"--strategies: unknown {', '.join(unknown)} (known: {', '.join(lifecycle.STRATEGIES)})")
+        return run_lifecycle(bins, args.cycles, only)
     if args.profile or args.proxy_only or args.soak:
         signal.signal(signal.SIGTERM, _interrupt)
         try:

@@ -103,6 +103,7 @@ impl Front {
         let mut default = None;
         let mut problems = Vec::new();
         let mut certs = HashMap::new();
+        let mut own = Vec::new();
         for (name, routable) in components {
             if settings
                 .default_component
@@ -112,6 +113,16 @@ impl Front {
                 default = Some(routable.target.clone());
             }
             if let Some(files) = &routable.routes.tls {
+                own.push(OwnCert {
+                    files: files.clone(),
+                    hosts: routable
+                        .routes
+                        .hosts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    stamp: stamp(files),
+                });
                 match load_certified_key(files) {
                     Ok(key) => {
                         let key = Arc::new(key);
@@ -134,6 +145,38 @@ impl Front {
         self.table.store(Arc::new(RouteTable::new(specs, default)));
         self.settings.store(Arc::new(settings.clone()));
         self.certs.by_name.store(Arc::new(certs));
+        *self.certs.own.lock().unwrap_or_else(|p| p.into_inner()) = own;
+        problems
+    }
+
+    /// Loads again the components' certificate files that changed on disk since they were
+    /// read (a certificate renewed by another tool): new handshakes get the new one, open
+    /// connections keep theirs. A file that no longer loads leaves the old certificate served.
+    pub fn reload_changed_certificates(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut own = self.certs.own.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_name = None;
+        for cert in own.iter_mut() {
+            let now = stamp(&cert.files);
+            if now == cert.stamp {
+                continue;
+            }
+            cert.stamp = now;
+            match load_certified_key(&cert.files) {
+                Ok(key) => {
+                    let map = by_name.get_or_insert_with(|| (**self.certs.by_name.load()).clone());
+                    let key = Arc::new(key);
+                    for host in &cert.hosts {
+                        map.insert(host.clone(), key.clone());
+                    }
+                    tracing::info!(cert = %cert.files.cert.display(), "certificate file changed: loaded again");
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(map) = by_name {
+            self.certs.by_name.store(Arc::new(map));
+        }
         problems
     }
 
@@ -411,6 +454,20 @@ fn redirect_to_https<B>(req: &Request<B>, host: &str, port: Option<u16>) -> Resp
 pub struct Certificates {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     acme: ArcSwap<Option<AcmeParts>>,
+    /// The components' own files, with when they were last read.
+    own: std::sync::Mutex<Vec<OwnCert>>,
+}
+
+struct OwnCert {
+    files: TlsFiles,
+    hosts: Vec<String>,
+    stamp: Option<(std::time::SystemTime, std::time::SystemTime)>,
+}
+
+/// When the certificate and key files were last changed.
+fn stamp(files: &TlsFiles) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((modified(&files.cert)?, modified(&files.key)?))
 }
 
 /// What the listeners read of ACME: the open challenges and the issued certificates.

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 /// The socket names of the shared listeners (systemd's `FileDescriptorName=`, and the handoff).
 pub const SHARED_HTTP: &str = "edge-http";
 pub const SHARED_HTTPS: &str = "edge-https";
+/// How often the components' certificate files are checked for changes (a stat each).
+const CERT_FILE_POLL: Duration = Duration::from_secs(2);
+
 /// What the shared listeners' servers are filed under.
 const SHARED: &str = "[edge]";
 
@@ -154,6 +157,24 @@ impl Frontends {
         if let Err(e) = self.certs.apply(config, &self.front, &self.daemon_shutdown) {
             tracing::error!("automatic certificates are off: {e}");
         }
+    }
+
+    /// Watches the components' certificate files, every [`CERT_FILE_POLL`], until the daemon
+    /// stops.
+    pub fn watch_certificate_files(&self) {
+        let front = self.front.clone();
+        let mut shutdown = self.daemon_shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(CERT_FILE_POLL) => {}
+                    _ = shutdown.wait() => return,
+                }
+                for problem in front.reload_changed_certificates() {
+                    tracing::error!("a changed certificate file cannot be loaded; the one loaded before is served: {problem}");
+                }
+            }
+        });
     }
 
     /// Serves a shared `[edge]` listener (`tls`: the https one) until the daemon stops.

@@ -48,9 +48,15 @@ fn certificate(dir: &Path, hosts: &[&str]) {
         CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(DnType::CommonName, hosts[0]);
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    // Each file whole or not at all: the daemon may read them at any moment.
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(format!("{name}.new")), text).unwrap();
+        std::fs::rename(dir.join(format!("{name}.new")), dir.join(name)).unwrap();
+    }
 }
 
 /// curl over HTTPS to `host` (resolved to loopback): (exit ok, HTTP version, headers, body).
@@ -61,9 +67,19 @@ fn curl_https(
     path: &str,
     http2: bool,
 ) -> (bool, String, String) {
+    curl_https_trusting(&dir.join("ca.pem"), port, host, path, http2)
+}
+
+fn curl_https_trusting(
+    ca: &Path,
+    port: u16,
+    host: &str,
+    path: &str,
+    http2: bool,
+) -> (bool, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "-D", "-", "--max-time", "10", "--cacert"])
-        .arg(dir.join("ca.pem"))
+        .arg(ca)
         .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
         .arg(if http2 { "--http2" } else { "--http1.1" })
         .args(["-w", "\nversion=%{http_version}"])
@@ -157,6 +173,24 @@ fn components_share_the_edge_listeners_by_host_and_path() {
     // A name the certificate does not cover gets no certificate: the handshake fails.
     let (ok, _, err) = curl_https(dir, https, "api.example.test", "/version", false);
     assert!(!ok, "no certificate for api.example.test: {err}");
+
+    // The certificate files change on disk (renewed by another tool): new handshakes get the
+    // new certificate, without a reload.
+    std::fs::copy(dir.join("ca.pem"), dir.join("old-ca.pem")).unwrap();
+    certificate(dir, &["example.test"]);
+    eventually(
+        Duration::from_secs(10),
+        "the new certificate is served",
+        || curl_https(dir, https, "example.test", "/version", true).0,
+    );
+    let (ok, _, _) = curl_https_trusting(
+        &dir.join("old-ca.pem"),
+        https,
+        "example.test",
+        "/version",
+        true,
+    );
+    assert!(!ok, "the old certificate is no longer served");
 
     // A deploy behind a host route switches it like any other.
     daemon.deploy_ok("b2", &api);

@@ -319,6 +319,7 @@ async fn run(
         frontends.serve(component, listener, grace, limits)?;
     }
     frontends.route(&config, &components);
+    frontends.watch_certificate_files();
     for (name, tls, listener) in shared_listeners {
         sockets.keep(Socket::Component(name.to_owned()), listener.as_fd())?;
         let limits = fd_budget.public_limits(&state.live.body_read_timeout);
