@@ -437,3 +437,34 @@ async fn migrate_status_after_a_failed_migration_says_dirty() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_shared_edge_listeners_get_socket_units_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cutover.toml");
+    std::fs::write(
+        &config,
+        "[edge]\nhttp = \"0.0.0.0:80\"\nhttps = \"0.0.0.0:443\"\n\
+         [components.web]\nhosts = [\"example.com\"]\ncommand = [\"{artifact}\"]\n",
+    )
+    .unwrap();
+    let service = cutover(&["generate", "systemd", "--config", config.to_str().unwrap()]);
+    assert!(service.status.success(), "{}", text(&service.stderr));
+    let out = cutover(&["generate", "socket", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let units = format!("{}{}", text(&service.stdout), text(&out.stdout));
+    assert!(
+        units.contains("Sockets=cutover-edge-http.socket cutover-edge-https.socket"),
+        "{units}"
+    );
+    for expected in [
+        "cutover-edge-http.socket",
+        "FileDescriptorName=edge-http",
+        "ListenStream=0.0.0.0:80",
+        "cutover-edge-https.socket",
+        "FileDescriptorName=edge-https",
+        "ListenStream=0.0.0.0:443",
+    ] {
+        assert!(units.contains(expected), "no {expected:?} in:\n{units}");
+    }
+}

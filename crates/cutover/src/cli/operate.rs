@@ -47,11 +47,20 @@ pub fn config_or_template(flag: Option<&Path>) -> anyhow::Result<(Config, bool)>
 /// The units, pointing at the config where it lives on the server (`server_config`), not where
 /// this command read it: `generate` and `init` run in the repository.
 fn unit_files(config: &Config, server_config: &Path) -> anyhow::Result<Vec<systemd::UnitFile>> {
-    let sockets: Vec<(String, String)> = config
+    let mut sockets: Vec<(String, String)> = config
         .components
         .iter()
         .filter_map(|c| c.listen.map(|l| (c.name.to_string(), l.to_string())))
         .collect();
+    // The shared [edge] listeners too: systemd binds 80 and 443 for the unprivileged daemon.
+    for (name, addr) in [
+        (crate::frontends::SHARED_HTTP, config.front.http),
+        (crate::frontends::SHARED_HTTPS, config.front.https),
+    ] {
+        if let Some(addr) = addr {
+            sockets.push((name.to_owned(), addr.to_string()));
+        }
+    }
     let slowest_stop: Duration = config
         .components
         .iter()
