@@ -536,7 +536,10 @@ async fn the_renewal_loop_replaces_the_certificate_at_two_thirds_of_its_lifetime
 
     // At it: the loop orders a new one, stores it and serves it instead. (Exactly at it: the
     // new certificate starts later than the first by the real time passed, so its own renewal
-    // is in the clock's future however Pebble dates its certificates.)
+    // is in the clock's future however Pebble dates its certificates. Certificates are dated to
+    // the second: a full second must pass first, or both may start in the same one; a clean-
+    // clone CI run caught that.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     clock.set(first.renew_at.unwrap());
     let renewed = eventually("the renewed certificate", ORDER_DEADLINE, || {
         let s = status_of(&manager, host);
