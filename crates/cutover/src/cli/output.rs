@@ -264,11 +264,12 @@ pub fn certs(certs: &CertsResponse) -> String {
             Some(_) => " (next attempt now)".into(),
             None => String::new(),
         };
-        out.push_str(&format!(
-            "\n{}: {}{next}\n",
-            printable(&c.name),
-            printable(error)
-        ));
+        // ACME's errors already start with the host, which is the certificate's name.
+        let error = match error.starts_with(&format!("{}: ", c.name)) {
+            true => error.clone(),
+            false => format!("{}: {error}", c.name),
+        };
+        out.push_str(&format!("\n{}{next}\n", printable(&error)));
     }
     out
 }
