@@ -225,6 +225,7 @@ async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status::online(state)),
+        (Method::GET, ["v1", "certs"]) => certs(state),
         (Method::POST, ["v1", "uploads"]) => match state.uploads.receive(req).await {
             Ok(path) => json(StatusCode::OK, &UploadResponse { path }),
             Err(e) => error(e.status(), e.to_string()),
@@ -287,7 +288,7 @@ async fn route(
         },
         (
             _,
-            ["v1", "status" | "history" | "deploy" | "rollback" | "abort" | "upgrade" | "reload"],
+            ["v1", "status" | "certs" | "history" | "deploy" | "rollback" | "abort" | "upgrade" | "reload"],
         )
         | (_, ["v1", "releases", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -295,6 +296,14 @@ async fn route(
         ),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
+}
+
+fn certs(state: &DaemonState) -> Response<Body> {
+    let answer = CertsResponse {
+        online: true,
+        certificates: status::certificates_online(state),
+    };
+    json(StatusCode::OK, &answer)
 }
 
 async fn reload(state: &DaemonState, request: ReloadRequest, uid: Option<u32>) -> Response<Body> {

@@ -102,6 +102,9 @@ impl Metrics {
             restarts: Family::default(),
             registry: Registry::with_prefix("cutover"),
         };
+        metrics
+            .registry
+            .register_collector(Box::new(CertificateCollector));
         metrics.registry.register(
             "requests",
             "Proxied or served requests by status class",
@@ -176,6 +179,89 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One certificate of the shared https listener, as `/metrics` shows it.
+#[derive(Clone, Debug)]
+pub struct CertificateSample {
+    pub name: String,
+    /// None: no usable certificate yet (no series for it).
+    pub not_after: Option<std::time::SystemTime>,
+    /// Consecutive failed renewals.
+    pub failures: u32,
+}
+
+type CertificateSource = Box<dyn Fn() -> Vec<CertificateSample> + Send + Sync>;
+
+/// Read at each scrape, so expiry and failures are never stale; set by `certs` each time the
+/// config is applied.
+static CERTIFICATES: std::sync::Mutex<Option<CertificateSource>> = std::sync::Mutex::new(None);
+
+/// Where `/metrics` reads the certificates from from now on.
+pub fn set_certificates(source: impl Fn() -> Vec<CertificateSample> + Send + Sync + 'static) {
+    *CERTIFICATES.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(source));
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    name: String,
+}
+
+/// `certificate_expiry_seconds` and `certificate_renewal_failures`, written only when there
+/// are certificates (a daemon without them shows neither).
+#[derive(Debug)]
+struct CertificateCollector;
+
+impl prometheus_client::collector::Collector for CertificateCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::{MetricType, TypedMetric};
+        let samples = match &*CERTIFICATES.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(source) => source(),
+            None => return Ok(()),
+        };
+        let expiring: Vec<(&str, i64)> = samples
+            .iter()
+            .filter_map(|s| {
+                let at = s.not_after?.duration_since(std::time::UNIX_EPOCH).ok()?;
+                Some((s.name.as_str(), i64::try_from(at.as_secs()).ok()?))
+            })
+            .collect();
+        if !expiring.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "certificate_expiry_seconds",
+                "When each certificate of the https listener expires (its not_after, unix time)",
+                None,
+                ConstGauge::<i64>::TYPE,
+            )?;
+            for (name, at) in expiring {
+                let labels = CertificateLabels {
+                    name: name.to_owned(),
+                };
+                ConstGauge::new(at).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if !samples.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "certificate_renewal_failures",
+                "Consecutive failed orders of each certificate (0 once one succeeds)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for sample in &samples {
+                let labels = CertificateLabels {
+                    name: sample.name.clone(),
+                };
+                ConstGauge::new(i64::from(sample.failures))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,7 @@ pub fn online(state: &DaemonState) -> StatusResponse {
             config: Some(config_info(&shared.config)),
         }),
         components,
+        certificates: certificates_online(state),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn offline(config: &Config, store: &Store) -> Result<StatusResponse, StoreEr
     Ok(StatusResponse {
         daemon: None,
         components,
+        certificates: certificates_offline(config),
     })
 }
 
@@ -183,7 +185,130 @@ pub fn offline_empty(config: &Config) -> StatusResponse {
             .iter()
             .map(|c| committed_only(c.name.as_str(), c.listen, ComponentState::default()))
             .collect(),
+        certificates: certificates_offline(config),
     }
+}
+
+/// The https listener's certificates as the running daemon keeps them: ACME's as its manager
+/// reports them, then each component's own `tls` file.
+pub fn certificates_online(state: &DaemonState) -> Vec<CertificateInfo> {
+    let config = &state.shared().config;
+    let data_dir = &config.daemon.data_dir;
+    let mut all: Vec<CertificateInfo> = state
+        .frontends
+        .certs
+        .status()
+        .into_iter()
+        .map(|status| issued(data_dir, status))
+        .collect();
+    all.extend(own_certificates(config));
+    all
+}
+
+/// The same, read from disk while the daemon is down: each certificate the config asks ACME
+/// for, with what `data_dir/certs` holds for it, then the components' own files.
+pub fn certificates_offline(config: &Config) -> Vec<CertificateInfo> {
+    let wanted = crate::certs::wanted(config);
+    let data_dir = &config.daemon.data_dir;
+    let store = if wanted.is_empty() {
+        None
+    } else {
+        Some(crate::acme::CertStore::load(data_dir).map_err(|e| e.to_string()))
+    };
+    let mut all: Vec<CertificateInfo> = wanted
+        .into_iter()
+        .map(|request| {
+            let name = request.name();
+            let mut info = CertificateInfo {
+                path: cert_path(data_dir, &name),
+                hosts: request.hosts.clone(),
+                source: CertSource::Acme,
+                challenge: Some(request.kind.to_string()),
+                not_before: None,
+                not_after: None,
+                renew_at: None,
+                next_attempt: None,
+                issuing: false,
+                failures: 0,
+                last_error: None,
+                last_attempt: None,
+                name,
+            };
+            match store.as_ref().map(|s| s.as_ref()) {
+                Some(Ok(store)) => match store.get(&info.name) {
+                    Some(stored) => {
+                        info.not_before = Some(millis(stored.not_before));
+                        info.not_after = Some(millis(stored.not_after));
+                        info.renew_at = Some(millis(crate::acme::renew_at(
+                            stored.not_before,
+                            stored.not_after,
+                        )));
+                    }
+                    None => info.last_error = store.load_error(&info.name),
+                },
+                Some(Err(why)) => info.last_error = Some(why.clone()),
+                None => {}
+            }
+            info
+        })
+        .collect();
+    all.extend(own_certificates(config));
+    all
+}
+
+fn issued(data_dir: &std::path::Path, status: crate::acme::CertStatus) -> CertificateInfo {
+    CertificateInfo {
+        path: cert_path(data_dir, &status.name),
+        hosts: status.hosts,
+        source: CertSource::Acme,
+        challenge: Some(status.challenge.to_string()),
+        not_before: status.not_before.map(millis),
+        not_after: status.not_after.map(millis),
+        renew_at: status.renew_at.map(millis),
+        next_attempt: Some(millis(status.next_attempt)),
+        issuing: status.issuing,
+        failures: status.failures,
+        last_error: status.last_error,
+        last_attempt: status.last_attempt.map(millis),
+        name: status.name,
+    }
+}
+
+fn own_certificates(config: &Config) -> Vec<CertificateInfo> {
+    crate::certs::own_certificates(config)
+        .into_iter()
+        .map(|own| {
+            let (valid, last_error) = match own.leaf {
+                Ok(leaf) => (Some((leaf.not_before, leaf.not_after)), None),
+                Err(why) => (None, Some(why)),
+            };
+            CertificateInfo {
+                name: own.component,
+                hosts: own.hosts,
+                source: CertSource::File,
+                path: own.cert,
+                challenge: None,
+                not_before: valid.map(|(from, _)| millis(from)),
+                not_after: valid.map(|(_, to)| millis(to)),
+                renew_at: None,
+                next_attempt: None,
+                issuing: false,
+                failures: 0,
+                last_error,
+                last_attempt: None,
+            }
+        })
+        .collect()
+}
+
+/// Where ACME keeps the certificate named `name` (see `acme`'s module doc).
+fn cert_path(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data_dir.join("certs").join(name).join("cert.pem")
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A component as the database knows it: what is committed as active and previous; nothing of

@@ -58,6 +58,31 @@ pub use store::{CertStore, StoredCert};
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// What `status`, `cutover certs` and metrics show of a certificate chain cutover did not
+/// issue (a component's own `tls` files): its leaf's validity and DNS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub dns_names: Vec<String>,
+}
+
+/// The leaf (first certificate) of a PEM chain, read only.
+pub fn read_leaf(chain_pem: &[u8]) -> Result<Leaf, String> {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem)
+        .next()
+        .ok_or("no certificate in it")?
+        .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
+    let fields = der::cert_fields(leaf.as_ref())?;
+    Ok(Leaf {
+        not_before: fields.not_before,
+        not_after: fields.not_after,
+        dns_names: fields.dns_names,
+    })
+}
 
 /// Where certificates come from: `[edge] acme = { directory, email, ca_file }`.
 #[derive(Debug, Clone, PartialEq, Eq)]

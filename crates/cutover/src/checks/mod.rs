@@ -1,7 +1,9 @@
 //! What `cutover check` reports and what a deploy must pass before it starts: service health
 //! with the real protocols, and disk headroom (a full disk is the classic outage);
-//! [`env`](mod@env): the env files and `env` tables of components.
+//! [`env`](mod@env): the env files and `env` tables of components; [`certificates`]: the
+//! https listener's certificates (warnings only).
 
+pub mod certificates;
 pub mod env;
 
 use crate::config::Config;

@@ -52,6 +52,11 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the https listener's certificates: expiry, renewal and the last error
+    Certs {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the kept releases of a component
     Releases {
         component: String,

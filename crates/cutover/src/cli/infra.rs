@@ -19,6 +19,17 @@ pub struct CheckReport {
     pub services: Vec<ServiceCheck>,
     pub components: Vec<ComponentCheck>,
     pub disk: Vec<DiskReport>,
+    /// Warnings only: they never fail the check (left out without certificates).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateCheck>,
+}
+
+#[derive(Serialize)]
+pub struct CertificateCheck {
+    pub name: String,
+    /// False: worth a warning (expiring soon, or its last renewal failed).
+    pub ok: bool,
+    pub detail: String,
 }
 
 #[derive(Serialize)]
@@ -104,6 +115,12 @@ pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Resu
         })
         .collect::<Vec<_>>();
     let disk = checks::check_disks(config);
+    let certificates = certificate_checks(
+        status
+            .as_ref()
+            .map(|s| s.certificates.clone())
+            .unwrap_or_else(|| crate::status::certificates_offline(config)),
+    );
     let ok = services.iter().all(|s| s.health.ok || !s.required)
         && components.iter().all(|c| c.ok)
         && disk.iter().all(|d| d.ok);
@@ -112,9 +129,30 @@ pub async fn check(config: &Config, client: &Client, json: bool) -> anyhow::Resu
         services,
         components,
         disk,
+        certificates,
     };
     print(json, &report, render_check)?;
     Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+fn certificate_checks(
+    certificates: Vec<crate::protocol::CertificateInfo>,
+) -> Vec<CertificateCheck> {
+    let now = crate::vocab::now_millis();
+    certificates
+        .into_iter()
+        .map(|cert| {
+            let warning = checks::certificates::certificate_warning(&cert, now);
+            CertificateCheck {
+                ok: warning.is_none(),
+                detail: warning.unwrap_or_else(|| match cert.not_after {
+                    Some(at) => format!("expires {}", super::output::expires(at, now)),
+                    None => "not issued yet".into(),
+                }),
+                name: cert.name,
+            }
+        })
+        .collect()
 }
 
 fn verdict(ok: bool, required: bool) -> &'static str {
@@ -169,6 +207,16 @@ fn render_check(report: &CheckReport) -> String {
             String::new(),
             "-".into(),
             detail,
+        ]);
+    }
+    for c in &report.certificates {
+        rows.push(vec![
+            verdict(c.ok, false).into(),
+            "certificate".into(),
+            c.name.clone(),
+            String::new(),
+            "-".into(),
+            c.detail.clone(),
         ]);
     }
     let mut out = table(&["", "CHECK", "NAME", "TARGET", "LATENCY", "DETAIL"], &rows);

@@ -246,6 +246,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             pipeline::stream(&client, "/v1/rollback", &request, json).await
         }
         Command::Status { json } => views::status(&config, &client, json).await,
+        Command::Certs { json } => views::certs(&config, &client, json).await,
         Command::Releases { component, json } => {
             views::releases(&config, &client, &component, json).await
         }

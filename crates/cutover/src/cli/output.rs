@@ -170,6 +170,107 @@ pub fn status(status: &StatusResponse) -> String {
         ],
         &rows,
     ));
+    out.push_str(&certificates_part(&status.certificates));
+    out
+}
+
+/// `status`'s short certificates part: each one's expiry and last error.
+fn certificates_part(certificates: &[CertificateInfo]) -> String {
+    if certificates.is_empty() {
+        return String::new();
+    }
+    let now = crate::vocab::now_millis();
+    let rows: Vec<Vec<String>> = certificates
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.not_after
+                    .map_or_else(|| "-".into(), |at| expires(at, now)),
+                c.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    format!(
+        "\n{}",
+        table(&["CERTIFICATE", "EXPIRES", "LAST ERROR"], &rows)
+    )
+}
+
+/// `2025-09-01 12:00:00 (89 days left)`, or `(EXPIRED)`.
+pub fn expires(not_after_ms: i64, now_ms: i64) -> String {
+    let left = not_after_ms - now_ms;
+    let days = match left / 86_400_000 {
+        _ if left <= 0 => "EXPIRED".to_owned(),
+        1 => "1 day left".to_owned(),
+        n => format!("{n} days left"),
+    };
+    format!("{} ({days})", time(not_after_ms))
+}
+
+/// `cutover certs`: one row per certificate, then what went wrong with each that failed.
+pub fn certs(certs: &CertsResponse) -> String {
+    let mut out = if certs.online {
+        String::new()
+    } else {
+        "daemon: NOT RUNNING (showing the certificates on disk)\n\n".to_owned()
+    };
+    if certs.certificates.is_empty() {
+        out.push_str(
+            "no certificates: no component has `tls` files, and `[edge] acme` is not set\n",
+        );
+        return out;
+    }
+    let now = crate::vocab::now_millis();
+    let rows: Vec<Vec<String>> = certs
+        .certificates
+        .iter()
+        .map(|c| {
+            let source = match (c.source, &c.challenge) {
+                (CertSource::Acme, Some(challenge)) => format!("acme ({challenge})"),
+                (CertSource::Acme, None) => "acme".into(),
+                (CertSource::File, _) => format!("file {}", c.path.display()),
+            };
+            let state = match (c.issuing, c.failures, &c.last_error, c.not_after) {
+                (true, _, _, _) => "issuing".to_owned(),
+                (false, 0, None, Some(_)) => "ok".into(),
+                (false, 0, None, None) if certs.online => "waiting".into(),
+                (false, 0, None, None) => "not issued".into(),
+                (false, 0, Some(_), _) => "unusable".into(),
+                (false, 1, _, _) => "failed once".into(),
+                (false, n, _, _) => format!("failed {n} times"),
+            };
+            vec![
+                c.name.clone(),
+                c.hosts.join(","),
+                source,
+                c.not_after
+                    .map_or_else(|| "-".into(), |at| expires(at, now)),
+                c.renew_at.map_or_else(|| "-".into(), time),
+                state,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NAME", "HOSTS", "SOURCE", "EXPIRES", "RENEW AT", "STATE"],
+        &rows,
+    ));
+    for c in certs.certificates.iter() {
+        let Some(error) = &c.last_error else {
+            continue;
+        };
+        let next = match c.next_attempt {
+            Some(at) if at > now => format!(" (next attempt at {})", time(at)),
+            Some(_) => " (next attempt now)".into(),
+            None => String::new(),
+        };
+        // ACME's errors already start with the host, which is the certificate's name.
+        let error = match error.starts_with(&format!("{}: ", c.name)) {
+            true => error.clone(),
+            false => format!("{}: {error}", c.name),
+        };
+        out.push_str(&format!("\n{}{next}\n", printable(&error)));
+    }
     out
 }
 

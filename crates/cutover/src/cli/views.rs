@@ -1,10 +1,11 @@
 //! `status`, `releases` and `history`: asked of the daemon, or, when no daemon runs or it does
-//! not answer, read from the state database opened read-only.
+//! not answer, read from the state database opened read-only. `certs`: asked of the daemon, or
+//! read from `data_dir/certs` and the config's `tls` files.
 
 use super::client::{Client, ClientError};
 use super::{output, Exit};
 use crate::config::Config;
-use crate::protocol::{HistoryResponse, ReleasesResponse, StatusResponse};
+use crate::protocol::{CertsResponse, HistoryResponse, ReleasesResponse, StatusResponse};
 use crate::store::{Store, StoreError};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -22,6 +23,27 @@ pub(super) async fn status(config: &Config, client: &Client, json: bool) -> anyh
         output::status
     };
     output::print(json, &status, text)?;
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn certs(config: &Config, client: &Client, json: bool) -> anyhow::Result<Exit> {
+    let certs = match client.get::<CertsResponse>("/v1/certs").await {
+        Ok(certs) => certs,
+        Err(e) if e.is_unreachable() || e.is_not_answering() => {
+            if e.is_not_answering() {
+                eprintln!(
+                    "warning: {}; showing the certificates on disk",
+                    output::printable(&e.to_string())
+                );
+            }
+            CertsResponse {
+                online: false,
+                certificates: crate::status::certificates_offline(config),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    output::print(json, &certs, output::certs)?;
     Ok(Exit::Ok)
 }
 
