@@ -11,6 +11,7 @@
 //! for a reload: what changed, and whether it applies now, at the next deploy, or not live.
 
 mod diff;
+mod diff_keys;
 mod duration;
 mod edge;
 mod environment;

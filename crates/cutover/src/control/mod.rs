@@ -1,6 +1,9 @@
 //! The control API server: HTTP/1.1 + JSON on a unix socket (mode 0600, or 0660 with
 //! `[daemon] socket_group`). See [`crate::protocol`].
 
+mod lifecycle;
+mod respond;
+
 use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
 use crate::deploy::{self, DeployPlan, EventSink};
 use crate::fdlimit::CONTROL_CONNECTIONS;
@@ -13,20 +16,16 @@ use crate::vocab::DeployKind;
 use anyhow::Context;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use respond::{error, json, read_json, who, Body};
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-
-type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// Largest request body accepted: requests are small JSON documents.
-const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// Binds the control socket: mode 0600 (the daemon's user only), or 0660 owned by `group` so
 /// that deployers in that group may use it without becoming the daemon's user.
@@ -181,41 +180,6 @@ fn stamp_config(response: &mut Response<Body>, config: &crate::config::Config) {
     }
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("protocol types serialize");
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)).boxed_unsync())
-        .expect("static response parts are valid")
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json(
-        status,
-        &ErrorBody {
-            error: message.into(),
-        },
-    )
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, Response<Body>> {
-    let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read request body: {e}"),
-            )
-        })?
-        .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
-}
-
 async fn route(
     state: &Arc<DaemonState>,
     req: Request<Incoming>,
@@ -279,11 +243,11 @@ async fn route(
             Err(response) => response,
         },
         (Method::POST, ["v1", "reload"]) => match read_json::<ReloadRequest>(req).await {
-            Ok(request) => reload(state, request, uid).await,
+            Ok(request) => lifecycle::reload(state, request, uid).await,
             Err(response) => response,
         },
         (Method::POST, ["v1", "upgrade"]) => match read_json::<UpgradeRequest>(req).await {
-            Ok(request) => upgrade(state, request, uid).await,
+            Ok(request) => lifecycle::upgrade(state, request, uid).await,
             Err(response) => response,
         },
         (
@@ -304,63 +268,6 @@ fn certs(state: &DaemonState) -> Response<Body> {
         certificates: status::certificates_online(state),
     };
     json(StatusCode::OK, &answer)
-}
-
-async fn reload(state: &DaemonState, request: ReloadRequest, uid: Option<u32>) -> Response<Body> {
-    use crate::reload::ReloadError;
-    match crate::reload::reload(state, &who(&request.who, uid)).await {
-        Ok(done) => json(
-            StatusCode::OK,
-            &ReloadResponse {
-                lines: done.lines,
-                summary: done.summary,
-            },
-        ),
-        Err(e @ ReloadError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ ReloadError::Busy(_)) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-    }
-}
-
-async fn upgrade(state: &DaemonState, request: UpgradeRequest, uid: Option<u32>) -> Response<Body> {
-    let who = who(&request.who, uid);
-    tracing::info!(%who, "upgrade requested");
-    let timeout = request
-        .timeout_ms
-        .map_or(DEFAULT_UPGRADE_TIMEOUT, std::time::Duration::from_millis)
-        .min(MAX_UPGRADE_TIMEOUT);
-    match state.upgrade(request.binary, timeout, &who).await {
-        Ok(done) => upgraded(done),
-        Err(e @ crate::handoff::give::UpgradeError::Busy(_)) => {
-            error(StatusCode::CONFLICT, e.to_string())
-        }
-        Err(e) => {
-            tracing::error!("upgrade failed; this daemon goes on serving: {e}");
-            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
-    }
-}
-
-fn upgraded(done: crate::runtime::Upgraded) -> Response<Body> {
-    json(
-        StatusCode::OK,
-        &UpgradeResponse {
-            old_pid: done.old_pid,
-            new_pid: done.new_pid,
-        },
-    )
-}
-
-fn who(claimed: &str, uid: Option<u32>) -> String {
-    let claimed = if claimed.trim().is_empty() {
-        "unknown"
-    } else {
-        claimed.trim()
-    };
-    match uid {
-        Some(uid) => format!("{claimed} (uid {uid})"),
-        None => claimed.to_owned(),
-    }
 }
 
 /// Validates a deploy request, claims its components and starts the pipeline in the

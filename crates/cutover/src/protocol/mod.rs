@@ -14,6 +14,12 @@
 //! Errors answer 4xx/5xx with an [`ErrorBody`]. A stream always ends with a
 //! `pipeline_finished` event; a stream that ends without one means the daemon went away.
 
+mod certs;
+mod lifecycle;
+
+pub use certs::*;
+pub use lifecycle::*;
+
 use crate::proxy::StatsSnapshot;
 use crate::store::{DeployRecord, EventRecord, PipelineRecord};
 use crate::vocab::{DeployKind, Outcome};
@@ -539,95 +545,4 @@ impl EventKind {
             }
         }
     }
-}
-
-/// `cutover reload`: re-read the config and apply it live.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReloadRequest {
-    pub who: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReloadResponse {
-    /// One line per change, saying when it applies.
-    pub lines: Vec<String>,
-    /// As recorded in the history.
-    pub summary: String,
-}
-
-/// How long `cutover upgrade` gives the new daemon to be ready (adopt and probe every
-/// instance) before killing it.
-pub const DEFAULT_UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// The most `--timeout` may ask: the CLI waits 60 s for an answer.
-pub const MAX_UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(50);
-
-/// `cutover upgrade`: hand the daemon's sockets and instances to a new daemon process.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpgradeRequest {
-    /// The new binary; none: the one the daemon was started from.
-    pub binary: Option<PathBuf>,
-    /// How long the new daemon gets to be ready; none: [`DEFAULT_UPGRADE_TIMEOUT`].
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    pub who: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UpgradeResponse {
-    pub old_pid: u32,
-    pub new_pid: u32,
-}
-
-/// `GET /v1/certs`, and `cutover certs` read from disk while the daemon is down.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CertsResponse {
-    /// False when read from `data_dir/certs` and the config's `tls` files (no daemon answered).
-    pub online: bool,
-    pub certificates: Vec<CertificateInfo>,
-}
-
-/// Where a certificate comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertSource {
-    /// Issued and renewed by cutover (`[edge] acme`).
-    Acme,
-    /// A component's own `tls = { cert, key }` files.
-    File,
-}
-
-/// One certificate of the shared https listener. Times are ms since the epoch.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CertificateInfo {
-    /// ACME: the first host (its directory under `data_dir/certs`); file: the component.
-    pub name: String,
-    pub hosts: Vec<String>,
-    pub source: CertSource,
-    /// The certificate file (ACME: under `data_dir/certs`).
-    pub path: PathBuf,
-    /// ACME: `http-01` or `tls-alpn-01`.
-    #[serde(default)]
-    pub challenge: Option<String>,
-    /// The certificate served now; none when there is none (not issued yet, or unreadable).
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
-    /// ACME: when it is renewed (two thirds into its lifetime).
-    #[serde(default)]
-    pub renew_at: Option<i64>,
-    /// ACME, daemon running: when the next order starts (the past: as soon as it can).
-    #[serde(default)]
-    pub next_attempt: Option<i64>,
-    /// ACME: an order for it runs now.
-    #[serde(default)]
-    pub issuing: bool,
-    /// ACME: consecutive failed orders.
-    #[serde(default)]
-    pub failures: u32,
-    /// Why the last order failed, or why the files on disk cannot be used.
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub last_attempt: Option<i64>,
 }
