@@ -158,11 +158,17 @@ fn instance_logs_are_rotated_when_too_large() {
     );
     daemon.deploy_ok("v1", &chatty);
     let logs = daemon.dir.path().join(".cutover/releases/backend/v1/logs");
+    // Rotated means copied to .log.1 and then truncated: wait for both, not the instant
+    // between them (a clean-clone CI run caught the test looking there).
     eventually(Duration::from_secs(25), "the log to be rotated", || {
-        std::fs::read_dir(&logs)
-            .unwrap()
-            .flatten()
+        let entries: Vec<_> = std::fs::read_dir(&logs).unwrap().flatten().collect();
+        entries
+            .iter()
             .any(|e| e.file_name().to_string_lossy().ends_with(".log.1"))
+            && entries
+                .iter()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .all(|e| e.metadata().map_or(false, |m| m.len() < 64 * 1024))
     });
     for entry in std::fs::read_dir(&logs).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
