@@ -168,7 +168,7 @@ fn instance_logs_are_rotated_when_too_large() {
             && entries
                 .iter()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-                .all(|e| e.metadata().map_or(false, |m| m.len() < 64 * 1024))
+                .all(|e| e.metadata().is_ok_and(|m| m.len() < 64 * 1024))
     });
     for entry in std::fs::read_dir(&logs).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
