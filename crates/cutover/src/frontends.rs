@@ -105,6 +105,20 @@ impl Frontends {
         };
         let addr = listener.local_addr()?;
         tracing::info!(component = component.name(), listen = %addr, kind = component.config().kind_name(), "serving");
+        self.spawn_server(component.name(), addr, listener, frontend, grace, limits);
+        Ok(())
+    }
+
+    /// Runs one accept loop with a stop signal of its own, filed under `name`.
+    fn spawn_server(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        listener: TcpListener,
+        frontend: Frontend,
+        grace: Duration,
+        limits: Limits,
+    ) {
         let (stop, shutdown) = self.stop_signal();
         let task = tokio::spawn(server::serve(
             listener,
@@ -115,12 +129,11 @@ impl Frontends {
             self.gate.clone(),
         ));
         lock(&self.servers).push(Server {
-            component: component.name().to_owned(),
+            component: name.to_owned(),
             addr,
             stop,
             task,
         });
-        Ok(())
     }
 
     /// Routes the shared listeners to `components` (those with `hosts`), as `config` says.
@@ -192,21 +205,7 @@ impl Frontends {
             front: self.front.clone(),
             tls,
         };
-        let (stop, shutdown) = self.stop_signal();
-        let task = tokio::spawn(server::serve(
-            listener,
-            frontend,
-            shutdown,
-            grace,
-            limits,
-            self.gate.clone(),
-        ));
-        lock(&self.servers).push(Server {
-            component: SHARED.to_owned(),
-            addr,
-            stop,
-            task,
-        });
+        self.spawn_server(SHARED, addr, listener, frontend, grace, limits);
         Ok(())
     }
 
