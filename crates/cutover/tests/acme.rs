@@ -516,9 +516,12 @@ async fn the_renewal_loop_replaces_the_certificate_at_two_thirds_of_its_lifetime
     let (stop, shutdown) = cutover::shutdown::channel();
     let running = tokio::spawn(manager.clone().run(shutdown));
 
+    // The order stores the certificate (so not_after shows) a moment before the loop records
+    // it as issued: wait for the attempt to have finished, or the comparisons below race it
+    // (a clean-clone CI run caught that).
     let first = eventually("the first certificate", ORDER_DEADLINE, || {
         let s = status_of(&manager, host);
-        s.not_after.is_some().then_some(s)
+        (s.not_after.is_some() && s.last_issued.is_some() && !s.issuing).then_some(s)
     })
     .await;
     let (not_before, not_after) = (first.not_before.unwrap(), first.not_after.unwrap());
