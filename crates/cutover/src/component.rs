@@ -1,6 +1,6 @@
 //! One component at run time: what answers its requests (by kind), and the deploy claim.
 
-use crate::config::{ComponentConfig, ComponentKind};
+use crate::config::{ComponentConfig, ComponentKind, UpstreamProtocol};
 use crate::protocol::DeployInProgress;
 use crate::proxy::{Route, Upstream};
 use crate::release::ReleaseId;
@@ -55,10 +55,11 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// The instance with a fresh upstream (its own connection pool and traffic counters).
-    pub fn new(component: &str, instance: Instance) -> Self {
+    /// The instance with a fresh upstream (its own connection pool and traffic counters),
+    /// spoken to in `protocol`.
+    pub fn new(component: &str, protocol: UpstreamProtocol, instance: Instance) -> Self {
         Self {
-            upstream: Upstream::new(component, instance.addr, instance.release.clone()),
+            upstream: Upstream::new(component, instance.addr, instance.release.clone(), protocol),
             instance,
         }
     }
@@ -268,6 +269,16 @@ impl ComponentRuntime {
     }
 
     /// The instance serving a process component (none for other kinds).
+    /// `instance` ready to serve: a fresh upstream in the protocol the component is configured
+    /// with now (`upstream`).
+    pub fn new_serving(&self, instance: Instance) -> Serving {
+        let protocol = self
+            .config()
+            .process()
+            .map_or(UpstreamProtocol::Http1, |process| process.upstream);
+        Serving::new(self.name(), protocol, instance)
+    }
+
     pub fn serving(&self) -> Option<Serving> {
         match &self.plane {
             Plane::Process(p) => lock(&p.serving).clone(),

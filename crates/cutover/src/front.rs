@@ -66,6 +66,11 @@ impl Front {
         })
     }
 
+    /// Whether the http listener takes HTTP/2 by prior knowledge (`[edge] h2c`).
+    pub fn accepts_h2c(&self) -> bool {
+        self.settings.load().h2c
+    }
+
     pub fn proxy_protocol(&self) -> bool {
         self.settings.load().proxy_protocol
     }

@@ -90,19 +90,15 @@ impl Frontends {
     /// Serves `component` on `listener` until it is stopped (or the daemon stops).
     pub fn serve(
         &self,
-        component: &ComponentRuntime,
+        component: &Arc<ComponentRuntime>,
         listener: TcpListener,
         grace: Duration,
         limits: Limits,
     ) -> std::io::Result<()> {
-        let frontend = match &component.plane {
-            Plane::Process(plane) => Frontend::Proxy(plane.route.clone()),
-            Plane::Static(site) => Frontend::Static {
-                component: component.name().to_owned(),
-                site: site.clone(),
-            },
-            Plane::Hook => return Ok(()),
-        };
+        if matches!(component.plane, Plane::Hook) {
+            return Ok(());
+        }
+        let frontend = Frontend::Component(component.clone());
         let addr = listener.local_addr()?;
         tracing::info!(component = component.name(), listen = %addr, kind = component.config().kind_name(), "serving");
         self.spawn_server(component.name(), addr, listener, frontend, grace, limits);

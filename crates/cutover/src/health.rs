@@ -1,9 +1,11 @@
 //! HTTP health probes and the start-up health gate.
 //!
 //! A probe is `GET path` on a fresh connection to the instance's private port: a new connection
-//! each time also proves the instance still accepts. 2xx within the timeout passes.
+//! each time also proves the instance still accepts. 2xx within the timeout passes. It speaks
+//! the protocol the proxy speaks to the instance (`upstream`): HTTP/1.1, or HTTP/2 without TLS;
+//! with `health.grpc` it is the standard gRPC health check instead (see `grpc_health.rs`).
 
-use crate::config::HealthConfig;
+use crate::config::{ProcessConfig, UpstreamProtocol};
 use crate::supervisor::Instance;
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -27,23 +29,41 @@ pub struct Probe {
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.status, &self.error) {
-            (Some(status), _) => write!(f, "HTTP {status} in {} ms", self.elapsed_ms),
+            // An answer that still fails: a gRPC health check's NOT_SERVING, say.
+            (Some(status), Some(error)) => {
+                write!(f, "HTTP {status}, {error} in {} ms", self.elapsed_ms)
+            }
+            (Some(status), None) => write!(f, "HTTP {status} in {} ms", self.elapsed_ms),
             (None, Some(error)) => write!(f, "{error} after {} ms", self.elapsed_ms),
             (None, None) => write!(f, "no answer after {} ms", self.elapsed_ms),
         }
     }
 }
 
-/// One `GET path` against `addr`.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Probe {
+/// An answer to a probe: the HTTP status, and why it fails despite a 2xx (gRPC).
+pub(crate) struct Answer {
+    pub status: u16,
+    pub failure: Option<String>,
+}
+
+/// One probe of the instance at `addr`, as `process` configures it.
+pub async fn probe(addr: SocketAddr, process: &ProcessConfig, timeout: Duration) -> Probe {
+    let path = process.health.path.as_str();
+    let asked = async {
+        match (process.upstream, process.health.grpc) {
+            (_, true) => crate::grpc_health::check(addr).await,
+            (UpstreamProtocol::H2c, false) => get_status_h2c(addr, path).await,
+            (UpstreamProtocol::Http1, false) => get_status(addr, path).await,
+        }
+    };
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, get_status(addr, path)).await;
+    let outcome = tokio::time::timeout(timeout, asked).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(Ok(status)) => Probe {
-            ok: (200..300).contains(&status),
+        Ok(Ok(Answer { status, failure })) => Probe {
+            ok: (200..300).contains(&status) && failure.is_none(),
             status: Some(status),
-            error: None,
+            error: failure,
             elapsed_ms,
         },
         Ok(Err(error)) => Probe {
@@ -61,7 +81,7 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Probe {
     }
 }
 
-async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
+async fn get_status(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -81,7 +101,52 @@ async fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
         .await
         .map_err(|e| format!("request: {e}"))?;
     driver.abort();
-    Ok(response.status().as_u16())
+    Ok(Answer {
+        status: response.status().as_u16(),
+        failure: None,
+    })
+}
+
+/// `GET path` over HTTP/2 without TLS (prior knowledge), on a connection of its own.
+async fn get_status_h2c(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+    let mut sender = h2c_connect::<Empty<Bytes>>(addr).await?;
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .header(http::header::USER_AGENT, "cutover-health")
+        .body(Empty::new())
+        .map_err(|e| format!("bad health path {path:?}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(Answer {
+        status: response.status().as_u16(),
+        failure: None,
+    })
+}
+
+/// A fresh HTTP/2 connection (prior knowledge) to `addr`; its driver ends with the sender.
+pub(crate) async fn h2c_connect<B>(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, String>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// The watchdog's last view of the serving instance, read by `status`.
@@ -143,9 +208,10 @@ impl fmt::Display for GateFailure {
 /// or `start_timeout` passes. `on_probe` sees every result (for progress events).
 pub async fn wait_healthy(
     instance: &Instance,
-    config: &HealthConfig,
+    process: &ProcessConfig,
     mut on_probe: impl FnMut(&Probe, u32),
 ) -> Result<Duration, GateFailure> {
+    let config = &process.health;
     let started = Instant::now();
     let deadline = started + config.start_timeout.get();
     let mut consecutive = 0u32;
@@ -160,7 +226,7 @@ pub async fn wait_healthy(
             .get()
             .min(remaining.max(Duration::from_millis(1)));
         let result = tokio::select! {
-            result = probe(instance.addr, &config.path, timeout) => result,
+            result = probe(instance.addr, process, timeout) => result,
             status = instance.exited() => return Err(GateFailure::Exited { status, last }),
         };
         if result.ok {

@@ -58,6 +58,7 @@ pub mod envfile;
 pub mod fdlimit;
 pub mod front;
 pub mod frontends;
+mod grpc_health;
 pub mod handoff;
 pub mod health;
 pub mod https;

@@ -142,7 +142,7 @@ pub async fn reload(state: &DaemonState, who: &str) -> Result<Reloaded, ReloadEr
         || crate::fdlimit::budget_for(&loaded).public_limits(&state.live.body_read_timeout);
     // Starts serving on the socket bound for `component`, if one was; returns its address.
     let mut serve =
-        |component: &ComponentRuntime| -> Result<Option<std::net::SocketAddr>, ReloadError> {
+        |component: &Arc<ComponentRuntime>| -> Result<Option<std::net::SocketAddr>, ReloadError> {
             let Some(listener) = bound.remove(component.name()) else {
                 return Ok(None);
             };

@@ -3,10 +3,11 @@
 
 use crate::accept_gate::AcceptGate;
 use crate::body_timeout::IdleTimeout;
+use crate::component::{ComponentRuntime, Plane};
 use crate::conn_limit::{AcceptBackoff, CapReport, Counted};
-use crate::proxy::{self, Route};
+use crate::proxy;
 use crate::shutdown::Shutdown;
-use crate::site::{self, SiteRoute};
+use crate::site;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -17,11 +18,8 @@ use tokio::sync::mpsc;
 /// What answers requests on a public socket.
 #[derive(Clone)]
 pub enum Frontend {
-    Proxy(Arc<Route>),
-    Static {
-        component: String,
-        site: Arc<SiteRoute>,
-    },
+    /// A component's own `listen` listener: its proxy route or its site, by kind.
+    Component(Arc<ComponentRuntime>),
     /// The admin listener: `/metrics`, `/health`.
     Admin,
     /// A shared `[edge]` listener: routed by host; `tls`: the https one.
@@ -34,11 +32,20 @@ pub enum Frontend {
 impl Frontend {
     fn component(&self) -> &str {
         match self {
-            Frontend::Proxy(route) => route.component.as_str(),
-            Frontend::Static { component, .. } => component,
+            Frontend::Component(component) => component.name(),
             Frontend::Admin => "admin",
             Frontend::Edge { tls: None, .. } => "edge http",
             Frontend::Edge { tls: Some(_), .. } => "edge https",
+        }
+    }
+
+    /// Whether plain connections may speak HTTP/2 by prior knowledge (`h2c = true`), read per
+    /// connection so a reload applies to the next one.
+    fn accepts_h2c(&self) -> bool {
+        match self {
+            Frontend::Component(component) => component.config().h2c,
+            Frontend::Edge { front, tls: None } => front.accepts_h2c(),
+            Frontend::Admin | Frontend::Edge { tls: Some(_), .. } => false,
         }
     }
 }
@@ -125,8 +132,18 @@ pub async fn serve(
             let result = match tls {
                 None => {
                     let client = Arc::new(crate::edge::Peer::with_scheme(client_addr, false));
+                    let h2c = frontend.accepts_h2c();
                     let service = service(frontend, client, body_read_timeout, conn_gate.clone());
-                    drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
+                    if h2c {
+                        // Reads the first bytes to tell HTTP/2's preface from an HTTP/1.1
+                        // request, so only listeners that ask for it pay for that.
+                        let builder = h1_or_h2c();
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        drive(conn, conn_shutdown, conn_gate, grace).await
+                    } else {
+                        drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
+                    }
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) =
@@ -220,8 +237,15 @@ fn service(
                 return Ok::<_, std::convert::Infallible>(refused);
             }
             let response = match &frontend {
-                Frontend::Proxy(route) => proxy::handle(route, req, &client).await,
-                Frontend::Static { site, .. } => site::handle(site, req).await,
+                Frontend::Component(component) => match &component.plane {
+                    Plane::Process(plane) => proxy::handle(&plane.route, req, &client).await,
+                    Plane::Static(site) => site::handle(site, req).await,
+                    // Hooks have no listener; answered all the same if one ever gets here.
+                    Plane::Hook => crate::response::plain(
+                        http::StatusCode::NOT_FOUND,
+                        "cutover: nothing is served here",
+                    ),
+                },
                 Frontend::Admin => crate::admin::handle(&req),
                 Frontend::Edge { front, tls } => front.handle(req, &client, tls.is_some()).await,
             };
@@ -260,37 +284,54 @@ where
         .with_upgrades()
 }
 
+/// HTTP/1.1 (with upgrades) or HTTP/2 by prior knowledge, whichever the client starts with;
+/// HTTP/1.1 set up as [`http1`] does.
+fn h1_or_h2c() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(proxy::MAX_BUF_SIZE);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    builder
+}
+
 /// Serves a connection until it ends or the listener stops: then asks it to finish its
 /// current requests (HTTP/2: streams) and close.
-async fn drive<C>(
+async fn drive<C, E>(
     conn: C,
     mut shutdown: Shutdown,
     gate: AcceptGate,
     grace: Duration,
-) -> hyper::Result<()>
+) -> Result<(), BoxError>
 where
-    C: Graceful,
+    C: Graceful + std::future::Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
 {
     tokio::pin!(conn);
-    tokio::select! {
+    let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = shutdown.wait() => {
+        _ = shutdown.wait() => 'ended: {
             if gate.is_retiring() {
                 // Handed over: the connection ends after its next response; an idle one gets
                 // until `grace` to send that request or go.
                 if let Ok(result) = tokio::time::timeout(grace, conn.as_mut()).await {
-                    return result;
+                    break 'ended result;
                 }
             }
             conn.as_mut().shut_down();
             conn.await
         }
-    }
+    };
+    result.map_err(Into::into)
 }
 
 /// A connection that can be asked to finish what it is doing and close: hyper's HTTP/1.1 (with
-/// upgrades) and HTTP/2 connections both can, under different names and bounds.
-trait Graceful: std::future::Future<Output = hyper::Result<()>> {
+/// upgrades) and HTTP/2 connections, and hyper-util's either-of-them, all can, under different
+/// names and bounds.
+trait Graceful {
     fn shut_down(self: std::pin::Pin<&mut Self>);
 }
 
@@ -323,7 +364,22 @@ where
     }
 }
 
-fn finished(result: hyper::Result<()>, peer: std::net::SocketAddr, open: mpsc::Sender<()>) {
+impl<I, B, S, E> Graceful for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+fn finished(result: Result<(), BoxError>, peer: std::net::SocketAddr, open: mpsc::Sender<()>) {
     if let Err(e) = result {
         tracing::debug!(client.addr = %peer, "connection ended: {e}");
     }

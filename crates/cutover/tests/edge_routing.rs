@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::tls::certificate;
 use common::*;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -30,33 +31,6 @@ fn get_host(addr: SocketAddr, host: &str, path: &str) -> (u16, String, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head.to_owned(), body.to_owned())
-}
-
-/// A certificate for `hosts` signed by a throwaway CA: (ca.pem, cert.pem, key.pem) in `dir`.
-fn certificate(dir: &Path, hosts: &[&str]) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Issuer and subject must differ, or a client takes the leaf for self-signed.
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "cutover test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, hosts[0]);
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    // Each file whole or not at all: the daemon may read them at any moment.
-    for (name, text) in [
-        ("ca.pem", ca.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
-    ] {
-        std::fs::write(dir.join(format!("{name}.new")), text).unwrap();
-        std::fs::rename(dir.join(format!("{name}.new")), dir.join(name)).unwrap();
-    }
 }
 
 /// curl over HTTPS to `host` (resolved to loopback): (exit ok, HTTP version, headers, body).
@@ -331,4 +305,66 @@ fn behind_a_load_balancer_the_proxy_protocol_names_the_client_and_the_access_log
     assert_eq!(first["protocol"], "HTTP/1.1");
     assert!(first["bytes_out"].as_u64().unwrap() > 0, "{first}");
     assert_eq!(lines[1]["client"], "198.51.100.9");
+}
+
+/// curl with HTTP/2 by prior knowledge on plain HTTP: (exit ok, headers + body + version).
+fn curl_h2c(port: u16, host: &str, path: &str) -> (bool, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+        ])
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(["-w", "\nversion=%{http_version}"])
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    (out.status.success(), text(&out.stdout))
+}
+
+#[test]
+fn plain_listeners_take_http2_by_prior_knowledge_when_asked() {
+    let http = free_port();
+    let config = |own_h2c: bool| {
+        format!(
+            "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n\
+             [edge]\nhttp = \"127.0.0.1:{http}\"\nh2c = true\n\
+             [components.backend]\nlisten = \"127.0.0.1:0\"\nhosts = [\"api.example.test\"]\n\
+             h2c = {own_h2c}\n{FAST_COMPONENT}\n"
+        )
+    };
+    let daemon = Daemon::start_with_config(&config(false));
+    daemon.deploy_ok("b1", &demo_api());
+    let (ok, out) = curl_h2c(http, "api.example.test", "/version");
+    assert!(ok && out.ends_with("b1\nversion=2"), "{out}");
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(
+        get_host(
+            ([127, 0, 0, 1], http).into(),
+            "api.example.test",
+            "/version"
+        )
+        .2,
+        "b1"
+    );
+
+    // The component's own listener was not asked to: HTTP/2's preface is no HTTP/1.1 request.
+    let own = daemon.listen_of("backend").port();
+    let (ok, out) = curl_h2c(own, "127.0.0.1", "/version");
+    assert!(!(ok && out.ends_with("version=2")), "{out}");
+    // A reload asks it to, for the next connections.
+    std::fs::write(&daemon.config, config(true)).unwrap();
+    let reload = daemon.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", text(&reload.stderr));
+    assert!(
+        text(&reload.stdout).contains("backend: h2c: applies now"),
+        "{}",
+        text(&reload.stdout)
+    );
+    let (ok, out) = curl_h2c(own, "127.0.0.1", "/version");
+    assert!(ok && out.ends_with("b1\nversion=2"), "{out}");
 }

@@ -229,6 +229,7 @@ impl ReloadPlan {
         let ComponentConfig {
             name,
             listen,
+            h2c,
             routes,
             drain_timeout,
             keep_releases,
@@ -271,6 +272,8 @@ impl ReloadPlan {
         }
         // The shared listeners' routing table is rebuilt from the components on every reload.
         changes.now("hosts", routes, &new.routes);
+        // Read per connection by the listener.
+        changes.now("h2c", h2c, &new.h2c);
         changes.next_deploy("drain_timeout", drain_timeout, &new.drain_timeout);
         changes.next_deploy("keep_releases", keep_releases, &new.keep_releases);
         changes.next_deploy("stabilize", stabilize, &new.stabilize);

@@ -97,6 +97,7 @@ pub(super) fn process_changes(old: &ProcessConfig, new: &ProcessConfig, changes:
         requires,
         migrations,
         upstream_timeout,
+        upstream,
         restart,
         clean_env,
     } = old;
@@ -110,6 +111,8 @@ pub(super) fn process_changes(old: &ProcessConfig, new: &ProcessConfig, changes:
     health_changes(health, &new.health, changes);
     changes.next_deploy("stop_timeout", stop_timeout, &new.stop_timeout);
     changes.now("upstream_timeout", upstream_timeout, &new.upstream_timeout);
+    // Each instance's connection pool speaks what was configured when it started.
+    changes.next_deploy("upstream", upstream, &new.upstream);
     changes.next_deploy("requires", requires, &new.requires);
     match (migrations, &new.migrations) {
         (Some(old), Some(new)) => migrations_changes(old, new, changes),
@@ -121,12 +124,14 @@ pub(super) fn process_changes(old: &ProcessConfig, new: &ProcessConfig, changes:
 pub(super) fn health_changes(old: &HealthConfig, new: &HealthConfig, changes: &mut Changes) {
     let HealthConfig {
         path,
+        grpc,
         interval,
         timeout,
         healthy_threshold,
         start_timeout,
     } = old;
     changes.next_deploy("health.path", path, &new.path);
+    changes.next_deploy("health.grpc", grpc, &new.grpc);
     changes.next_deploy("health.interval", interval, &new.interval);
     changes.next_deploy("health.timeout", timeout, &new.timeout);
     changes.next_deploy(
@@ -297,6 +302,7 @@ pub(super) fn front_changes(
         acme,
         proxy_protocol,
         access_log,
+        h2c,
     } = old;
     for (key, old, new) in [
         ("edge.http", http, &new.http),
@@ -322,6 +328,7 @@ pub(super) fn front_changes(
     // Both read per connection (per request): the next ones follow the new value.
     changes.now("edge.proxy_protocol", proxy_protocol, &new.proxy_protocol);
     changes.now("edge.access_log", access_log, &new.access_log);
+    changes.now("edge.h2c", h2c, &new.h2c);
 }
 
 pub(super) fn systemd_changes(old: &SystemdConfig, new: &SystemdConfig, changes: &mut Changes) {

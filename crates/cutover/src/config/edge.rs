@@ -54,6 +54,8 @@ pub struct FrontConfig {
     pub proxy_protocol: bool,
     /// `data_dir/logs/access.log`: one JSON object per request on the shared listeners.
     pub access_log: bool,
+    /// The http listener also accepts HTTP/2 without TLS, by prior knowledge.
+    pub h2c: bool,
 }
 
 /// `[edge] acme = { directory, email, ca_file, challenge }`.

@@ -32,7 +32,8 @@ pub use settings::{
     BundleLimits, CacheRule, ChecksConfig, ComponentConfig, ComponentKind, ComponentName,
     ComposeRef, Config, DaemonConfig, DiskCheck, HealthConfig, HookConfig, MigrationsConfig,
     NotifyConfig, OnFailure, PipelineConfig, ProcessConfig, RestartPolicy, ServiceConfig,
-    StabilizeChecks, StaticConfig, SystemdConfig, UrlSource, VerifyConfig, PLACEHOLDERS,
+    StabilizeChecks, StaticConfig, SystemdConfig, UpstreamProtocol, UrlSource, VerifyConfig,
+    PLACEHOLDERS,
 };
 
 use raw::RawConfig;

@@ -52,6 +52,8 @@ pub(super) struct RawEdge {
     pub(super) proxy_protocol: Option<bool>,
     /// One JSON line per request on the shared listeners, in data_dir/logs/access.log.
     pub(super) access_log: Option<bool>,
+    /// The shared http listener also accepts HTTP/2 without TLS (prior knowledge).
+    pub(super) h2c: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +166,10 @@ pub(super) struct RawComponent {
     pub(super) path_prefix: Option<String>,
     pub(super) strip_prefix: Option<bool>,
     pub(super) tls: Option<super::edge::TlsFiles>,
+    /// How cutover talks to the instances: HTTP/1.1 (default) or HTTP/2 without TLS.
+    pub(super) upstream: Option<super::settings::UpstreamProtocol>,
+    /// Its own `listen` listener also accepts HTTP/2 without TLS (prior knowledge).
+    pub(super) h2c: Option<bool>,
 }
 
 impl RawComponent {
@@ -175,6 +181,8 @@ impl RawComponent {
             ("path_prefix", self.path_prefix.is_some()),
             ("strip_prefix", self.strip_prefix.is_some()),
             ("tls", self.tls.is_some()),
+            ("h2c", self.h2c.is_some()),
+            ("upstream", self.upstream.is_some()),
             ("command", self.command.is_some()),
             ("env", self.env.is_some()),
             ("env_file", self.env_file.is_some()),
@@ -200,6 +208,8 @@ impl RawComponent {
                 "path_prefix",
                 "strip_prefix",
                 "tls",
+                "h2c",
+                "upstream",
                 "command",
                 "env",
                 "env_file",
@@ -220,6 +230,7 @@ impl RawComponent {
                 "path_prefix",
                 "strip_prefix",
                 "tls",
+                "h2c",
                 "spa_fallback",
                 "cache",
             ],

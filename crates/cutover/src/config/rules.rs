@@ -73,6 +73,7 @@ impl Validator<'_> {
             acme: self.acme(raw)?,
             proxy_protocol: raw.proxy_protocol.unwrap_or(false),
             access_log: raw.access_log.unwrap_or(false),
+            h2c: raw.h2c.unwrap_or(false),
         })
     }
 

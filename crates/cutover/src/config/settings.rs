@@ -167,6 +167,9 @@ pub struct ComponentConfig {
     /// Its own public address, if it has one (hooks never do; a component with `hosts` may
     /// have none).
     pub listen: Option<SocketAddr>,
+    /// `listen` also accepts HTTP/2 without TLS, by prior knowledge (`h2c = true`): what
+    /// plaintext gRPC clients speak.
+    pub h2c: bool,
     /// Its names on the shared `[edge]` listeners.
     pub routes: Option<super::edge::HostRoutes>,
     pub drain_timeout: HumanDuration,
@@ -229,6 +232,8 @@ pub struct ProcessConfig {
     /// How long the proxy waits for an instance's response headers before it answers 504
     /// (and counts a failure): a request that hangs must not hang forever.
     pub upstream_timeout: HumanDuration,
+    /// The protocol spoken to the instances (`upstream`): the health probe speaks it too.
+    pub upstream: UpstreamProtocol,
     /// What the watchdog does when the serving instance dies or stays unhealthy.
     pub restart: RestartPolicy,
     /// `env_clear = true`: releases start with an empty environment instead of the daemon's,
@@ -243,6 +248,18 @@ impl ProcessConfig {
     pub fn executes_artifact(&self) -> bool {
         self.command.first().map(String::as_str) == Some("{artifact}")
     }
+}
+
+/// `upstream = "http1" | "h2c"`: how the proxy and the health probe talk to an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time per pooled connection.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, by prior knowledge: gRPC servers and other HTTP/2 backends. Every
+    /// request to an instance is a stream on one shared connection; trailers pass through.
+    H2c,
 }
 
 /// Placeholders that `command` and `env` values may use.
@@ -438,6 +455,9 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub path: String,
+    /// Probe with the standard gRPC health check (`grpc.health.v1.Health/Check`, passing on
+    /// SERVING) instead of `GET path`; needs `upstream = "h2c"`.
+    pub grpc: bool,
     pub interval: HumanDuration,
     pub timeout: HumanDuration,
     pub healthy_threshold: u32,
@@ -448,6 +468,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             path: "/health".into(),
+            grpc: false,
             interval: HumanDuration::from_millis(250),
             timeout: HumanDuration::from_secs(2),
             healthy_threshold: 2,

@@ -10,7 +10,7 @@ use super::raw::{
 use super::settings::{
     BundleLimits, ChecksConfig, ComponentConfig, ComponentKind, ComponentName, ComposeRef, Config,
     DaemonConfig, DiskCheck, HookConfig, MigrationsConfig, NotifyConfig, ProcessConfig,
-    RestartPolicy, ServiceConfig, StaticConfig, UrlSource, PLACEHOLDERS,
+    RestartPolicy, ServiceConfig, StaticConfig, UpstreamProtocol, UrlSource, PLACEHOLDERS,
 };
 use super::{ConfigError, HumanDuration};
 use std::path::{Path, PathBuf};
@@ -233,6 +233,7 @@ impl Validator<'_> {
         Ok(ComponentConfig {
             name: name_parsed,
             listen: raw.listen,
+            h2c: raw.h2c.unwrap_or(false),
             routes,
             drain_timeout: raw.drain_timeout,
             keep_releases: raw.keep_releases,
@@ -280,6 +281,13 @@ impl Validator<'_> {
                 format!("health path {:?} must start with '/'", health.path),
             ));
         }
+        let upstream = raw.upstream.unwrap_or_default();
+        if health.grpc && upstream != UpstreamProtocol::H2c {
+            return Err(self.error(
+                &["components", name, "health", "grpc"],
+                "the gRPC health check speaks HTTP/2: set `upstream = \"h2c\"` on this component",
+            ));
+        }
         if health.healthy_threshold == 0 {
             return Err(self.error(
                 &["components", name, "health", "healthy_threshold"],
@@ -310,6 +318,7 @@ impl Validator<'_> {
             upstream_timeout: raw
                 .upstream_timeout
                 .unwrap_or_else(|| HumanDuration::from_secs(60)),
+            upstream,
             requires: raw.requires.clone().unwrap_or_default(),
             migrations: match &raw.migrations {
                 None => None,

@@ -2,7 +2,7 @@
 //! active release: adopt its surviving instance or start it), or after `cutover upgrade` (adopt
 //! the instance the previous daemon handed over, which must pass its health probe).
 
-use crate::component::{ComponentRuntime, Plane, Serving};
+use crate::component::{ComponentRuntime, Plane};
 use crate::config::ComponentKind;
 use crate::deploy::recovery;
 use crate::deploy::{self, Shared};
@@ -23,8 +23,8 @@ pub(super) async fn recover(
     let store = &shared.store;
     let active = store.active_release(component.name());
     let config = component.config();
-    let health = match &config.kind {
-        ComponentKind::Process(process) => &process.health,
+    let process = match &config.kind {
+        ComponentKind::Process(process) => process,
         ComponentKind::Static(_) => return load_active_site(shared, component),
         ComponentKind::Hook(_) => return,
     };
@@ -39,7 +39,7 @@ pub(super) async fn recover(
     if let (Some(i), Some(release)) = (plan.adopt, &active) {
         let record = live[i];
         if let Some(instance) = supervisor::adopt(record, &component.config().name, release) {
-            let probe = health::probe(instance.addr, &health.path, health.timeout.get()).await;
+            let probe = health::probe(instance.addr, process, process.health.timeout.get()).await;
             if probe.ok {
                 tracing::info!(component = component.name(), release = %release, pid = instance.pid,
                     "adopted the instance that outlived the previous daemon");
@@ -84,7 +84,7 @@ pub(super) async fn recover(
         _ => None,
     };
     if let Some(instance) = serving {
-        component.switch_to(Some(Serving::new(component.name(), instance)));
+        component.switch_to(Some(component.new_serving(instance)));
     }
 }
 
@@ -142,7 +142,7 @@ pub(super) async fn adopt_handed(
         );
     };
     let health = &process.health;
-    let probe = health::probe(adopted.addr, &health.path, health.timeout.get()).await;
+    let probe = health::probe(adopted.addr, process, health.timeout.get()).await;
     if !probe.ok {
         anyhow::bail!(
             "{}: instance pid {} of release {release} fails its health probe ({probe})",
@@ -151,6 +151,6 @@ pub(super) async fn adopt_handed(
         );
     }
     tracing::info!(component = component.name(), release = %release, pid = adopted.pid, "adopted from the previous daemon");
-    component.switch_to(Some(Serving::new(component.name(), adopted)));
+    component.switch_to(Some(component.new_serving(adopted)));
     Ok(())
 }

@@ -64,7 +64,7 @@ impl<'c> ProcessSteps<'c> {
             })
         };
         let gate = tokio::select! {
-            gate = health::wait_healthy(&instance, &self.process.health, on_probe) => gate,
+            gate = health::wait_healthy(&instance, self.process, on_probe) => gate,
             who = run.abort.raised_by() => {
                 self.started = Some(instance);
                 return Event::Abort { who };
@@ -95,7 +95,7 @@ impl<'c> ProcessSteps<'c> {
         let Some(instance) = self.started.take() else {
             return Event::Failed(Failure::Step("internal error: nothing started".into()));
         };
-        let new = Serving::new(run.component.name(), instance);
+        let new = run.component.new_serving(instance);
         self.old = run.component.switch_to(Some(new.clone()));
         run.emit(EventKind::Switched {
             component: run.name(),
@@ -198,7 +198,7 @@ impl<'c> ProcessSteps<'c> {
         let probe = tokio::select! {
             status = new.instance.exited() => return Event::NewExited { status },
             who = run.abort.raised_by() => return Event::Abort { who },
-            probe = health::probe(new.instance.addr, &health.path, health.timeout.get()) => probe,
+            probe = health::probe(new.instance.addr, self.process, health.timeout.get()) => probe,
         };
         let stall = new.upstream.stats.stall();
         let stats = new.upstream.stats.snapshot();
@@ -240,7 +240,7 @@ impl<'c> ProcessSteps<'c> {
             ));
             let release = old.instance.release.clone();
             match start_healthy(run.shared, run.component, &release, |_| {}, |_, _| {}).await {
-                Ok((instance, _)) => Serving::new(run.component.name(), instance),
+                Ok((instance, _)) => run.component.new_serving(instance),
                 Err(e) => return Event::Failed(Failure::Step(e.to_string())),
             }
         };
@@ -321,7 +321,7 @@ pub async fn start_healthy(
         .expect("only process components have instances");
     let instance = launch(shared, component, release)?;
     on_started(&instance);
-    match health::wait_healthy(&instance, &process.health, on_probe).await {
+    match health::wait_healthy(&instance, process, on_probe).await {
         Ok(after) => Ok((instance, after)),
         Err(failure) => {
             stop(shared, &instance, process).await;

@@ -48,6 +48,21 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(PROXY_CONNECTION);
 }
 
+/// Whether the client said it accepts trailers (`TE: trailers`): gRPC clients must, and
+/// gRPC servers refuse calls without it. TE is hop-by-hop, so the proxy says it again itself.
+pub(super) fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -82,6 +97,16 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_trailers(&headers));
+        headers.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, Trailers"));
+        assert!(accepts_trailers(&headers));
+        headers.insert(header::TE, HeaderValue::from_static("gzip, trailersx"));
+        assert!(!accepts_trailers(&headers));
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub use route::Route;
 pub use stats::{StatsSnapshot, UpstreamStats};
 pub use upstream::Upstream;
 
-use headers::{is_upgrade, strip_hop_by_hop};
+use crate::config::UpstreamProtocol;
+use headers::{accepts_trailers, is_upgrade, strip_hop_by_hop};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -76,9 +77,18 @@ pub async fn handle(
         }
     };
     *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_11;
+    let h2c = upstream.protocol == UpstreamProtocol::H2c;
+    *req.version_mut() = if h2c {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
     let headers = req.headers_mut();
+    let trailers = h2c && accepts_trailers(headers);
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     add_forwarding_headers(headers, peer);
     if let (true, Some(protocol)) = (upgrade, upgrade_protocol) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -133,6 +133,7 @@ mod tests {
             "api",
             ([127, 0, 0, 1], port).into(),
             ReleaseId::parse(release).unwrap(),
+            crate::config::UpstreamProtocol::Http1,
         )
     }
 

@@ -1,10 +1,11 @@
 //! One instance as the proxy sees it: its connection pool, its in-flight count and its stats.
 
 use super::stats::UpstreamStats;
+use crate::config::UpstreamProtocol;
 use crate::release::ReleaseId;
 use arc_swap::ArcSwapOption;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,13 +28,20 @@ pub struct Upstream {
     tunnels_close: Notify,
     /// Pooled connections to the instance; taken (and so closed) by [`Upstream::close_pool`].
     client: ArcSwapOption<UpstreamClient>,
+    /// HTTP/1.1 or HTTP/2 (h2c), fixed for the instance's lifetime.
+    pub(super) protocol: UpstreamProtocol,
     /// `addr` as a URI authority, built once: every proxied request needs it.
     pub(super) authority: http::uri::Authority,
     pub(super) metrics: crate::metrics::UpstreamMetrics,
 }
 
 impl Upstream {
-    pub fn new(component: &str, addr: SocketAddr, release: ReleaseId) -> Arc<Self> {
+    pub fn new(
+        component: &str,
+        addr: SocketAddr,
+        release: ReleaseId,
+        protocol: UpstreamProtocol,
+    ) -> Arc<Self> {
         Arc::new(Self {
             metrics: crate::metrics::UpstreamMetrics::new(component, release.as_str()),
             addr,
@@ -44,6 +52,7 @@ impl Upstream {
             tunnels_closing: AtomicBool::new(false),
             tunnels_close: Notify::new(),
             client: ArcSwapOption::empty(),
+            protocol,
             authority: addr
                 .to_string()
                 .parse()
@@ -60,16 +69,23 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Arc::new(
-            Client::builder(TokioExecutor::new())
-                // Shorter than common backend keep-alive timeouts (Node's is 5 s): a pooled
-                // connection is dropped by us before the backend closes it under a request.
-                .pool_idle_timeout(Duration::from_secs(4))
-                // hyper lets a connection's read buffer grow to about 400 KiB; a response head
-                // needs far less, and a body streams through in pieces of this size.
-                .http1_max_buf_size(super::MAX_BUF_SIZE)
-                .build(connector),
-        );
+        let mut builder = Client::builder(TokioExecutor::new());
+        // Shorter than common backend keep-alive timeouts (Node's is 5 s): a pooled
+        // connection is dropped by us before the backend closes it under a request.
+        builder.pool_idle_timeout(Duration::from_secs(4));
+        match self.protocol {
+            // hyper lets a connection's read buffer grow to about 400 KiB; a response head
+            // needs far less, and a body streams through in pieces of this size.
+            UpstreamProtocol::Http1 => builder.http1_max_buf_size(super::MAX_BUF_SIZE),
+            // One connection carries every request as a stream; pings find a dead peer that a
+            // long gRPC stream would otherwise wait on forever.
+            UpstreamProtocol::H2c => builder
+                .http2_only(true)
+                .timer(TokioTimer::new())
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .http2_keep_alive_timeout(Duration::from_secs(10)),
+        };
+        let client = Arc::new(builder.build(connector));
         // Two first requests racing may each build one; the loser's pool is simply dropped.
         self.client.store(Some(client.clone()));
         client

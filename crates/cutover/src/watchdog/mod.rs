@@ -180,7 +180,7 @@ impl Runner {
                 self.reason = Some(format!("the serving instance {status}"));
                 return Some(Input::Exited);
             }
-            probe = health::probe(serving.instance.addr, &health.path, health.timeout.get()) => probe,
+            probe = health::probe(serving.instance.addr, &self.process, health.timeout.get()) => probe,
             _ = self.shutdown.wait() => return None,
         };
         self.last_probe = Some((now_millis(), probe.ok, probe.to_string()));
@@ -465,7 +465,7 @@ impl Runner {
             .shared
             .store
             .set_instance_state(instance.id, InstanceState::Serving);
-        Ok(Serving::new(self.name(), instance))
+        Ok(self.component.new_serving(instance))
     }
 
     /// The crash-loop rollback, recorded like an operator's `cutover rollback`: a deploy of

@@ -244,3 +244,40 @@ fn health_timeouts_must_fit_their_windows() {
         .warnings
         .is_empty());
 }
+
+#[test]
+fn grpc_backends_are_h2c_upstreams_with_a_grpc_health_check() {
+    let config = parse(&component(
+        "api",
+        "127.0.0.1:1",
+        "upstream = \"h2c\"\nh2c = true\nhealth = { grpc = true }\n",
+    ))
+    .unwrap();
+    let api = &config.components[0];
+    assert!(api.h2c);
+    let process = api.process().unwrap();
+    assert_eq!(process.upstream, UpstreamProtocol::H2c);
+    assert!(process.health.grpc);
+    // By default: HTTP/1.1 both ways, the health check a GET.
+    let plain = parse(&component("api", "127.0.0.1:1", "")).unwrap();
+    assert!(!plain.components[0].h2c);
+    assert_eq!(
+        plain.components[0].process().unwrap().upstream,
+        UpstreamProtocol::Http1
+    );
+    check_error(
+        &component("api", "127.0.0.1:1", "health = { grpc = true }\n"),
+        "/srv/app/cutover.toml:4:12: components.api.health.grpc: the gRPC health check speaks \
+         HTTP/2: set `upstream = \"h2c\"` on this component",
+    );
+    check_error(
+        &component("api", "127.0.0.1:1", "upstream = \"grpc\"\n"),
+        "/srv/app/cutover.toml:4:12: components.api.upstream: unknown variant `grpc`, expected \
+         `http1` or `h2c`",
+    );
+    check_error(
+        "[components.site]\nkind = \"static\"\nlisten = \"127.0.0.1:1\"\nupstream = \"h2c\"\n",
+        "/srv/app/cutover.toml:4:1: components.site.upstream: `upstream` does not apply to \
+         kind = \"static\"",
+    );
+}
