@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,22 +60,43 @@ impl TimedOut {
 }
 
 /// Says when a request body has been read to its end (or failed): the proxy starts timing the
-/// upstream's answer only then, so a long upload is not taken for a slow upstream. A request
-/// without a body is sent from the start (`None`).
+/// upstream's answer only then, so a long upload is not taken for a slow upstream. Counts the
+/// bytes read too (the access log's `bytes_in`). A request without a body is sent from the
+/// start (`None`).
 #[derive(Clone, Debug, Default)]
-pub struct BodySent(Option<Arc<(AtomicBool, tokio::sync::Notify)>>);
+pub struct BodySent(Option<Arc<Progress>>);
+
+#[derive(Debug, Default)]
+struct Progress {
+    done: AtomicBool,
+    ended: tokio::sync::Notify,
+    bytes: AtomicU64,
+}
 
 impl BodySent {
     pub fn is_done(&self) -> bool {
         self.0
             .as_ref()
-            .is_none_or(|sent| sent.0.load(Ordering::SeqCst))
+            .is_none_or(|sent| sent.done.load(Ordering::SeqCst))
+    }
+
+    /// Body bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |sent| sent.bytes.load(Ordering::Relaxed))
+    }
+
+    fn read(&self, bytes: usize) {
+        if let Some(sent) = &self.0 {
+            sent.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     fn done(&self) {
         if let Some(sent) = &self.0 {
-            if !sent.0.swap(true, Ordering::SeqCst) {
-                sent.1.notify_waiters();
+            if !sent.done.swap(true, Ordering::SeqCst) {
+                sent.ended.notify_waiters();
             }
         }
     }
@@ -84,7 +105,7 @@ impl BodySent {
     pub async fn wait(&self) {
         let Some(sent) = &self.0 else { return };
         loop {
-            let notified = sent.1.notified();
+            let notified = sent.ended.notified();
             if self.is_done() {
                 return;
             }
@@ -175,6 +196,9 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.waiting = None;
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    self.sent.read(data.len());
+                }
                 if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
                     self.sent.done();
                 }

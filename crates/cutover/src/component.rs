@@ -26,6 +26,8 @@ pub struct ComponentRuntime {
     abort: Mutex<Option<crate::abort::AbortSignal>>,
     /// What the watchdog last saw of the serving instance (process components).
     pub health: crate::health::HealthBoard,
+    /// Its own access log, open while `access_log = true`; shared with its edge route.
+    pub access_log: Arc<crate::request_log::LogSlot>,
     /// Added by a reload and not deployed since: nothing it served before (when it was removed
     /// and added back) is started again behind the operator's back; its first deploy is.
     awaiting_deploy: std::sync::atomic::AtomicBool,
@@ -151,6 +153,7 @@ impl ComponentRuntime {
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
             health: Default::default(),
+            access_log: Default::default(),
             awaiting_deploy: Default::default(),
         })
     }
@@ -260,6 +263,16 @@ impl ComponentRuntime {
     }
 
     /// The release answering requests right now (for a hook: the one last confirmed live).
+    /// The release answering its requests now, as the access log names it (no store read:
+    /// it is asked per request).
+    pub fn serving_release_name(&self) -> Option<Arc<str>> {
+        match &self.plane {
+            Plane::Process(plane) => plane.route.current().map(|u| Arc::from(u.release.as_str())),
+            Plane::Static(site) => site.current().map(|s| Arc::from(s.release.as_str())),
+            Plane::Hook => None,
+        }
+    }
+
     pub fn serving_release(&self, store: &Store) -> Option<ReleaseId> {
         match &self.plane {
             Plane::Process(_) => self.serving().map(|s| s.instance.release),
@@ -268,7 +281,6 @@ impl ComponentRuntime {
         }
     }
 
-    /// The instance serving a process component (none for other kinds).
     /// `instance` ready to serve: a fresh upstream in the protocol the component is configured
     /// with now (`upstream`).
     pub fn new_serving(&self, instance: Instance) -> Serving {
@@ -279,6 +291,7 @@ impl ComponentRuntime {
         Serving::new(self.name(), protocol, instance)
     }
 
+    /// The instance serving a process component (none for other kinds).
     pub fn serving(&self) -> Option<Serving> {
         match &self.plane {
             Plane::Process(p) => lock(&p.serving).clone(),

@@ -24,6 +24,8 @@ use std::sync::Arc;
 pub struct Target {
     pub component: Arc<str>,
     pub answer: Answer,
+    /// The component's own access log (`access_log = true`).
+    pub log: Arc<crate::request_log::LogSlot>,
 }
 
 #[derive(Clone)]
@@ -53,7 +55,8 @@ pub struct Front {
     table: ArcSwap<RouteTable<Target>>,
     settings: ArcSwap<FrontConfig>,
     certs: Arc<Certificates>,
-    log: ArcSwap<Option<crate::access_log::AccessLog>>,
+    /// `[edge] access_log`: every request on the shared listeners.
+    log: crate::request_log::LogSlot,
 }
 
 impl Front {
@@ -62,7 +65,7 @@ impl Front {
             table: ArcSwap::from_pointee(RouteTable::default()),
             settings: ArcSwap::from_pointee(FrontConfig::default()),
             certs: Arc::new(Certificates::default()),
-            log: ArcSwap::from_pointee(None),
+            log: Default::default(),
         })
     }
 
@@ -77,23 +80,9 @@ impl Front {
 
     /// Opens (or closes) `data_dir/logs/access.log` as `[edge] access_log` says.
     pub fn set_access_log(&self, config: &crate::config::Config) {
-        let wanted = config.front.access_log;
-        if wanted == self.log.load().is_some() {
-            return;
-        }
-        let log = if wanted {
-            let path = config.daemon.data_dir.join("logs").join("access.log");
-            match crate::access_log::AccessLog::open(&path, config.daemon.log_max_size, 5) {
-                Ok(log) => Some(log),
-                Err(e) => {
-                    tracing::error!("cannot open the access log {}: {e}", path.display());
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        self.log.store(Arc::new(log));
+        let path = config.daemon.data_dir.join("logs").join("access.log");
+        let wanted = config.front.access_log.then_some(path.as_path());
+        self.log.set(wanted, config.daemon.log_max_size);
     }
 
     /// Installs the routes of `components` (and the default one) and loads their certificate
@@ -219,7 +208,7 @@ impl Front {
         peer: &crate::edge::Peer,
         tls: bool,
     ) -> Response<ProxyBody> {
-        let Some(host) = request_host(&req) else {
+        let Some(host) = crate::request_log::request_host(&req) else {
             return crate::response::plain(
                 StatusCode::BAD_REQUEST,
                 "cutover: no host in the request",
@@ -235,13 +224,26 @@ impl Front {
             return redirect_to_https(&req, &host, settings.https.map(|a| a.port()));
         }
         let table = self.table.load();
-        let path = req.uri().path().to_owned();
-        let Some(routed) = table.lookup(&host, &path) else {
+        let Some(routed) = table.lookup(&host, req.uri().path()) else {
             return crate::response::plain(
                 StatusCode::NOT_FOUND,
                 &format!("cutover: no component serves {host}"),
             );
         };
+        let target = routed.target.clone();
+        let (request_id, trusted) = crate::request_log::tag(&mut req, peer);
+        let logs: Vec<_> = [self.log.get(), target.log.get()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let seen = crate::request_log::Seen {
+            host: host.clone(),
+            component: target.component.clone(),
+            release: target.release(),
+            request_id: request_id.clone(),
+            trusted,
+        };
+        let logged = crate::request_log::begin(logs, &req, peer, seen);
         if let Some(prefix) = routed.strip {
             let stripped = crate::routing::strip_prefix(
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -251,37 +253,8 @@ impl Front {
                 *req.uri_mut() = uri;
             }
         }
-        as_http11(&mut req, &host);
-        let target = routed.target.clone();
         drop(table);
-        // Kept from a trusted proxy, else made here; the component sees it and so does the log.
-        let trusted = crate::edge::policy().trusts(peer.addr.ip());
-        let (request_id, _) = crate::access_log::request_id(req.headers(), trusted);
-        req.headers_mut()
-            .insert(crate::access_log::REQUEST_ID, request_id.clone());
-        let logged = self.log.load().as_ref().as_ref().map(|log| {
-            let entry = crate::access_log::Entry {
-                time: std::time::SystemTime::now(),
-                host: host.clone(),
-                method: req.method().clone(),
-                path,
-                status: StatusCode::OK,
-                component: target.component.clone(),
-                release: target.release(),
-                duration: std::time::Duration::ZERO,
-                bytes_in: req
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0),
-                bytes_out: 0,
-                client: client_ip(req.headers(), peer, trusted),
-                request_id: request_id.clone(),
-                protocol: req.version(),
-                tls_version: peer.tls_version,
-            };
-            (log.clone(), entry, std::time::Instant::now())
-        });
+        as_http11(&mut req, &host);
         let mut response = match &target.answer {
             Answer::Proxy(route) => crate::proxy::handle(route, req, peer).await,
             Answer::Static(site) => crate::site::handle(site, req).await,
@@ -301,19 +274,7 @@ impl Front {
             }
         }
         match logged {
-            Some((log, mut entry, started)) => {
-                entry.status = response.status();
-                let (parts, body) = response.into_parts();
-                let body = LoggedBody {
-                    inner: body,
-                    log,
-                    entry: Some(entry),
-                    started,
-                    sent: 0,
-                };
-                use http_body_util::BodyExt;
-                Response::from_parts(parts, body.boxed_unsync())
-            }
+            Some(pending) => pending.finish(response),
             None => response,
         }
     }
@@ -337,87 +298,6 @@ impl Front {
         );
         Some(response)
     }
-}
-
-/// The client as trusted: the peer, or the first untrusted hop of a trusted peer's chain.
-fn client_ip(
-    headers: &http::HeaderMap,
-    peer: &crate::edge::Peer,
-    trusted: bool,
-) -> std::net::IpAddr {
-    if !trusted {
-        return peer.addr.ip();
-    }
-    let chain: Vec<std::net::IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    crate::edge::policy().client_ip(&chain, peer.addr.ip())
-}
-
-/// A response body that writes its request's access log line once it has been sent (or
-/// abandoned): the duration and byte count are then known.
-struct LoggedBody {
-    inner: ProxyBody,
-    log: crate::access_log::AccessLog,
-    entry: Option<crate::access_log::Entry>,
-    started: std::time::Instant,
-    sent: u64,
-}
-
-impl http_body::Body for LoggedBody {
-    type Data = bytes::Bytes;
-    type Error = <ProxyBody as http_body::Body>::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        if let Some(mut entry) = self.entry.take() {
-            entry.duration = self.started.elapsed();
-            entry.bytes_out = self.sent;
-            self.log.record(entry);
-        }
-    }
-}
-
-/// The host a request is for: the Host header (HTTP/1.1), or the URI's authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
-        })?;
-    crate::routing::normalize_host(&authority)
 }
 
 /// Components speak HTTP/1.1: an HTTP/2 request goes on as one, with its authority as Host.

@@ -134,6 +134,7 @@ impl Frontends {
 
     /// Routes the shared listeners to `components` (those with `hosts`), as `config` says.
     pub fn route(&self, config: &crate::config::Config, components: &[Arc<ComponentRuntime>]) {
+        let logs = config.daemon.data_dir.join("logs");
         let configs: Vec<(Arc<crate::config::ComponentConfig>, crate::front::Target)> = components
             .iter()
             .filter_map(|c| {
@@ -142,9 +143,16 @@ impl Frontends {
                     Plane::Static(site) => crate::front::Answer::Static(site.clone()),
                     Plane::Hook => return None,
                 };
+                // Opened, moved or closed here: at start-up and on every reload.
+                let log = c
+                    .config()
+                    .access_log
+                    .then(|| logs.join(format!("{}.access.log", c.name())));
+                c.access_log.set(log.as_deref(), config.daemon.log_max_size);
                 let target = crate::front::Target {
                     component: std::sync::Arc::from(c.name()),
                     answer,
+                    log: c.access_log.clone(),
                 };
                 Some((c.config(), target))
             })

@@ -75,6 +75,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod release;
 pub mod reload;
+pub mod request_log;
 pub mod response;
 pub mod retention;
 pub mod routing;

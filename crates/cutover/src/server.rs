@@ -237,15 +237,32 @@ fn service(
                 return Ok::<_, std::convert::Infallible>(refused);
             }
             let response = match &frontend {
-                Frontend::Component(component) => match &component.plane {
-                    Plane::Process(plane) => proxy::handle(&plane.route, req, &client).await,
-                    Plane::Static(site) => site::handle(site, req).await,
-                    // Hooks have no listener; answered all the same if one ever gets here.
-                    Plane::Hook => crate::response::plain(
-                        http::StatusCode::NOT_FOUND,
-                        "cutover: nothing is served here",
-                    ),
-                },
+                Frontend::Component(component) => {
+                    let logged = component.access_log.get().and_then(|log| {
+                        let (request_id, trusted) = crate::request_log::tag(&mut req, &client);
+                        let seen = crate::request_log::Seen {
+                            host: crate::request_log::request_host(&req).unwrap_or_default(),
+                            component: Arc::from(component.name()),
+                            release: component.serving_release_name(),
+                            request_id,
+                            trusted,
+                        };
+                        crate::request_log::begin(vec![log], &req, &client, seen)
+                    });
+                    let response = match &component.plane {
+                        Plane::Process(plane) => proxy::handle(&plane.route, req, &client).await,
+                        Plane::Static(site) => site::handle(site, req).await,
+                        // Hooks have no listener; answered all the same if one ever gets here.
+                        Plane::Hook => crate::response::plain(
+                            http::StatusCode::NOT_FOUND,
+                            "cutover: nothing is served here",
+                        ),
+                    };
+                    match logged {
+                        Some(pending) => pending.finish(response),
+                        None => response,
+                    }
+                }
                 Frontend::Admin => crate::admin::handle(&req),
                 Frontend::Edge { front, tls } => front.handle(req, &client, tls.is_some()).await,
             };

@@ -230,6 +230,7 @@ impl ReloadPlan {
             name,
             listen,
             h2c,
+            access_log,
             routes,
             drain_timeout,
             keep_releases,
@@ -274,6 +275,7 @@ impl ReloadPlan {
         changes.now("hosts", routes, &new.routes);
         // Read per connection by the listener.
         changes.now("h2c", h2c, &new.h2c);
+        changes.now("access_log", access_log, &new.access_log);
         changes.next_deploy("drain_timeout", drain_timeout, &new.drain_timeout);
         changes.next_deploy("keep_releases", keep_releases, &new.keep_releases);
         changes.next_deploy("stabilize", stabilize, &new.stabilize);

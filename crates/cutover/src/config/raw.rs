@@ -170,6 +170,8 @@ pub(super) struct RawComponent {
     pub(super) upstream: Option<super::settings::UpstreamProtocol>,
     /// Its own `listen` listener also accepts HTTP/2 without TLS (prior knowledge).
     pub(super) h2c: Option<bool>,
+    /// One JSON line per request it answers, in data_dir/logs/<name>.access.log.
+    pub(super) access_log: Option<bool>,
 }
 
 impl RawComponent {
@@ -183,6 +185,7 @@ impl RawComponent {
             ("tls", self.tls.is_some()),
             ("h2c", self.h2c.is_some()),
             ("upstream", self.upstream.is_some()),
+            ("access_log", self.access_log.is_some()),
             ("command", self.command.is_some()),
             ("env", self.env.is_some()),
             ("env_file", self.env_file.is_some()),
@@ -210,6 +213,7 @@ impl RawComponent {
                 "tls",
                 "h2c",
                 "upstream",
+                "access_log",
                 "command",
                 "env",
                 "env_file",
@@ -231,6 +235,7 @@ impl RawComponent {
                 "strip_prefix",
                 "tls",
                 "h2c",
+                "access_log",
                 "spa_fallback",
                 "cache",
             ],

@@ -170,6 +170,9 @@ pub struct ComponentConfig {
     /// `listen` also accepts HTTP/2 without TLS, by prior knowledge (`h2c = true`): what
     /// plaintext gRPC clients speak.
     pub h2c: bool,
+    /// `access_log = true`: one JSON line per request it answers (on any listener), in
+    /// `data_dir/logs/<name>.access.log`.
+    pub access_log: bool,
     /// Its names on the shared `[edge]` listeners.
     pub routes: Option<super::edge::HostRoutes>,
     pub drain_timeout: HumanDuration,

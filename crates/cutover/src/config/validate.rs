@@ -234,6 +234,7 @@ impl Validator<'_> {
             name: name_parsed,
             listen: raw.listen,
             h2c: raw.h2c.unwrap_or(false),
+            access_log: raw.access_log.unwrap_or(false),
             routes,
             drain_timeout: raw.drain_timeout,
             keep_releases: raw.keep_releases,

@@ -9,7 +9,7 @@ fn unknown_key_names_file_line_and_key() {
         "/srv/app/cutover.toml:4:1: components.backend.colour: unknown field `colour`, expected one of \
          `kind`, `listen`, `command`, `env`, `env_file`, `health`, `drain_timeout`, `stop_timeout`, `upstream_timeout`, \
          `keep_releases`, `stabilize`, `stabilize_checks`, `after`, `spa_fallback`, `cache`, `run`, `verify`, `requires`, `migrations`, `paths`, `build`, \
-         `artifact`, `required_env`, `restart`, `env_clear`, `inherit_env`, `hosts`, `path_prefix`, `strip_prefix`, `tls`, `upstream`, `h2c`",
+         `artifact`, `required_env`, `restart`, `env_clear`, `inherit_env`, `hosts`, `path_prefix`, `strip_prefix`, `tls`, `upstream`, `h2c`, `access_log`",
     );
 }
 
