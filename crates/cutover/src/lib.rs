@@ -58,7 +58,6 @@ pub mod envfile;
 pub mod fdlimit;
 pub mod front;
 pub mod frontends;
-mod grpc_health;
 pub mod handoff;
 pub mod health;
 pub mod https;

@@ -3,7 +3,10 @@
 //! A probe is `GET path` on a fresh connection to the instance's private port: a new connection
 //! each time also proves the instance still accepts. 2xx within the timeout passes. It speaks
 //! the protocol the proxy speaks to the instance (`upstream`): HTTP/1.1, or HTTP/2 without TLS;
-//! with `health.grpc` it is the standard gRPC health check instead (see `grpc_health.rs`).
+//! with `health.grpc` it is the standard gRPC health check instead (`grpc.rs`).
+
+mod grpc;
+mod request;
 
 use crate::config::{ProcessConfig, UpstreamProtocol};
 use crate::supervisor::Instance;
@@ -13,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// The result of one probe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,27 +42,21 @@ impl fmt::Display for Probe {
     }
 }
 
-/// An answer to a probe: the HTTP status, and why it fails despite a 2xx (gRPC).
-pub(crate) struct Answer {
-    pub status: u16,
-    pub failure: Option<String>,
-}
-
 /// One probe of the instance at `addr`, as `process` configures it.
 pub async fn probe(addr: SocketAddr, process: &ProcessConfig, timeout: Duration) -> Probe {
     let path = process.health.path.as_str();
     let asked = async {
         match (process.upstream, process.health.grpc) {
-            (_, true) => crate::grpc_health::check(addr).await,
-            (UpstreamProtocol::H2c, false) => get_status_h2c(addr, path).await,
-            (UpstreamProtocol::Http1, false) => get_status(addr, path).await,
+            (_, true) => grpc::check(addr).await,
+            (UpstreamProtocol::H2c, false) => request::get_status_h2c(addr, path).await,
+            (UpstreamProtocol::Http1, false) => request::get_status(addr, path).await,
         }
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(timeout, asked).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(Ok(Answer { status, failure })) => Probe {
+        Ok(Ok(request::Answer { status, failure })) => Probe {
             ok: (200..300).contains(&status) && failure.is_none(),
             status: Some(status),
             error: failure,
@@ -79,74 +75,6 @@ pub async fn probe(addr: SocketAddr, process: &ProcessConfig, timeout: Duration)
             elapsed_ms,
         },
     }
-}
-
-async fn get_status(addr: SocketAddr, path: &str) -> Result<Answer, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let driver = tokio::spawn(conn);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::USER_AGENT, "cutover-health")
-        .header(http::header::CONNECTION, "close")
-        .body(Empty::new())
-        .map_err(|e| format!("bad health path {path:?}: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    driver.abort();
-    Ok(Answer {
-        status: response.status().as_u16(),
-        failure: None,
-    })
-}
-
-/// `GET path` over HTTP/2 without TLS (prior knowledge), on a connection of its own.
-async fn get_status_h2c(addr: SocketAddr, path: &str) -> Result<Answer, String> {
-    let mut sender = h2c_connect::<Empty<Bytes>>(addr).await?;
-    let request = http::Request::get(format!("http://{addr}{path}"))
-        .header(http::header::USER_AGENT, "cutover-health")
-        .body(Empty::new())
-        .map_err(|e| format!("bad health path {path:?}: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    Ok(Answer {
-        status: response.status().as_u16(),
-        failure: None,
-    })
-}
-
-/// A fresh HTTP/2 connection (prior knowledge) to `addr`; its driver ends with the sender.
-pub(crate) async fn h2c_connect<B>(
-    addr: SocketAddr,
-) -> Result<hyper::client::conn::http2::SendRequest<B>, String>
-where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (sender, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 /// The watchdog's last view of the serving instance, read by `status`.

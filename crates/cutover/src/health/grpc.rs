@@ -5,7 +5,7 @@
 //! whole server's health) and the answer is one enum field, while a gRPC stack and a protobuf
 //! code generator would be most of the daemon's build.
 
-use crate::health::{h2c_connect, Answer};
+use super::request::{h2c_connect, Answer};
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full, Limited};
 use std::net::SocketAddr;
