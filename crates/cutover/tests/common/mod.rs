@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod tls_load;
 pub mod webhook;
 pub mod ws;
 
