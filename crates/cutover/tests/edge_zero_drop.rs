@@ -6,8 +6,8 @@
 mod common;
 
 use common::tls_load::{
-    leaf_of_pem_file, Connection, Fingerprint, Protocol, TestCa, TlsClient, TlsLoad, TlsReport,
-    TlsTarget,
+    leaf_of_pem_file, Answer, Connection, Fingerprint, Protocol, TestCa, TlsClient, TlsLoad,
+    TlsReport, TlsTarget,
 };
 use common::*;
 use std::net::SocketAddr;
@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 const HOST: &str = "api.example.test";
 
-/// The backend on the shared https listener only, by host, with a certificate of its own.
-fn edge_config(https: u16, component: &str) -> String {
+/// The backend on the shared https listener only, by host, with a certificate of its own;
+/// `daemon`: more `[daemon]` lines.
+fn edge_config(https: u16, daemon: &str, component: &str) -> String {
     format!(
-        "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n\
+        "[daemon]\ndata_dir = \".cutover\"\ncontrol_socket = \".cutover/control.sock\"\n{daemon}\n\
          [edge]\nhttps = \"127.0.0.1:{https}\"\n\
          [components.backend]\nhosts = [\"{HOST}\"]\n\
          tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n{component}\n"
@@ -35,9 +36,13 @@ struct Edge {
 }
 
 fn edge(component: &str) -> Edge {
+    edge_with("", component)
+}
+
+fn edge_with(daemon: &str, component: &str) -> Edge {
     let https = free_port();
     let mut issued = None;
-    let daemon = Daemon::start_with_config_and(&edge_config(https, component), |dir| {
+    let daemon = Daemon::start_with_config_and(&edge_config(https, daemon, component), |dir| {
         let ca = TestCa::new(dir);
         let leaf = ca.issue(dir, &[HOST]);
         issued = Some((ca, leaf));
@@ -88,11 +93,7 @@ fn served_both(report: &TlsReport, release: &str, since: &TlsReport) -> bool {
 }
 
 /// One request on a fresh connection of `protocol`: (answer, leaf served).
-async fn fresh_get(
-    target: &TlsTarget,
-    protocol: Protocol,
-    path: &str,
-) -> (common::tls_load::Answer, Fingerprint) {
+async fn fresh_get(target: &TlsTarget, protocol: Protocol, path: &str) -> (Answer, Fingerprint) {
     let mut conn = Connection::open(target, protocol)
         .await
         .unwrap_or_else(|e| panic!("{protocol:?} connection: {e}"));
@@ -336,4 +337,187 @@ async fn a_certificate_renewal_under_tls_load_drops_no_connection() {
         after.iter().all(|c| c.leaf == renewed),
         "a handshake after the renewal got the old certificate"
     );
+}
+
+/// `cutover_inflight_requests` of the backend, from the admin listener's `/metrics`.
+fn inflight(admin: SocketAddr) -> f64 {
+    let (status, _, body) = get(admin, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("cutover_inflight_requests{component=\"backend\"} "))
+        .unwrap_or_else(|| panic!("no in-flight gauge in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `count` requests on `conn` (HTTP/2: `streams` at a time on it): every answer.
+async fn requests(conn: &mut Connection, count: usize, streams: usize) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    while answers.len() < count {
+        if conn.protocol == Protocol::Http1 {
+            answers.push(conn.get("/version", false).await.unwrap());
+            continue;
+        }
+        let batch = (0..streams).map(|_| {
+            let mut stream = conn.stream();
+            async move { stream.get("/version", false).await.unwrap() }
+        });
+        answers.extend(futures_util::future::join_all(batch).await);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_drained_and_counted_like_http1_requests() {
+    let admin_port = free_port();
+    // Long enough to send the counted requests to v2 within its stabilization window.
+    let component = FAST_COMPONENT.replace("stabilize = \"0s\"", "stabilize = \"4s\"");
+    let edge = edge_with(
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &component,
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let api = demo_api();
+    edge.daemon.deploy_ok("v1", &api);
+    assert_eq!(blocking(move || inflight(admin)).await, 0.0);
+
+    // Six slow requests in flight to v1 as six streams of one HTTP/2 connection.
+    const SLOW: usize = 6;
+    const SLOW_MS: u64 = 3000;
+    let slow_conn = Connection::open(&edge.target, Protocol::Http2)
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let mut stream = slow_conn.stream();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = stream.get(&format!("/slow?ms={SLOW_MS}"), false).await;
+                (answer, started.elapsed(), Instant::now())
+            })
+        })
+        .collect();
+    // The in-flight accounting sees each stream as a request.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while blocking(move || inflight(admin)).await != SLOW as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow streams never were all in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The CLI on a thread of its own: it returns when the deploy is over (drain included).
+    let deploy = {
+        let daemon = edge.daemon.clone();
+        std::thread::spawn(move || {
+            let api = demo_api();
+            let out = daemon.cli(&[
+                "deploy",
+                "backend",
+                "--release",
+                "v2",
+                "--json",
+                "--artifact",
+                api.to_str().unwrap(),
+            ]);
+            (out, Instant::now())
+        })
+    };
+    // New requests go to v2 at once, over both protocols, while the old streams still run.
+    let mut h2 = Connection::open(&edge.target, Protocol::Http2)
+        .await
+        .unwrap();
+    let mut h1 = Connection::open(&edge.target, Protocol::Http1)
+        .await
+        .unwrap();
+    let mut to_v2 = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = h2.get("/version", false).await.unwrap();
+        if answer.release == "v2" {
+            to_v2 += 1;
+            break;
+        }
+        assert!(Instant::now() < deadline, "v2 was never switched in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        slow.iter().all(|s| !s.is_finished()),
+        "the slow streams ended before the switch: the test proves nothing"
+    );
+    assert!(
+        !deploy.is_finished(),
+        "the deploy did not wait for the streams to drain"
+    );
+    assert_eq!(
+        blocking(move || inflight(admin)).await,
+        SLOW as f64,
+        "the old streams are still counted in flight after the switch"
+    );
+
+    // Counted requests to v2 while it stabilizes: 24 HTTP/2 streams (4 at a time on one
+    // connection) and 12 HTTP/1.1 requests on a keep-alive connection.
+    let (h2_answers, h1_answers) = tokio::join!(requests(&mut h2, 24, 4), requests(&mut h1, 12, 1));
+    for answer in h2_answers.iter().chain(&h1_answers) {
+        assert_eq!(
+            (answer.status, answer.release.as_str()),
+            (200, "v2"),
+            "{answer:?}"
+        );
+    }
+    assert!(h2_answers
+        .iter()
+        .all(|a| a.version == http::Version::HTTP_2));
+    assert!(h1_answers
+        .iter()
+        .all(|a| a.version == http::Version::HTTP_11));
+    let sent_to_v2 = (to_v2 + h2_answers.len() + h1_answers.len()) as u64;
+
+    // The slow streams finish on v1, whole, after the switch.
+    let mut slow_done = Vec::new();
+    for task in slow {
+        let (answer, took, done) = task.await.unwrap();
+        let answer = answer.expect("a slow stream failed");
+        assert_eq!(
+            (answer.status, answer.release.as_str()),
+            (200, "v1"),
+            "{answer:?}"
+        );
+        assert!(took >= Duration::from_millis(SLOW_MS), "{took:?}");
+        slow_done.push(done);
+    }
+    let (out, deployed_at) = blocking(move || deploy.join().unwrap()).await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = shown
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let drained: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "drained" && e["release"] == "v1")
+        .collect();
+    assert_eq!(drained.len(), 1, "{shown}");
+    assert_eq!(
+        drained[0]["remaining"], 0,
+        "the drain waited for every stream: {shown}"
+    );
+    assert!(
+        slow_done.iter().all(|done| *done <= deployed_at),
+        "the deploy ended before the slow streams"
+    );
+    // Stabilization and status count each stream as one request, like each HTTP/1.1 one.
+    let stable: Vec<_> = events.iter().filter(|e| e["event"] == "stable").collect();
+    assert_eq!(stable.len(), 1, "{shown}");
+    assert_eq!(stable[0]["requests"], sent_to_v2, "{shown}");
+    assert_eq!(stable[0]["failed"], 0, "{shown}");
+    let daemon = edge.daemon.clone();
+    let status = blocking(move || daemon.component_status("backend")).await;
+    assert_eq!(status["serving"]["release"], "v2", "{status}");
+    assert_eq!(status["stats"]["requests"], sent_to_v2, "{status}");
+    assert_eq!(status["stats"]["failed"], 0, "{status}");
+    assert_eq!(blocking(move || inflight(admin)).await, 0.0);
+    drop(slow_conn);
 }
