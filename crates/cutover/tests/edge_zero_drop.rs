@@ -6,8 +6,8 @@
 mod common;
 
 use common::tls_load::{
-    leaf_of_pem_file, Answer, Connection, Fingerprint, Protocol, TestCa, TlsClient, TlsLoad,
-    TlsReport, TlsTarget,
+    leaf_of_pem_file, write_whole, Answer, Connection, Fingerprint, Protocol, TestCa, TlsClient,
+    TlsLoad, TlsReport, TlsTarget,
 };
 use common::*;
 use std::net::SocketAddr;
@@ -371,8 +371,11 @@ async fn requests(conn: &mut Connection, count: usize, streams: usize) -> Vec<An
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_are_drained_and_counted_like_http1_requests() {
     let admin_port = free_port();
-    // Long enough to send the counted requests to v2 within its stabilization window.
-    let component = FAST_COMPONENT.replace("stabilize = \"0s\"", "stabilize = \"4s\"");
+    // A drain long enough for the slow streams (the switch may come late on a busy machine),
+    // and a stabilization window to read the counts of.
+    let component = FAST_COMPONENT
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"10s\"")
+        .replace("stabilize = \"0s\"", "stabilize = \"2s\"");
     let edge = edge_with(
         &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
         &component,
@@ -384,7 +387,7 @@ async fn http2_streams_are_drained_and_counted_like_http1_requests() {
 
     // Six slow requests in flight to v1 as six streams of one HTTP/2 connection.
     const SLOW: usize = 6;
-    const SLOW_MS: u64 = 3000;
+    const SLOW_MS: u64 = 4000;
     let slow_conn = Connection::open(&edge.target, Protocol::Http2)
         .await
         .unwrap();
@@ -520,4 +523,55 @@ async fn http2_streams_are_drained_and_counted_like_http1_requests() {
     assert_eq!(status["stats"]["failed"], 0, "{status}");
     assert_eq!(blocking(move || inflight(admin)).await, 0.0);
     drop(slow_conn);
+}
+
+/// A renewal is two files, and no tool replaces both in one step: when the daemon looks
+/// between the two (here: the key is new, the certificate not yet), it must keep serving the
+/// old pair rather than a certificate with a key that does not match it, which fails every
+/// new handshake until the second file arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_seen_half_written_keeps_the_old_pair_served() {
+    let edge = edge(FAST_COMPONENT);
+    edge.daemon.deploy_ok("v1", &demo_api());
+    let dir = edge.daemon.dir.path().to_owned();
+    let renewed = edge.ca.leaf(&[HOST]);
+    write_whole(&dir.join("key.pem"), &renewed.key_pem);
+    // Until the daemon says it looked (loaded or refused), or for 2.5 of its 2 s polls.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let log = edge.daemon.log();
+        if log.contains("certificate file changed")
+            || log.contains("a changed certificate file cannot be loaded")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let leaf = Connection::open(&edge.target, protocol)
+            .await
+            .map(|c| c.leaf);
+        assert_eq!(
+            leaf,
+            Ok(edge.leaf),
+            "{protocol:?}: a new handshake while only the key is renewed\n{}",
+            edge.daemon.log()
+        );
+    }
+    // The second half arrives: the renewed pair is served.
+    write_whole(&dir.join("cert.pem"), &renewed.cert_pem);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaf = Connection::open(&edge.target, Protocol::Http2)
+            .await
+            .map(|c| c.leaf);
+        if leaf == Ok(renewed.fingerprint) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed pair was never served: {leaf:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

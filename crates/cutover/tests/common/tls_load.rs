@@ -505,6 +505,14 @@ impl TestCa {
     /// (each file replaced whole: the daemon may read them at any moment). Returns the leaf's
     /// fingerprint.
     pub fn issue(&self, dir: &Path, hosts: &[&str]) -> Fingerprint {
+        let leaf = self.leaf(hosts);
+        write_whole(&dir.join("key.pem"), &leaf.key_pem);
+        write_whole(&dir.join("cert.pem"), &leaf.cert_pem);
+        leaf.fingerprint
+    }
+
+    /// A leaf for `hosts` with a key of its own, not written anywhere.
+    pub fn leaf(&self, hosts: &[&str]) -> Leaf {
         use rcgen::{CertificateParams, DnType, KeyPair};
         let key = KeyPair::generate().unwrap();
         let mut params =
@@ -512,13 +520,23 @@ impl TestCa {
                 .unwrap();
         params.distinguished_name.push(DnType::CommonName, hosts[0]);
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        write_whole(&dir.join("key.pem"), &key.serialize_pem());
-        write_whole(&dir.join("cert.pem"), &cert.pem());
-        fingerprint(cert.der())
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            fingerprint: fingerprint(cert.der()),
+        }
     }
 }
 
-fn write_whole(path: &Path, text: &str) {
+/// A certificate and its key, as PEM.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// Replaces `path` by `text` in one rename: a reader sees the old file or the new, never half.
+pub fn write_whole(path: &Path, text: &str) {
     let new = path.with_extension("pem.new");
     std::fs::write(&new, text).unwrap();
     std::fs::rename(&new, path).unwrap();
