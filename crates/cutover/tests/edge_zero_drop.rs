@@ -6,8 +6,8 @@
 mod common;
 
 use common::tls_load::{
-    leaf_of_pem_file, write_whole, Answer, Connection, Fingerprint, Protocol, TestCa, TlsClient,
-    TlsLoad, TlsReport, TlsTarget,
+    leaf_of_pem_file, write_whole, Answer, Connection, ConnectionRecord, Fingerprint, Protocol,
+    TestCa, TlsClient, TlsLoad, TlsReport, TlsTarget,
 };
 use common::*;
 use std::net::SocketAddr;
@@ -104,6 +104,28 @@ async fn fresh_get(target: &TlsTarget, protocol: Protocol, path: &str) -> (Answe
     (answer, conn.leaf)
 }
 
+/// The one connection of each keep-alive and HTTP/2 client (asserting it never made another).
+fn kept_connections<'a>(report: &'a TlsReport, clients: &[TlsClient]) -> Vec<&'a ConnectionRecord> {
+    let mut kept = Vec::new();
+    for (index, kind) in clients.iter().enumerate() {
+        if *kind == TlsClient::NewConnection {
+            continue;
+        }
+        let opened: Vec<_> = report
+            .connections
+            .iter()
+            .filter(|c| c.client == index)
+            .collect();
+        assert_eq!(
+            opened.len(),
+            1,
+            "client {index} ({kind:?}) reconnected: {opened:?}"
+        );
+        kept.push(opened[0]);
+    }
+    kept
+}
+
 /// 4 keep-alive, 2 handshake-per-request and 2 HTTP/2 clients of 4 streams each.
 fn mixed_clients() -> Vec<TlsClient> {
     let mut clients = vec![TlsClient::KeepAlive; 4];
@@ -120,6 +142,14 @@ async fn deploys_and_rollbacks_under_tls_and_http2_load_fail_no_request() {
 
     let clients = mixed_clients();
     let load = TlsLoad::start(&edge.target, "/version", &clients);
+    // Requests in flight at every switch, as HTTP/2 streams and on HTTP/1.1: the drains
+    // must wait for them.
+    let slow_clients = [
+        TlsClient::Http2 { streams: 4 },
+        TlsClient::KeepAlive,
+        TlsClient::KeepAlive,
+    ];
+    let slow = TlsLoad::start(&edge.target, "/slow?ms=300", &slow_clients);
     let nothing = TlsReport::default();
     until_load(
         &load,
@@ -160,7 +190,7 @@ async fn deploys_and_rollbacks_under_tls_and_http2_load_fail_no_request() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_rollback = load.snapshot();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = load.stop().await;
+    let (report, slow_report) = tokio::join!(load.stop(), slow.stop());
     eprintln!(
         "{} answered, {} failed, {} connections, slowest {:?}: {:?}",
         report.ok,
@@ -169,8 +199,22 @@ async fn deploys_and_rollbacks_under_tls_and_http2_load_fail_no_request() {
         report.slowest,
         report.by_release
     );
+    eprintln!(
+        "slow requests: {} answered: {:?}",
+        slow_report.ok, slow_report.by_release
+    );
 
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
+    assert_eq!(
+        slow_report.failed, 0,
+        "failed slow requests: {:?}",
+        slow_report.failures
+    );
+    assert!(
+        slow_report.ok > 50,
+        "too few slow requests: {:?}",
+        slow_report.by_release
+    );
     assert!(
         report.ok > 1000,
         "too little load to mean anything: {} ({:?})",
@@ -194,20 +238,11 @@ async fn deploys_and_rollbacks_under_tls_and_http2_load_fail_no_request() {
         report.by_release
     );
     // The clients that keep their connection kept it: the switches happen behind the edge.
-    for (index, kind) in clients.iter().enumerate() {
-        if *kind == TlsClient::NewConnection {
-            continue;
-        }
-        let opened: Vec<_> = report
-            .connections
-            .iter()
-            .filter(|c| c.client == index)
-            .collect();
-        assert_eq!(
-            opened.len(),
-            1,
-            "client {index} ({kind:?}) reconnected: {opened:?}"
-        );
+    for conn in kept_connections(&report, &clients) {
+        assert_eq!(conn.ended, None, "{conn:?}");
+    }
+    for conn in kept_connections(&slow_report, &slow_clients) {
+        assert_eq!(conn.ended, None, "{conn:?}");
     }
     for protocol in [Protocol::Http1, Protocol::Http2] {
         let (answer, _) = fresh_get(&edge.target, protocol, "/version").await;
@@ -291,21 +326,8 @@ async fn a_certificate_renewal_under_tls_load_drops_no_connection() {
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
     // Every keep-alive and HTTP/2 connection was opened before the renewal, kept the first
     // certificate, never ended and went on answering after the new one was served.
-    for (index, kind) in clients.iter().enumerate() {
-        if *kind == TlsClient::NewConnection {
-            continue;
-        }
-        let opened: Vec<_> = report
-            .connections
-            .iter()
-            .filter(|c| c.client == index)
-            .collect();
-        assert_eq!(
-            opened.len(),
-            1,
-            "client {index} ({kind:?}) reconnected: {opened:?}"
-        );
-        let conn = opened[0];
+    for conn in kept_connections(&report, &clients) {
+        let kind = conn.kind;
         assert!(conn.opened < renewed_at, "{conn:?}");
         assert_eq!(conn.leaf, edge.leaf, "{conn:?}");
         assert_eq!(conn.ended, None, "{kind:?} connection ended: {conn:?}");
