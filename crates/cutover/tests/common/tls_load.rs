@@ -213,38 +213,39 @@ impl Connection {
 
     /// `GET path`, the whole body read, within [`REQUEST_TIMEOUT`]. `close`: HTTP/1.1's
     /// `Connection: close` (the server ends the connection after answering).
-    pub async fn get(&mut self, path: &str, close: bool) -> Result<Answer, String> {
-        let exchange = async {
-            let response = match &mut self.sender {
-                Sender::Http1(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("transport: connection closed: {e}"))?;
-                    let mut request =
-                        http::Request::get(path).header(http::header::HOST, &self.target.host);
-                    if close {
-                        request = request.header(http::header::CONNECTION, "close");
-                    }
-                    sender
-                        .send_request(request.body(Empty::new()).unwrap())
-                        .await
-                }
-                Sender::Http2(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("transport: connection closed: {e}"))?;
-                    let uri = format!(
-                        "https://{}:{}{path}",
-                        self.target.host,
-                        self.target.addr.port()
-                    );
-                    let request = http::Request::get(uri).body(Empty::new()).unwrap();
-                    sender.send_request(request).await
+    pub async fn get(&mut self, path: &str, close: bool) -> Result<Answer, RequestError> {
+        let request = match self.sender {
+            Sender::Http1(_) => {
+                let request =
+                    http::Request::get(path).header(http::header::HOST, &self.target.host);
+                match close {
+                    true => request.header(http::header::CONNECTION, "close"),
+                    false => request,
                 }
             }
-            .map_err(|e| format!("transport: {e}"))?;
+            Sender::Http2(_) => http::Request::get(format!(
+                "https://{}:{}{path}",
+                self.target.host,
+                self.target.addr.port()
+            )),
+        }
+        .body(Empty::new())
+        .unwrap();
+        let exchange = async {
+            let sent = match &mut self.sender {
+                Sender::Http1(sender) => {
+                    sender.ready().await.map_err(RequestError::closed)?;
+                    sender.try_send_request(request).await
+                }
+                Sender::Http2(sender) => {
+                    sender.ready().await.map_err(RequestError::closed)?;
+                    sender.try_send_request(request).await
+                }
+            };
+            let response = sent.map_err(|mut e| match e.take_message() {
+                Some(_) => RequestError::NotSent(format!("transport: {}", e.error())),
+                None => RequestError::Failed(format!("transport: {}", e.into_error())),
+            })?;
             let (status, version) = (response.status().as_u16(), response.version());
             let release = response
                 .headers()
@@ -256,7 +257,7 @@ impl Connection {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("transport: body: {e}"))?
+                .map_err(|e| RequestError::Failed(format!("transport: body: {e}")))?
                 .to_bytes();
             Ok(Answer {
                 status,
@@ -267,7 +268,38 @@ impl Connection {
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("transport: timed out after {REQUEST_TIMEOUT:?}")))
+            .unwrap_or_else(|_| {
+                Err(RequestError::Failed(format!(
+                    "transport: timed out after {REQUEST_TIMEOUT:?}"
+                )))
+            })
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// It never left the client: the connection was closing (the server's HTTP/2 GOAWAY or
+    /// HTTP/1.1 `Connection: close`) before it could be sent. Clients send such a request
+    /// again on a new connection (hyper's pooled client, which `cutover::loadgen` uses, does
+    /// it without a word), so no user sees it fail.
+    NotSent(String),
+    /// Sent, and no whole answer came: a failure a user sees.
+    Failed(String),
+}
+
+impl RequestError {
+    fn closed(e: hyper::Error) -> RequestError {
+        RequestError::NotSent(format!("transport: connection closed: {e}"))
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::NotSent(e) => write!(f, "not sent: {e}"),
+            RequestError::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -294,6 +326,9 @@ pub struct TlsReport {
     pub by_release: BTreeMap<(String, Protocol), u64>,
     /// The first few failures, for messages.
     pub failures: Vec<String>,
+    /// Requests that never left the client (the connection was closing) and were sent again
+    /// on a new connection: not failures, counted to show the path was taken.
+    pub resent: u64,
     pub connections: Vec<ConnectionRecord>,
     pub slowest: Duration,
 }
@@ -388,7 +423,7 @@ impl Client {
                 Ok(conn) => conn,
                 Err(e) => {
                     // A request that could not even be sent: the user sees it fail.
-                    self.record(None, Err(e), started.elapsed());
+                    self.record(None, Err(RequestError::Failed(e)), started.elapsed());
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
@@ -415,16 +450,20 @@ impl Client {
         }
     }
 
-    /// Requests on `conn` until the load stops or the connection ends. An HTTP/1.1
-    /// connection is given up after a transport error too: a request cut off mid-way (a
-    /// timeout) leaves it in no state to carry the next one.
+    /// Requests on `conn` until the load stops or the connection ends or closes. An HTTP/1.1
+    /// connection is given up after a failure too: a request cut off mid-way (a timeout)
+    /// leaves it in no state to carry the next one.
     async fn requests(&self, mut conn: Connection, id: usize) {
         while !self.stopped() && !conn.is_closed() {
             let started = Instant::now();
             let outcome = conn.get(&self.path, false).await;
-            let broken = outcome.is_err() && conn.protocol == Protocol::Http1;
+            let give_up = match &outcome {
+                Ok(_) => false,
+                Err(RequestError::NotSent(_)) => true,
+                Err(RequestError::Failed(_)) => conn.protocol == Protocol::Http1,
+            };
             self.record(Some(id), outcome, started.elapsed());
-            if broken {
+            if give_up {
                 return;
             }
         }
@@ -444,10 +483,17 @@ impl Client {
         report.connections.len() - 1
     }
 
-    fn record(&self, conn: Option<usize>, outcome: Result<Answer, String>, took: Duration) {
+    fn record(&self, conn: Option<usize>, outcome: Result<Answer, RequestError>, took: Duration) {
         let mut report = lock(&self.report);
         report.slowest = report.slowest.max(took);
+        // Like hyper's pooled client: a request that never went out on a connection that had
+        // answered before is sent again on a new one; on a fresh connection it is a failure.
+        let reused = conn.is_some_and(|id| report.connections[id].answers > 0);
         let failure = match outcome {
+            Err(RequestError::NotSent(_)) if reused => {
+                report.resent += 1;
+                return;
+            }
             Ok(answer) if answer.status >= 500 => {
                 format!("HTTP {} from {}", answer.status, answer.release)
             }
@@ -468,7 +514,7 @@ impl Client {
                 }
                 return;
             }
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         report.failed += 1;
         if report.failures.len() < 10 {
