@@ -597,3 +597,54 @@ async fn a_renewal_seen_half_written_keeps_the_old_pair_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// After `cutover upgrade` the old daemon finishes its open connections: an HTTP/1.1 one
+/// after its next response (`Connection: close`). An HTTP/2 connection, which no header can
+/// end, must be told to go away (GOAWAY) as promptly, or its new streams go on being routed
+/// by the old daemon, to the release that daemon knew, which the new daemon is free to
+/// deploy over and stop: every such stream is then a 502 until the old daemon's grace (the
+/// longest drain_timeout, up to 30 s) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_right_after_an_upgrade_fails_no_http2_request() {
+    let edge = edge(FAST_COMPONENT);
+    let api = demo_api();
+    edge.daemon.deploy_ok("v1", &api);
+    let clients = mixed_clients();
+    let load = TlsLoad::start(&edge.target, "/version", &clients);
+    let nothing = TlsReport::default();
+    until_load(
+        &load,
+        Duration::from_secs(10),
+        "v1 over both protocols",
+        |r| served_both(r, "v1", &nothing),
+    )
+    .await;
+
+    let daemon = edge.daemon.clone();
+    let out = blocking(move || daemon.cli(&["upgrade"])).await;
+    assert!(out.status.success(), "upgrade: {}", text(&out.stderr));
+    let (daemon, deployed) = (edge.daemon.clone(), api.clone());
+    blocking(move || daemon.deploy_ok("v2", &deployed)).await;
+    until_load(
+        &load,
+        Duration::from_secs(10),
+        "v2 over both protocols",
+        |r| served_both(r, "v2", &nothing),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = load.stop().await;
+    eprintln!(
+        "{} answered, {} failed, {} resent: {:?}",
+        report.ok, report.failed, report.resent, report.by_release
+    );
+
+    assert_eq!(
+        report.failed,
+        0,
+        "failed requests: {:?}\n{}",
+        report.failures,
+        edge.daemon.log()
+    );
+    assert!(report.ok > 500, "too little load: {:?}", report.by_release);
+}
