@@ -205,6 +205,8 @@ async fn deploys_and_rollbacks_under_tls_and_http2_load_fail_no_request() {
     );
 
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
+    // No connection closed under a request either (that would have been sent again).
+    assert_eq!(report.resent + slow_report.resent, 0);
     assert_eq!(
         slow_report.failed, 0,
         "failed slow requests: {:?}",
@@ -324,6 +326,7 @@ async fn a_certificate_renewal_under_tls_load_drops_no_connection() {
     );
 
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
+    assert_eq!(report.resent, 0, "a connection closed under a request");
     // Every keep-alive and HTTP/2 connection was opened before the renewal, kept the first
     // certificate, never ended and went on answering after the new one was served.
     for conn in kept_connections(&report, &clients) {
