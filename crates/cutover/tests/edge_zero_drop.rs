@@ -1,7 +1,7 @@
-//! The zero-drop promise on the edge's https listener: deploys, a rollback and a certificate
-//! renewal under TLS load (HTTP/1.1 keep-alive, a handshake per request, HTTP/2 streams
-//! multiplexed on one connection) fail no request; HTTP/2 streams are drained and counted
-//! exactly like HTTP/1.1 requests.
+//! The zero-drop promise on the edge's https listener: deploys, a rollback, a certificate
+//! renewal and a deploy right after `cutover upgrade` under TLS load (HTTP/1.1 keep-alive, a
+//! handshake per request, HTTP/2 streams multiplexed on one connection) fail no request;
+//! HTTP/2 streams are drained, counted and released exactly like HTTP/1.1 requests.
 
 mod common;
 
@@ -650,4 +650,72 @@ async fn a_deploy_right_after_an_upgrade_fails_no_http2_request() {
         edge.daemon.log()
     );
     assert!(report.ok > 500, "too little load: {:?}", report.by_release);
+}
+
+/// Waits (bounded) until the backend's in-flight gauge reads `expected`.
+async fn until_inflight(admin: SocketAddr, expected: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = blocking(move || inflight(admin)).await;
+        if now == expected as f64 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {now} in flight, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A stream the client resets (RST_STREAM, its connection staying open) leaves the in-flight
+/// count at once, as an HTTP/1.1 request does when its client goes: a drain never waits for a
+/// request nobody waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_http2_streams_leave_the_in_flight_count_like_dropped_http1_requests() {
+    let admin_port = free_port();
+    // A drain long enough to tell "waited for a leaked count" from "had nothing to wait for".
+    let component = FAST_COMPONENT.replace("drain_timeout = \"5s\"", "drain_timeout = \"20s\"");
+    let edge = edge_with(
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &component,
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    edge.daemon.deploy_ok("v1", &demo_api());
+
+    let h2 = Connection::open(&edge.target, Protocol::Http2)
+        .await
+        .unwrap();
+    let streams: Vec<_> = (0..6)
+        .map(|_| {
+            let mut stream = h2.stream();
+            tokio::spawn(async move { stream.get("/slow?ms=15000", false).await })
+        })
+        .collect();
+    let mut h1 = Connection::open(&edge.target, Protocol::Http1)
+        .await
+        .unwrap();
+    let h1_request = tokio::spawn(async move { h1.get("/slow?ms=15000", false).await });
+    until_inflight(admin, 7, "six streams and one HTTP/1.1 request").await;
+
+    // Dropping a stream's response future makes hyper reset that stream.
+    for stream in streams {
+        stream.abort();
+        assert!(stream.await.unwrap_err().is_cancelled());
+    }
+    until_inflight(admin, 1, "the streams reset").await;
+    assert!(!h2.is_closed(), "the HTTP/2 connection itself stays open");
+    // Dropping the HTTP/1.1 request closes its connection.
+    h1_request.abort();
+    until_inflight(admin, 0, "the HTTP/1.1 request dropped").await;
+
+    let started = Instant::now();
+    let daemon = edge.daemon.clone();
+    blocking(move || daemon.deploy_ok("v2", &demo_api())).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deploy waited {:?} to drain requests nobody waits for",
+        started.elapsed()
+    );
+    drop(h2);
 }
