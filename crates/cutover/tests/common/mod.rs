@@ -7,6 +7,7 @@
 
 pub mod disk;
 pub mod tls;
+pub mod tls_load;
 pub mod webhook;
 pub mod ws;
 
