@@ -429,5 +429,19 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("{}: unsupported key: {e}", files.key.display()))?;
-    Ok(CertifiedKey::new(certs, signing))
+    let certified = CertifiedKey::new(certs, signing);
+    // Two files cannot be replaced in one step: a renewal read between the two writes pairs
+    // the new key with the old certificate (or the reverse), which no handshake could use.
+    // Refused, the pair loaded before is served until both files agree.
+    // (A key type whose public half rustls cannot tell is given the benefit of the doubt.)
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(e) => Err(format!(
+            "{} does not belong to the certificate in {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        )),
+    }
 }

@@ -128,19 +128,17 @@ pub async fn serve(
                     }
                 }
             }
+            // Only listeners that ask for h2c look at the first bytes for HTTP/2's preface.
+            let h2c = tls.is_none()
+                && frontend.accepts_h2c()
+                && starts_with_h2_preface(&stream, PREFACE_TIMEOUT).await;
             let stream = Counted::new(stream, slot);
             let result = match tls {
                 None => {
                     let client = Arc::new(crate::edge::Peer::with_scheme(client_addr, false));
-                    let h2c = frontend.accepts_h2c();
                     let service = service(frontend, client, body_read_timeout, conn_gate.clone());
                     if h2c {
-                        // Reads the first bytes to tell HTTP/2's preface from an HTTP/1.1
-                        // request, so only listeners that ask for it pay for that.
-                        let builder = h1_or_h2c();
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        drive(conn, conn_shutdown, conn_gate, grace).await
+                        drive(http2(stream, service), conn_shutdown, conn_gate, grace).await
                     } else {
                         drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
                     }
@@ -169,12 +167,7 @@ pub async fn serve(
                         conn_gate.clone(),
                     );
                     if alpn.as_deref() == Some(b"h2") {
-                        let conn = hyper::server::conn::http2::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .serve_connection(TokioIo::new(stream), service);
-                        drive(conn, conn_shutdown, conn_gate, grace).await
+                        drive(http2(stream, service), conn_shutdown, conn_gate, grace).await
                     } else {
                         drive(http1(stream, service), conn_shutdown, conn_gate, grace).await
                     }
@@ -301,18 +294,52 @@ where
         .with_upgrades()
 }
 
-/// HTTP/1.1 (with upgrades) or HTTP/2 by prior knowledge, whichever the client starts with;
-/// HTTP/1.1 set up as [`http1`] does.
-fn h1_or_h2c() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
+/// An HTTP/2 connection (from TLS with ALPN `h2`, or h2c by prior knowledge).
+fn http2<I, S>(
+    io: I,
+    service: S,
+) -> hyper::server::conn::http2::Connection<TokioIo<I>, S, hyper_util::rt::TokioExecutor>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(proxy::MAX_BUF_SIZE);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
-    builder
+        .serve_connection(TokioIo::new(io), service)
+}
+
+/// What a client speaking HTTP/2 by prior knowledge sends first (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a client on an h2c listener gets to send its first bytes.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the connection starts with HTTP/2's preface, read without consuming it (the server
+/// then reads it again). An HTTP/1.1 request differs from it by its third byte at the latest
+/// ("PRI" is no method hyper serves), so only a preface split across segments is waited for.
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    let peek = async {
+        let mut seen = [0u8; 24];
+        loop {
+            let n = match stream.peek(&mut seen).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if seen[..n] != H2_PREFACE[..n] {
+                return false;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            // A prefix only: the rest is on its way (peek would return the same bytes at once).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, peek).await.unwrap_or(false)
 }
 
 /// Serves a connection until it ends or the listener stops: then asks it to finish its
@@ -331,7 +358,7 @@ where
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = shutdown.wait() => 'ended: {
-            if gate.is_retiring() {
+            if gate.is_retiring() && !C::SAYS_GOAWAY {
                 // Handed over: the connection ends after its next response; an idle one gets
                 // until `grace` to send that request or go.
                 if let Ok(result) = tokio::time::timeout(grace, conn.as_mut()).await {
@@ -346,9 +373,13 @@ where
 }
 
 /// A connection that can be asked to finish what it is doing and close: hyper's HTTP/1.1 (with
-/// upgrades) and HTTP/2 connections, and hyper-util's either-of-them, all can, under different
-/// names and bounds.
+/// upgrades) and HTTP/2 connections both can, under different names and bounds.
 trait Graceful {
+    /// HTTP/2 says GOAWAY: the client sends no new stream and retries any it raced, so a
+    /// retiring daemon asks at once. An idle HTTP/1.1 connection closed under a client's next
+    /// request would fail it: a retiring daemon lets it end after that request instead
+    /// (`Connection: close`).
+    const SAYS_GOAWAY: bool;
     fn shut_down(self: std::pin::Pin<&mut Self>);
 }
 
@@ -362,6 +393,7 @@ where
     B: http_body::Body + 'static,
     B::Error: Into<BoxError>,
 {
+    const SAYS_GOAWAY: bool = false;
     fn shut_down(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -376,21 +408,7 @@ where
     B::Error: Into<BoxError>,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
-    fn shut_down(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, B, S, E> Graceful for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
-    S::Future: 'static,
-    S::Error: Into<BoxError>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<BoxError>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
+    const SAYS_GOAWAY: bool = true;
     fn shut_down(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
     }

@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::tls::{leaf_of_pem_file, write_whole, Fingerprint, TestCa};
 use common::tls_load::{
-    leaf_of_pem_file, write_whole, Answer, Connection, ConnectionRecord, Fingerprint, Protocol,
-    TestCa, TlsClient, TlsLoad, TlsReport, TlsTarget,
+    Answer, Connection, ConnectionRecord, Protocol, TlsClient, TlsLoad, TlsReport, TlsTarget,
 };
 use common::*;
 use std::net::SocketAddr;
