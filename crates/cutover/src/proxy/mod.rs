@@ -12,6 +12,7 @@
 //! response counted until its body is sent, `headers.rs` reads hop-by-hop and upgrade headers.
 
 mod headers;
+mod pool;
 mod route;
 mod stats;
 mod tracked_body;
@@ -96,9 +97,9 @@ pub async fn handle(
     }
 
     let started = std::time::Instant::now();
-    let mut response = match send(route, &upstream, req).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) if crate::body_timeout::caused(&e) => {
+    let (mut response, lease) = match send(route, &upstream, req).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(e)) if crate::body_timeout::caused(&*e) => {
             // The client stopped sending its body: not the upstream's failure (server.rs
             // answers 408).
             return local_response(
@@ -147,6 +148,9 @@ pub async fn handle(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            if let Some(lease) = lease {
+                lease.drive_to_end();
+            }
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
             let (parts, _) = response.into_parts();
             return Response::from_parts(
@@ -160,7 +164,7 @@ pub async fn handle(
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = TrackedBody::new(body, guard, route.upstream_timeout());
+    let body = TrackedBody::new(body, guard, route.upstream_timeout(), lease);
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -172,12 +176,27 @@ async fn send(
     upstream: &Upstream,
     req: Request<crate::body_timeout::RequestBody>,
 ) -> Result<
-    Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    Result<(Response<hyper::body::Incoming>, Option<pool::Lease>), BoxError>,
     tokio::time::error::Elapsed,
 > {
     // Most requests have no body: no signal to share for them.
     let body_sent = (!req.body().is_end_stream()).then(|| req.body().sent());
-    let response = upstream.client().request(req);
+    let own_connection = upstream.protocol == UpstreamProtocol::Http1 && body_sent.is_none();
+    let response = async {
+        // A request body must keep flowing upstream even while nobody reads the response
+        // (a client that sends all before it reads, an endpoint that answers as it reads):
+        // only a connection in a task of its own does that. Bodiless requests, most of them,
+        // are driven by their own task (`pool.rs`).
+        if own_connection {
+            let (response, lease) = upstream.pool.send(req).await?;
+            Ok((response, Some(lease)))
+        } else {
+            match upstream.client().request(req).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
     tokio::pin!(response);
     if let Some(body_sent) = body_sent.filter(|sent| !sent.is_done()) {
         tokio::select! {

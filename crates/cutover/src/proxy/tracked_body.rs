@@ -1,5 +1,6 @@
 //! The response body as the client gets it, counted in flight until it is sent.
 
+use super::pool::Lease;
 use super::upstream::InflightGuard;
 use super::BoxError;
 use http_body::{Body, Frame, SizeHint};
@@ -24,16 +25,41 @@ pub(super) struct TrackedBody<B> {
     idle: Duration,
     /// Armed only when a read finds nothing (a body that arrives at once costs no timer).
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The HTTP/1.1 connection the body arrives on, driven here; back to its pool once the
+    /// body has ended (none for h2c, whose connection runs in a task of its own).
+    lease: Option<Lease>,
+    /// Over before it was read: nothing of the message is left on the connection.
+    ended: bool,
 }
 
-impl<B> TrackedBody<B> {
-    pub(super) fn new(inner: B, guard: InflightGuard, idle: Duration) -> Self {
+impl<B: Body> TrackedBody<B> {
+    pub(super) fn new(
+        inner: B,
+        guard: InflightGuard,
+        idle: Duration,
+        lease: Option<Lease>,
+    ) -> Self {
         TrackedBody {
+            ended: inner.is_end_stream(),
             inner,
             guard,
             broken: false,
             idle,
             waiting: None,
+            lease,
+        }
+    }
+}
+
+impl<B> TrackedBody<B> {
+
+    /// The body has ended: its connection may carry the next request.
+    fn release_connection(&mut self, cx: &mut Context<'_>) {
+        if let Some(mut lease) = self.lease.take() {
+            // Lets the connection take in the end of the message before it is reused.
+            if !lease.drive(cx) {
+                self.guard.0.pool.put_back(lease);
+            }
         }
     }
 
@@ -45,6 +71,17 @@ impl<B> TrackedBody<B> {
             upstream.metrics.errors.inc();
             tracing::warn!(release = %upstream.release, upstream = %upstream.addr,
                 "the upstream {why}");
+        }
+    }
+}
+
+impl<B> Drop for TrackedBody<B> {
+    fn drop(&mut self) {
+        // A body that was over before it was read (a 204, a HEAD, a `Content-Length: 0`) is
+        // often never polled: its connection is as reusable as one read to the end. The next
+        // request to take it drives it to ready first (`pool.rs`).
+        if let Some(lease) = self.lease.take().filter(|_| self.ended) {
+            self.guard.0.pool.put_back(lease);
         }
     }
 }
@@ -61,13 +98,21 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        // The connection reads what the body gets: driven first, so it is there to be read.
+        if let Some(lease) = &mut self.lease {
+            lease.drive(cx);
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
+                self.lease = None;
                 self.count_broken("cut a response short");
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(frame) => {
                 self.waiting = None;
+                if frame.is_none() || self.inner.is_end_stream() {
+                    self.release_connection(cx);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

@@ -1,8 +1,8 @@
 //! One instance as the proxy sees it: its connection pool, its in-flight count and its stats.
 
 use super::stats::UpstreamStats;
-use crate::config::UpstreamProtocol;
 use crate::release::ReleaseId;
+use crate::config::UpstreamProtocol;
 use arc_swap::ArcSwapOption;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,7 +26,12 @@ pub struct Upstream {
     /// [`Upstream::close_tunnels`]).
     tunnels_closing: AtomicBool,
     tunnels_close: Notify,
-    /// Pooled connections to the instance; taken (and so closed) by [`Upstream::close_pool`].
+    /// HTTP/1.1 requests without a body: the proxy's own connections ([`super::pool`]).
+    pub(super) pool: super::pool::Pool,
+    /// The rest: hyper-util's pooled client, whose connections run in tasks of their own (a
+    /// request body keeps flowing upstream while the response streams back, whoever reads
+    /// it); for h2c one HTTP/2 connection carries every request. Taken (and so closed) by
+    /// [`Upstream::close_pool`].
     client: ArcSwapOption<UpstreamClient>,
     /// HTTP/1.1 or HTTP/2 (h2c), fixed for the instance's lifetime.
     pub(super) protocol: UpstreamProtocol,
@@ -51,6 +56,7 @@ impl Upstream {
             idle: Notify::new(),
             tunnels_closing: AtomicBool::new(false),
             tunnels_close: Notify::new(),
+            pool: super::pool::Pool::new(addr),
             client: ArcSwapOption::empty(),
             protocol,
             authority: addr
@@ -60,8 +66,8 @@ impl Upstream {
         })
     }
 
-    /// The pool of connections to this instance, created on first use. Lock-free: it is read
-    /// on every request.
+    /// The pooled client, created on first use. Lock-free: it is read on every request that
+    /// uses it.
     pub(super) fn client(&self) -> Arc<UpstreamClient> {
         if let Some(client) = self.client.load_full() {
             return client;
@@ -134,6 +140,7 @@ impl Upstream {
     /// Drops the connection pool: idle keep-alive connections to the instance are closed now,
     /// before the instance gets SIGTERM. A later request would open a fresh pool.
     pub fn close_pool(&self) {
+        self.pool.close();
         self.client.store(None);
     }
 }
