@@ -95,6 +95,17 @@ NGINX_TLS = """\
 """
 NGINX_LISTEN = " ssl http2 reuseport"
 
+# A second, idle server in the measured nginx that logs `$ssl_session_reused` ("r" or "."): a
+# short run of each client against it shows whether that client resumes sessions on reconnect.
+NGINX_RESUMPTION_PROBE = """\
+    log_format resumed '$ssl_session_reused';
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        access_log {log} resumed;
+        location / {{ return 200 "probe"; }}
+    }}
+"""
+
 CUTOVER_EDGE = """\
 hosts = ["{name}"]
 tls = {{ cert = "{cert}", key = "{key}" }}
@@ -326,6 +337,22 @@ def tls_probe(port: int) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def client_resumption(port: int, log_path: Path, script: Path, tmp: Path) -> dict:
+    """How many of the new-connection clients' connections nginx resumed, in 1 s of each."""
+    out = {}
+    for client, run_it in (
+        ("wrk new-conn", lambda: subprocess.run(wrk_argv(port, "new-conn", 1, script, conns=2, threads=1),
+                                                capture_output=True, timeout=1 + TOOL_SLACK)),
+        ("full-hs", lambda: full_handshakes(port, 1)),
+    ):
+        log_path.write_text("")
+        run_it()
+        time.sleep(0.2)  # nginx writes each line as the request ends; let the last ones land
+        marks = log_path.read_text().split()
+        out[client] = {"connections": len(marks), "resumed": marks.count("r")}
+    return out
+
+
 # --- the phase -------------------------------------------------------------------------------
 
 
@@ -363,18 +390,20 @@ def run(bins: Bins, rounds: int, seconds: int, warmup: int, deploys: int) -> dic
         procs.stop_all()
 
 
-def start_nginx(procs: Procs, tmp: Path, backend_port: int, cert: Path, key: Path) -> Nginx:
+def start_nginx(procs: Procs, tmp: Path, backend_port: int, cert: Path, key: Path, probe: str = "") -> Nginx:
     tmp.mkdir()
     return Nginx(procs, tmp, free_port(), backend_port, workers=proxy_cost.NGINX_WORKERS,
                  keepalive=proxy_cost.NGINX_KEEPALIVE,
-                 http_extra=proxy_cost.NGINX_HTTP_EXTRA + NGINX_TLS.format(cert=cert, key=key),
+                 http_extra=proxy_cost.NGINX_HTTP_EXTRA + NGINX_TLS.format(cert=cert, key=key) + probe,
                  upstream_extra=proxy_cost.NGINX_UPSTREAM_EXTRA, listen_extra=NGINX_LISTEN,
                  ready=lambda port, proc: wait_https(port, proc))
 
 
 def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds, warmup, script) -> dict:
     backend_port, backend_pid = serving["port"], serving["pid"]
-    nginx = start_nginx(procs, tmp / "nginx", backend_port, cert, key)
+    probe_port, probe_log = free_port(), tmp / "resumed.log"
+    nginx = start_nginx(procs, tmp / "nginx", backend_port, cert, key,
+                        NGINX_RESUMPTION_PROBE.format(port=probe_port, log=probe_log))
     try:
         nginx_pids = [nginx.proc.pid] + children(nginx.proc.pid)
         if len(nginx_pids) != 1 + int(proxy_cost.NGINX_WORKERS):
@@ -388,6 +417,8 @@ def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds
             probes[target.name] = tls_probe(target.port)
             log(f"  {target.name}: pids {target.pids} on :{target.port}; TLS {probes[target.name]}")
         log(f"  backend: demo-api pid {backend_pid} on :{backend_port}")
+        resumption = client_resumption(probe_port, probe_log, script, tmp)
+        log(f"  clients' resumption on reconnect (nginx $ssl_session_reused): {resumption}")
 
         rss = {"before": rss_kib(daemon.proc.pid)}
         for target in targets:  # fills the upstream pools and warms caches; not measured
@@ -409,7 +440,7 @@ def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds
         rss["after"] = rss_kib(daemon.proc.pid)
         meta = {"rounds": rounds, "duration_s": seconds, "warmup_s": warmup, "shapes": SHAPES, "name": NAME,
                 "certificate": "self-signed ECDSA P-256 (openssl req -x509), not verified by the clients",
-                "tls": probes, "cutover_rss_kib": rss,
+                "tls": probes, "client_resumption": resumption, "cutover_rss_kib": rss,
                 "nginx": {"workers": int(proxy_cost.NGINX_WORKERS), "listen_extra": NGINX_LISTEN.strip(),
                           "tls": [d.strip() for d in NGINX_TLS.format(cert="CERT", key="KEY").split(";") if d.strip()],
                           "http_extra": proxy_cost.NGINX_HTTP_EXTRA.split(),
@@ -596,6 +627,8 @@ def print_tables(results: dict) -> None:
         log(f"  {shape:<11} {what}")
     for name, probe in meta["tls"].items():
         log(f"  {name:<11} {probe}")
+    for client, r in meta["client_resumption"].items():
+        log(f"  {client}: nginx resumed {r['resumed']} of its {r['connections']} connections in 1 s")
     head = (f"{'shape':<12}{'nginx r/s':>10}{'cutover r/s':>12}  {'cutover/nginx r/s':<20}{'p50 ms nginx':>13}"
             f"{'cutover':>9}{'p99 ms nginx':>13}{'cutover':>9}  {'cutover/nginx p99':<20}")
     log("\n" + head)
