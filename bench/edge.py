@@ -26,6 +26,7 @@ Stdlib only; loopback only. See bench/README.md ("Edge") for how to read the out
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 import shutil
 import signal
@@ -421,6 +422,8 @@ def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds
         log(f"  clients' resumption on reconnect (nginx $ssl_session_reused): {resumption}")
 
         rss = {"before": rss_kib(daemon.proc.pid)}
+        # Other work on the machine moves every figure: the 1-minute load average, for the record.
+        loadavg = {"before": round(os.getloadavg()[0], 2)}
         for target in targets:  # fills the upstream pools and warms caches; not measured
             subprocess.run(wrk_argv(target.port, "keep-alive", warmup, script), capture_output=True,
                            timeout=warmup + TOOL_SLACK)
@@ -438,9 +441,11 @@ def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds
                                                     f"{result['proxy_cpu_us_per_req']:.1f} us CPU/req")
                     log(f"  [{len(runs)}/{total}] round {rnd + 1} {shape:<11} {target.name:<8} {brief}")
         rss["after"] = rss_kib(daemon.proc.pid)
+        loadavg["after"] = round(os.getloadavg()[0], 2)
         meta = {"rounds": rounds, "duration_s": seconds, "warmup_s": warmup, "shapes": SHAPES, "name": NAME,
                 "certificate": "self-signed ECDSA P-256 (openssl req -x509), not verified by the clients",
                 "tls": probes, "client_resumption": resumption, "cutover_rss_kib": rss,
+                "loadavg_1min": loadavg,
                 "nginx": {"workers": int(proxy_cost.NGINX_WORKERS), "listen_extra": NGINX_LISTEN.strip(),
                           "tls": [d.strip() for d in NGINX_TLS.format(cert="CERT", key="KEY").split(";") if d.strip()],
                           "http_extra": proxy_cost.NGINX_HTTP_EXTRA.split(),
@@ -622,7 +627,8 @@ def goals(results: dict) -> list[str]:
 def print_tables(results: dict) -> None:
     meta, summary = results["meta"], results["summary"]
     log(f"\nEdge (HTTPS, {NAME}): {meta['rounds']} rounds x {meta['duration_s']} s per target, targets "
-        "alternating; medians of per-round ratios [min-max]")
+        f"alternating; medians of per-round ratios [min-max]; load average {meta['loadavg_1min']['before']} "
+        f"before, {meta['loadavg_1min']['after']} after")
     for shape, what in SHAPES.items():
         log(f"  {shape:<11} {what}")
     for name, probe in meta["tls"].items():
