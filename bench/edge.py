@@ -76,9 +76,9 @@ SHAPES = {
     "h2": f"h2load -t2 -c{CONNS} -m{H2_STREAMS}, ALPN h2",
 }
 
-# wrk takes SNI and Host from the URL (`bench.test`) and resolves that name itself, before its
-# script runs `wrk.resolve`; this one points every name at loopback, so no /etc/hosts entry is
-# needed.
+# wrk takes SNI and Host from the URL (`bench.test`) and gets the addresses to connect to from
+# `wrk.resolve`, which a script may replace: this one answers loopback for any name, so no
+# /etc/hosts entry is needed.
 WRK_RESOLVE = """\
 wrk.resolve = function(host, service)
   wrk.addrs = wrk.lookup("127.0.0.1", service)
@@ -338,7 +338,7 @@ def tls_probe(port: int) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def client_resumption(port: int, log_path: Path, script: Path, tmp: Path) -> dict:
+def client_resumption(port: int, log_path: Path, script: Path) -> dict:
     """How many of the new-connection clients' connections nginx resumed, in 1 s of each."""
     out = {}
     for client, run_it in (
@@ -380,8 +380,9 @@ def run(bins: Bins, rounds: int, seconds: int, warmup: int, deploys: int) -> dic
                 result = _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds, warmup, script)
                 log(f"\n  deploys under HTTPS load: {deploys} per front")
                 result["deploys"] = {
-                    "cutover": deploys_cutover(daemon, https_port, deploys, script),
-                    "nginx-reload": deploys_nginx(procs, bins, tmp, cert, key, deploys, script),
+                    "cutover": _guarded("cutover", lambda: deploys_cutover(daemon, https_port, deploys, script)),
+                    "nginx-reload": _guarded("nginx-reload",
+                                             lambda: deploys_nginx(procs, bins, tmp, cert, key, deploys, script)),
                 }
                 return result
             finally:
@@ -389,6 +390,15 @@ def run(bins: Bins, rounds: int, seconds: int, warmup: int, deploys: int) -> dic
                 Procs.kill_strays(tmp)
     finally:
         procs.stop_all()
+
+
+def _guarded(name: str, phase) -> dict:
+    """One broken deploy phase should not hide the figures already measured."""
+    try:
+        return phase()
+    except Exception as e:  # noqa: BLE001 - reported in the table and the JSON
+        log(f"  [{name}] ERROR: {e}")
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def start_nginx(procs: Procs, tmp: Path, backend_port: int, cert: Path, key: Path, probe: str = "") -> Nginx:
@@ -418,7 +428,7 @@ def _measure(procs, tmp, daemon, https_port, serving, cert, key, rounds, seconds
             probes[target.name] = tls_probe(target.port)
             log(f"  {target.name}: pids {target.pids} on :{target.port}; TLS {probes[target.name]}")
         log(f"  backend: demo-api pid {backend_pid} on :{backend_port}")
-        resumption = client_resumption(probe_port, probe_log, script, tmp)
+        resumption = client_resumption(probe_port, probe_log, script)
         log(f"  clients' resumption on reconnect (nginx $ssl_session_reused): {resumption}")
 
         rss = {"before": rss_kib(daemon.proc.pid)}
@@ -618,6 +628,9 @@ def goals(results: dict) -> list[str]:
         lines.append(f"{shape:<12} req/s {'met' if rps is not None and rps >= 1.0 else 'NOT met'}, "
                      f"p99 {'met' if p99 is not None and p99 <= 1.0 else 'NOT met'}")
     c = results["deploys"]["cutover"]
+    if "error" in c:
+        lines.append(f"{'deploys':<12} NOT met: {c['error']}")
+        return lines
     clean = c["failed"] == 0 and c["deploys_ok"] == c["deploys"] and not c["load_errors"]
     lines.append(f"{'deploys':<12} {'met' if clean else 'NOT met'}: {c['failed']} failed, "
                  f"{c['deploys_ok']}/{c['deploys']} deploys ok")
@@ -664,6 +677,9 @@ def print_tables(results: dict) -> None:
     log(head)
     log("-" * len(head))
     for name, d in results["deploys"].items():
+        if "error" in d:
+            log(f"{name:<14}  ERROR: {d['error']}")
+            continue
         ka, nc = d["loads"].get("keep-alive", {}), d["loads"].get("new-conn", {})
         p50 = statistics.median(x["seconds"] for x in d["per_deploy"]) if d["per_deploy"] else 0
         p99 = f"{ka.get('p99_ms') or 0:.1f}/{nc.get('p99_ms') or 0:.1f}"
@@ -687,6 +703,8 @@ def failed(results: dict) -> list[str]:
     out = [f"{r['shape']} {r['target']} round {r['round'] + 1}: {r['result']['error']}"
            for r in results["runs"] if "error" in r["result"]]
     c = results["deploys"]["cutover"]
+    if "error" in c:
+        return out + [f"cutover deploys under HTTPS load: {c['error']}"]
     if c["failed"] or c["deploys_ok"] != c["deploys"] or c["load_errors"]:
         out.append(f"cutover deploys under HTTPS load: {c['failed']} failed requests, "
                    f"{c['deploys_ok']}/{c['deploys']} deploys ok {c['load_errors'] or ''}".strip())
