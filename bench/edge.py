@@ -68,6 +68,10 @@ BETWEEN_DEPLOYS = 0.5  # as in run.py's part 1
 DEPLOY_WARMUP = 1.0
 DEPLOY_COOLDOWN = 0.5
 DEPLOY_LOAD_CONNS = 16  # per wrk of the deploy phase (one keep-alive, one new-conn)
+DEPLOY_H2_CONNS = 8  # h2load's connections in the deploy phase (H2_STREAMS streams each)
+# h2load cannot be stopped early and still report, so its duration is fixed up front: this much
+# per deploy (the deploy and the pause after it); the table says if a deploy outlasted it.
+DEPLOY_H2_BUDGET = 2.0
 
 SHAPES = {
     "keep-alive": f"wrk -t2 -c{CONNS}, HTTP/1.1 keep-alive",
@@ -259,9 +263,10 @@ def parse_h2load(out: subprocess.CompletedProcess, log_file: Path) -> dict:
     lat.sort()
     _, _, _, succeeded, failed, errored, timeout = map(int, counts.groups())
     non_2xx = sum(map(int, statuses.groups()[1:])) if statuses else 0
-    # h2load's "failed" counts responses that are not 2xx/3xx and streams that ended without one.
+    # h2load's "failed" counts every request that did not succeed: responses other than 2xx/3xx,
+    # and the "errored" (no response) and "timeout" ones, which it also counts apart.
     return {"rps": float(rps.group(1)), "requests": succeeded, "p50_ms": _percentile(lat, 0.5),
-            "p99_ms": _percentile(lat, 0.99), "errors": failed + errored + timeout,
+            "p99_ms": _percentile(lat, 0.99), "errors": failed,
             "failed": failed, "errored": errored, "timeout": timeout, "non_2xx": non_2xx}
 
 
@@ -481,16 +486,23 @@ def _versions() -> dict:
 
 
 class DeployLoad:
-    """A keep-alive and a new-connection wrk against the front while deploys run: bounded by
-    `-d`, stopped with SIGINT (wrk then prints what it measured) when the deploys are done."""
+    """A keep-alive and a new-connection wrk against the front while deploys run, bounded by
+    `-d` and stopped with SIGINT (wrk then prints what it measured) when the deploys are done;
+    and h2load over HTTP/2 for a fixed `h2_seconds`."""
 
-    def __init__(self, port: int, script: Path, max_seconds: int):
+    def __init__(self, port: int, script: Path, max_seconds: int, h2_seconds: int, tmp: Path):
         self.procs = {
             shape: subprocess.Popen(wrk_argv(port, shape, max_seconds, script, conns=DEPLOY_LOAD_CONNS, threads=1),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for shape in ("keep-alive", "new-conn")
         }
-        self.max_seconds = max_seconds
+        self.h2_log = tmp / "h2load-deploys.log"
+        self.h2_log.unlink(missing_ok=True)
+        self.h2_ends = time.monotonic() + h2_seconds
+        self.h2 = subprocess.Popen(
+            ["h2load", "-t1", f"-c{DEPLOY_H2_CONNS}", f"-m{H2_STREAMS}", f"-D{h2_seconds}",
+             f"--connect-to={HOST}:{port}", f"--log-file={self.h2_log}", f"https://{NAME}:{port}/version"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self) -> dict:
         results = {}
@@ -505,19 +517,25 @@ class DeployLoad:
                 results[shape] = {"error": "wrk did not stop after SIGINT"}
                 continue
             results[shape] = parse_wrk_run(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+        try:
+            stdout, stderr = self.h2.communicate(timeout=max(0.0, self.h2_ends - time.monotonic()) + TOOL_SLACK)
+            results["h2"] = parse_h2load(subprocess.CompletedProcess(self.h2.args, self.h2.returncode, stdout, stderr),
+                                         self.h2_log)
+        except subprocess.TimeoutExpired:
+            results["h2"] = {"error": "h2load did not finish"}
         return results
 
     def kill(self) -> None:
-        for p in self.procs.values():
+        for p in [*self.procs.values(), self.h2]:
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
 
 
-def _under_load(name: str, port: int, script: Path, n: int, deploy_one) -> dict:
+def _under_load(name: str, port: int, script: Path, n: int, deploy_one, tmp: Path) -> dict:
     # The load stops itself after this even if a deploy hangs.
     max_seconds = int(DEPLOY_WARMUP + DEPLOY_COOLDOWN + n * (DEPLOY_DEADLINE / 4 + BETWEEN_DEPLOYS)) + 10
-    load = DeployLoad(port, script, max_seconds)
+    load = DeployLoad(port, script, max_seconds, int(DEPLOY_WARMUP + DEPLOY_COOLDOWN + n * DEPLOY_H2_BUDGET) + 1, tmp)
     done = []
     try:
         time.sleep(DEPLOY_WARMUP)
@@ -529,6 +547,7 @@ def _under_load(name: str, port: int, script: Path, n: int, deploy_one) -> dict:
             log(f"  [{name}] deploy r{k}: {'ok' if ok else 'FAILED'} in {done[-1]['seconds']:.3f}s"
                 + (f"  {note}" if note else ""))
             time.sleep(BETWEEN_DEPLOYS)
+        h2_covered = time.monotonic() <= load.h2_ends
         time.sleep(DEPLOY_COOLDOWN)
         loads = load.finish()
     finally:
@@ -541,14 +560,16 @@ def _under_load(name: str, port: int, script: Path, n: int, deploy_one) -> dict:
     return {"deploys": len(done), "deploys_ok": sum(d["ok"] for d in done), "per_deploy": done,
             "loads": loads, "requests": sum(r.get("requests", 0) for r in loads.values()), "failed": failed,
             "load_errors": [f"{s}: {r['error']}" for s, r in loads.items() if "error" in r],
-            "last_served_release": served, "expected_release": f"r{n}"}
+            "last_served_release": served, "expected_release": f"r{n}",
+            # False: the last deploys ran after h2load's fixed duration, without HTTP/2 load.
+            "h2_load_covered_every_deploy": h2_covered}
 
 
 def deploys_cutover(daemon: CutoverDaemon, https_port: int, n: int, script: Path) -> dict:
     def deploy(release):
         d = daemon.deploy(release)
         return d.ok, d.note
-    return _under_load("cutover", https_port, script, n, deploy)
+    return _under_load("cutover", https_port, script, n, deploy, daemon.tmp)
 
 
 def deploys_nginx(procs: Procs, bins: Bins, tmp: Path, cert: Path, key: Path, n: int, script: Path) -> dict:
@@ -576,7 +597,7 @@ def deploys_nginx(procs: Procs, bins: Bins, tmp: Path, cert: Path, key: Path, n:
             return False, str(e)
 
     try:
-        return _under_load("nginx-reload", nginx.port, script, n, deploy)
+        return _under_load("nginx-reload", nginx.port, script, n, deploy, apis)
     finally:
         nginx.quit()
         Procs.stop(live["proc"])
@@ -670,26 +691,34 @@ def print_tables(results: dict) -> None:
             f"{_fmt(t['nginx']['proxy_user_us_per_req'], 1, False):>11}{_fmt(t['cutover']['proxy_user_us_per_req'], 1, False):>9}"
             f"{_fmt(t['nginx']['proxy_sys_us_per_req'], 1, False):>10}{_fmt(t['cutover']['proxy_sys_us_per_req'], 1, False):>9}"
             f"{t['nginx']['errors'] + t['cutover']['errors']:>8}{failed}")
-    log(f"\nDeploys under HTTPS load (wrk -t1 -c{DEPLOY_LOAD_CONNS} keep-alive + wrk -t1 -c{DEPLOY_LOAD_CONNS} "
-        f"Connection: close, {BETWEEN_DEPLOYS} s between deploys)")
+    log(f"\nDeploys under HTTPS load (wrk -t1 -c{DEPLOY_LOAD_CONNS} keep-alive, wrk -t1 -c{DEPLOY_LOAD_CONNS} "
+        f"Connection: close and h2load -t1 -c{DEPLOY_H2_CONNS} -m{H2_STREAMS}; {BETWEEN_DEPLOYS} s between deploys)")
     head = (f"{'front':<14}{'deploys ok':>11}{'deploy s p50':>13}{'requests':>10}{'failed':>8}"
-            f"{'keep-alive':>11}{'new-conn':>9}{'p99 ms k/n':>16}  last release")
+            f"{'keep-alive':>11}{'new-conn':>9}{'h2':>6}{'p99 ms k/n/h2':>20}  last release")
     log(head)
     log("-" * len(head))
     for name, d in results["deploys"].items():
         if "error" in d:
             log(f"{name:<14}  ERROR: {d['error']}")
             continue
-        ka, nc = d["loads"].get("keep-alive", {}), d["loads"].get("new-conn", {})
+        loads = d["loads"]
         p50 = statistics.median(x["seconds"] for x in d["per_deploy"]) if d["per_deploy"] else 0
-        p99 = f"{ka.get('p99_ms') or 0:.1f}/{nc.get('p99_ms') or 0:.1f}"
+        p99 = "/".join(f"{loads.get(k, {}).get('p99_ms') or 0:.1f}" for k in ("keep-alive", "new-conn", "h2"))
+        errors = "".join(f"{loads.get(k, {}).get('errors', '-'):>{w}}" for k, w in (("keep-alive", 11), ("new-conn", 9),
+                                                                                   ("h2", 6)))
         log(f"{name:<14}{str(d['deploys_ok']) + '/' + str(d['deploys']):>11}{p50:>13.2f}{d['requests']:>10}"
-            f"{d['failed']:>8}{ka.get('errors', '-'):>11}{nc.get('errors', '-'):>9}{p99:>16}  "
-            f"{d['last_served_release']} (want {d['expected_release']})")
+            f"{d['failed']:>8}{errors}{p99:>20}  {d['last_served_release']} (want {d['expected_release']})")
         for e in d["load_errors"]:
             log(f"  {name} load error: {e}")
-        for shape, r in d["loads"].items():
-            if r.get("errors"):
+        if not d["h2_load_covered_every_deploy"]:
+            log(f"  {name}: the last deploys ran after h2load's fixed {DEPLOY_H2_BUDGET} s per deploy had run out")
+        for shape, r in loads.items():
+            if not r.get("errors"):
+                continue
+            if shape == "h2":
+                log(f"  {name} h2 failures: {r['failed']}, of them non-2xx {r['non_2xx']}, no response "
+                    f"{r['errored']}, timeout {r['timeout']}")
+            else:
                 kinds = ", ".join(f"{k} {v}" for k, v in r.get("socket_errors_by_kind", {}).items() if v)
                 log(f"  {name} {shape} failures: {kinds or 'no socket errors'}; non-2xx {r['non_2xx_3xx']}")
     log("\nGoal (issue 15): cutover at or above nginx on every row (req/s ratio >= 1.0, p99 ratio <= 1.0); "
