@@ -14,6 +14,7 @@ import subprocess
 import time
 import http.client
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,24 @@ def http_get(port: int, path: str, timeout: float = 1.0) -> tuple[int, str]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def https_get(port: int, path: str, host: str, timeout: float = 1.0) -> tuple[int, str]:
+    """`GET path` over TLS to 127.0.0.1:port with SNI and Host `host`. The certificate is not
+    checked: the benchmarks make their own self-signed ones."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ctx)
+    try:
+        # Connected here: http.client would send the connect address as SNI, not the host.
+        conn.sock = ctx.wrap_socket(socket.create_connection((HOST, port), timeout), server_hostname=host)
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:
@@ -214,11 +233,13 @@ class Bins:
 
 
 class CutoverDaemon:
-    def __init__(self, procs: Procs, bins: Bins, tmp: Path):
+    def __init__(self, procs: Procs, bins: Bins, tmp: Path, config_extra: str = ""):
+        """`config_extra` is appended to the config: more keys of the `backend` component, then
+        more tables (e.g. `[edge]`)."""
         self.bins, self.tmp = bins, tmp
         self.port = free_port()
         self.config = tmp / "cutover.toml"
-        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port))
+        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port) + config_extra)
         self.log_path = tmp / "daemon.log"
         procs.roots.append(tmp)
         self.proc = procs.start(
@@ -273,10 +294,12 @@ def start_demo_api(procs: Procs, bins: Bins, tmp: Path, port: int, release: str)
 
 class Nginx:
     """nginx as our child. `workers`, `keepalive` (idle upstream connections kept per worker) and
-    the extra directives default to the availability benchmark's plain setup."""
+    the extra directives default to the availability benchmark's plain setup. `ready(port, proc)`
+    waits until it answers (default: plain HTTP `/health`; an `ssl` listener needs its own)."""
 
     def __init__(self, procs: Procs, tmp: Path, port: int, upstream_port: int, workers: str = "auto",
-                 keepalive: int = 32, http_extra: str = "", upstream_extra: str = "", listen_extra: str = ""):
+                 keepalive: int = 32, http_extra: str = "", upstream_extra: str = "", listen_extra: str = "",
+                 ready=None):
         self.tmp, self.port = tmp, port
         self.keepalive, self.upstream_extra = keepalive, upstream_extra
         self.conf = tmp / "nginx.conf"
@@ -285,7 +308,7 @@ class Nginx:
                                              listen_extra=listen_extra))
         self.base = ["nginx", "-p", f"{tmp}/", "-c", str(self.conf), "-e", str(tmp / "error.log")]
         self.proc = procs.start(self.base, tmp / "nginx.out")
-        wait_healthy(port, alive=self.proc)
+        (ready or (lambda p, proc: wait_healthy(p, alive=proc)))(port, self.proc)
 
     def set_upstream(self, port: int) -> None:
         # Write-then-rename so a reload never reads a half-written file.

@@ -18,6 +18,10 @@ per request; --profile SECONDS perf-records the daemon under load (perf_profile.
 front itself changes: `cutover upgrade`, `cutover reload` adding and removing a component, nginx's
 binary upgrade and a plain daemon restart, --cycles times each.
 
+--edge runs instead the edge phase (edge.py): HTTPS through cutover's [edge] listener and through
+nginx with the same certificate and backend: keep-alive, new TLS connections, HTTP/2, and deploys
+under HTTPS load.
+
 Only loopback traffic; stdlib only. See bench/README.md for how to read the output.
 """
 
@@ -41,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import edge
 import lifecycle
 import perf_profile
 import proxy_cost
@@ -501,6 +506,21 @@ def run_lifecycle(bins: Bins, cycles: int, only: tuple = lifecycle.STRATEGIES) -
     return 1 if missed else 0
 
 
+def run_edge(bins: Bins, rounds: int, duration: int, warmup: int, deploys: int) -> int:
+    out_path = BENCH_DIR / "results" / "edge.json"
+    _prepare_results_dir(out_path)
+    results = edge.run(bins, rounds, duration, warmup, deploys)
+    results["meta"].update(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=platform.node(), cpus=os.cpu_count(),
+                           deploys=deploys, git=git_info(), binaries_mtime=_binaries_mtime(bins))
+    edge.print_tables(results)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"\nwrote {out_path}")
+    problems = edge.failed(results)
+    for p in problems:
+        log(f"FAIL: {p}")
+    return 1 if problems else 0
+
+
 def _prepare_results_dir(out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     gitignore = out_path.parent / ".gitignore"
@@ -547,6 +567,10 @@ def main() -> int:
     life.add_argument("--cycles", type=int, default=20, help="operations per strategy with --lifecycle (default 20)")
     life.add_argument("--strategies", default=",".join(lifecycle.STRATEGIES),
                       help="which lifecycle strategies to run, comma-separated (default: all four)")
+    tls = ap.add_argument_group("edge (issue 15): HTTPS through cutover's [edge] listener vs nginx; "
+                                "uses --rounds, --duration, --warmup and --deploys")
+    tls.add_argument("--edge", action="store_true",
+                     help="instead: the edge phase (bench/results/edge.json); needs wrk, nginx, h2load, openssl")
     args = ap.parse_args()
     if not 1 <= args.cycles <= 100:
         ap.error("--cycles must be 1..100")
@@ -574,6 +598,13 @@ def main() -> int:
         log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
         return 2
 
+    if args.edge:
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return run_edge(bins, args.rounds, args.duration, args.warmup, args.deploys)
+        except proxy_cost.MissingTool as e:
+            log(f"error: {e}")
+            return 2
     if args.lifecycle:
         signal.signal(signal.SIGTERM, _interrupt)
         only = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
