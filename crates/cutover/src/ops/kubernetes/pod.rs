@@ -78,12 +78,16 @@ pub(super) fn container(
     if let Some(env_file) = &opts.env_file {
         container.push(
             "envFrom",
-            vec![format!(
-                "env_file = {env_file:?}: its variables from a Secret, which `env` overrides as \
-                 in cutover. Create it with: kubectl create secret generic {} \
-                 --from-env-file={env_file}",
-                secret_name(opts)
-            )],
+            vec![
+                format!(
+                    "env_file = {env_file:?}: its variables from a Secret, which `env` \
+                     overrides as in cutover. Create it with:"
+                ),
+                format!(
+                    "$ kubectl create secret generic {} --from-env-file={env_file}",
+                    secret_name(opts)
+                ),
+            ],
             vec![Node::from(Map::new().with(
                 "secretRef",
                 Map::new().with("name", secret_name(opts)),

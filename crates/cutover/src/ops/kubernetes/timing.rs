@@ -37,7 +37,7 @@ pub(super) fn seconds(key: &str, d: Duration, min: u64) -> Seconds {
 pub(super) fn human(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.as_secs() == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.as_secs() == 0 && d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.subsec_millis())
     } else {
         humantime::format_duration(d).to_string()

@@ -155,13 +155,18 @@ pub fn documents(header: &[String], docs: &[Map]) -> String {
 const COMMENT_WIDTH: usize = 100;
 
 /// `text` as `# ` lines at `indent`, wrapped at word boundaries; a line that starts with `- `
-/// (a list in the comment) continues indented under its text.
+/// (a list in the comment) continues indented under its text, one that starts with `$ ` (a
+/// command to copy) is never wrapped.
 fn comment(out: &mut String, indent: usize, text: &str) {
     if text.is_empty() {
         let _ = writeln!(out, "{:indent$}#", "");
     }
     let width = COMMENT_WIDTH.saturating_sub(indent + 2).max(40);
-    for paragraph in text.lines() {
+    for paragraph in text.lines().map(printable) {
+        if paragraph.starts_with("$ ") {
+            let _ = writeln!(out, "{:indent$}# {paragraph}", "");
+            continue;
+        }
         let hang = if paragraph.starts_with("- ") {
             "  "
         } else {
@@ -254,6 +259,30 @@ fn write_item(out: &mut String, indent: usize, item: &Node) {
     }
 }
 
+/// A comment line holds no character that would end it or that YAML refuses raw: those are
+/// written escaped, as in a quoted scalar (a comment may quote a user's value).
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| {
+            if needs_escape(c) {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Characters YAML does not allow raw or reads as a line break: C0 and C1 controls, DEL,
+/// the line and paragraph separators, the BOM and the non-characters U+FFFE and U+FFFF.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
 fn inline(node: &Node) -> String {
     match node {
         Node::Map(_) => "{}".into(),
@@ -283,8 +312,7 @@ pub fn scalar(s: &str) -> String {
     }
 }
 
-/// A double-quoted scalar. Escaped: `"` and `\`, and every character YAML does not allow raw
-/// or would fold (C0 and C1 controls, DEL, line and paragraph separators, BOM, non-characters).
+/// A double-quoted scalar: `"`, `\` and what [`needs_escape`] escaped.
 fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -295,10 +323,7 @@ fn quoted(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            '\u{fffe}' | '\u{ffff}' => {
+            c if needs_escape(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -402,6 +427,9 @@ mod tests {
         assert!(lines[0].starts_with("# - word word"), "{text}");
         assert!(lines[1].starts_with("#   word"), "{text}");
         assert_eq!(text.matches("word").count(), 40);
+        let command = format!("$ kubectl {}", "--flag ".repeat(20));
+        let text = documents(std::slice::from_ref(&command), &[]);
+        assert_eq!(text, format!("# {command}\n"));
     }
 
     #[test]
