@@ -102,7 +102,8 @@ fn options(config: &Config, args: &KubernetesArgs) -> Result<ExportOptions, Stri
         replicas: args.replicas,
         namespace: args.namespace.clone(),
         container_port: args.port,
-        listen_port: component.listen.map(|l| l.port()),
+        // Port 0 (any free port) is a test's listen, not a port a Service can have.
+        listen_port: component.listen.map(|l| l.port()).filter(|p| *p != 0),
         workdir: args.workdir.clone(),
         artifact_name,
         command: process.command.clone(),

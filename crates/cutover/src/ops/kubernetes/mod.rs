@@ -323,7 +323,11 @@ fn deployment(opts: &ExportOptions, labels: &Map, container: Map) -> Map {
         )
         .with_comments(
             "securityContext",
-            vec!["As cutover's systemd unit runs releases: not as root.".into()],
+            vec![
+                "As cutover's systemd unit runs releases: not as root. An image whose USER \
+                  is a name, not a number, fails this check: add runAsUser with its uid."
+                    .into(),
+            ],
             Map::new()
                 .with("runAsNonRoot", true)
                 .with("seccompProfile", Map::new().with("type", "RuntimeDefault")),
@@ -393,8 +397,8 @@ fn service(opts: &ExportOptions, labels: &Map) -> Map {
     let port = opts.listen_port.unwrap_or(opts.container_port);
     let port_comment = match opts.listen_port {
         Some(listen) => format!("The component's listen port ({listen})."),
-        None => "The component has no listen of its own (it is reached through [edge] \
-                 hosts, an Ingress's job in a cluster): the container port."
+        None => "The component has no fixed listen port of its own (with [edge] hosts, \
+                 routing by host is an Ingress's job in a cluster): the container port."
             .to_owned(),
     };
     let mut port_map = Map::new()

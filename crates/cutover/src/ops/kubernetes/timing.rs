@@ -86,10 +86,12 @@ pub(super) fn probes(
     let readiness = timed(handler(probe))
         .with_comments(
             "successThreshold",
-            vec![format!(
-                "health.healthy_threshold: {} passing probes in a row before it gets traffic.",
-                health.healthy_threshold.max(1)
-            )],
+            vec![match health.healthy_threshold {
+                0 | 1 => "health.healthy_threshold: traffic after one passing probe.".to_owned(),
+                n => format!(
+                    "health.healthy_threshold: {n} passing probes in a row before it gets traffic."
+                ),
+            }],
             health.healthy_threshold.max(1),
         )
         .with_comments(
