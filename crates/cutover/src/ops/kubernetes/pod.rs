@@ -162,6 +162,7 @@ fn env(
         if SET_BY_CUTOVER.contains(&name.as_str()) {
             continue;
         }
+        check_env_name(name)?;
         let expanded = expand(&format!("env {name}"), template, values)?;
         warnings.extend(expanded.notes.iter().cloned());
         list.push(Node::from(
@@ -199,4 +200,22 @@ fn env(
         ));
     }
     Ok((list, comments))
+}
+
+/// The variable names every Kubernetes from 1.30 on takes (later ones take any printable name):
+/// letters, digits, `_`, `-` and `.`, not starting with a digit.
+fn check_env_name(name: &str) -> Result<(), KubernetesError> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KubernetesError::Invalid(format!(
+            "env key {name:?} is not a variable name Kubernetes {} takes: letters, digits, '_', \
+             '-' and '.', not starting with a digit",
+            super::MIN_KUBERNETES
+        )))
+    }
 }

@@ -121,3 +121,19 @@ fn header_names_what_cutover_does_besides() {
     assert!(yaml.contains("(db, redis)"));
     assert_eq!(yaml.matches("\n---\n").count(), 2, "{yaml}");
 }
+
+#[test]
+fn env_names_kubernetes_refuses_are_refused() {
+    for bad in ["1ST", "A B", "A=B", ""] {
+        let mut opts = options();
+        opts.env.insert(bad.into(), "x".into());
+        let err = manifests(&opts).unwrap_err().to_string();
+        assert!(
+            err.contains("is not a variable name Kubernetes"),
+            "{bad:?}: {err}"
+        );
+    }
+    let mut opts = options();
+    opts.env.insert("my.setting-x".into(), "x".into());
+    assert!(manifests(&opts).is_ok());
+}
