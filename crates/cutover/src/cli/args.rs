@@ -1,6 +1,6 @@
 //! The command line's clap types: every subcommand with its flags and their help text.
 
-use super::{infra, operate};
+use super::{export, infra, operate};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -143,6 +143,11 @@ pub(super) enum Command {
         #[arg(long, value_name = "PATH", default_value = operate::SERVER_CONFIG)]
         server_config: PathBuf,
     },
+    /// Manifests to run a component elsewhere: `cutover export kubernetes COMPONENT`
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Components whose files changed between two commits (what CI should deploy)
     Changed {
         #[arg(long)]
@@ -176,6 +181,13 @@ pub(super) enum Command {
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ExportCommand {
+    /// A Deployment and a Service (YAML) that roll out a process component as cutover does:
+    /// probes from `health`, maxUnavailable 0, minReadySeconds from `stabilize`, graceful stop
+    Kubernetes(export::KubernetesArgs),
 }
 
 #[derive(Subcommand, Debug)]

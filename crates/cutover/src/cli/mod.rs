@@ -8,6 +8,7 @@ mod artifacts;
 mod client;
 mod demo;
 mod drift;
+mod export;
 mod infra;
 mod lifecycle;
 mod operate;
@@ -21,7 +22,7 @@ pub use args::Cli;
 
 use crate::config::Config;
 use crate::protocol::*;
-use args::{Command, EnvCommand, ServicesCommand};
+use args::{Command, EnvCommand, ExportCommand, ServicesCommand};
 use clap::Parser;
 use client::Client;
 use std::process::ExitCode;
@@ -272,6 +273,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             command: EnvCommand::Check { json },
         } => operate::env_check(&config, json),
         Command::Validate => operate::validate(&config),
+        Command::Export {
+            command: ExportCommand::Kubernetes(args),
+        } => export::kubernetes(&config, &args),
         Command::Logs {
             component,
             release,

@@ -9,7 +9,9 @@
 //! - [`systemd`]: the hardened `cutover.service` and one `.socket` unit per component.
 //! - [`workflow`]: the GitHub Actions deploy workflow (change detection, build, SSH, deploy).
 //! - [`changes`]: which components changed between two commits (`cutover changed`).
+//! - [`kubernetes`]: a Deployment and a Service for one component (`cutover export kubernetes`).
 
 pub mod changes;
+pub mod kubernetes;
 pub mod systemd;
 pub mod workflow;
