@@ -128,8 +128,7 @@ impl Pool {
 
     /// A connection whose response has been read to its end, for the next request.
     pub(super) fn put_back(&self, lease: Lease) {
-        if lease.conn.is_none() || lease.sender.is_closed() || self.closed.load(Ordering::SeqCst)
-        {
+        if lease.conn.is_none() || lease.sender.is_closed() || self.closed.load(Ordering::SeqCst) {
             return;
         }
         let mut idle = self.lock();
@@ -161,10 +160,16 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Lease, BoxError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| format!("connecting to {} timed out after {CONNECT_TIMEOUT:?}", self.addr))?
-            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                        self.addr
+                    )
+                })?
+                .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             // hyper lets a connection's read buffer grow to about 400 KiB; a response head

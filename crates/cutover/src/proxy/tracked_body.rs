@@ -52,7 +52,6 @@ impl<B: Body> TrackedBody<B> {
 }
 
 impl<B> TrackedBody<B> {
-
     /// The body has ended: its connection may carry the next request.
     fn release_connection(&mut self, cx: &mut Context<'_>) {
         if let Some(mut lease) = self.lease.take() {

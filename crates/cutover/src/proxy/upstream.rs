@@ -1,8 +1,8 @@
 //! One instance as the proxy sees it: its connection pool, its in-flight count and its stats.
 
 use super::stats::UpstreamStats;
-use crate::release::ReleaseId;
 use crate::config::UpstreamProtocol;
+use crate::release::ReleaseId;
 use arc_swap::ArcSwapOption;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
