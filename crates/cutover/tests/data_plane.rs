@@ -34,6 +34,15 @@ fn forwards_headers_bodies_and_streams() {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    // Read while writing: the echo streams back as it reads, so a client that sent all 20 MiB
+    // before reading would wait on full socket buffers both ways (it hung a CI run once the
+    // buffers happened to be smaller than the payload).
+    let mut reading = stream.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        reading.read_to_end(&mut raw).unwrap();
+        raw
+    });
     write!(stream, "POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
     for chunk in payload.chunks(1 << 20) {
         write!(stream, "{:x}\r\n", chunk.len()).unwrap();
@@ -41,11 +50,6 @@ fn forwards_headers_bodies_and_streams() {
         stream.write_all(b"\r\n").unwrap();
     }
     stream.write_all(b"0\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    let reader = std::thread::spawn(move || {
-        stream.read_to_end(&mut raw).unwrap();
-        raw
-    });
     let raw = reader.join().unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
