@@ -236,7 +236,7 @@ impl Front {
             .into_iter()
             .flatten()
             .collect();
-        let seen = crate::request_log::Seen {
+        let seen = || crate::request_log::Seen {
             host: host.clone(),
             component: target.component.clone(),
             release: target.release(),

@@ -69,16 +69,18 @@ pub struct Pending {
     body: BodySent,
 }
 
-/// Begins the line of `req` for `logs`; `None` when no log wants it.
+/// Begins the line of `req` for `logs`; `None` when no log wants it. `seen` is asked only
+/// then: an unlogged request pays for no host copy or release name.
 pub fn begin(
     logs: Vec<AccessLog>,
     req: &Request<RequestBody>,
     peer: &crate::edge::Peer,
-    seen: Seen,
+    seen: impl FnOnce() -> Seen,
 ) -> Option<Pending> {
     if logs.is_empty() {
         return None;
     }
+    let seen = seen();
     let entry = Entry {
         time: SystemTime::now(),
         host: seen.host,

@@ -233,7 +233,7 @@ fn service(
                 Frontend::Component(component) => {
                     let logged = component.access_log.get().and_then(|log| {
                         let (request_id, trusted) = crate::request_log::tag(&mut req, &client);
-                        let seen = crate::request_log::Seen {
+                        let seen = || crate::request_log::Seen {
                             host: crate::request_log::request_host(&req).unwrap_or_default(),
                             component: Arc::from(component.name()),
                             release: component.serving_release_name(),
