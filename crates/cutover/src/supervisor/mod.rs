@@ -6,20 +6,20 @@
 //! pid and start time instead of cutting traffic.
 
 mod instance_log;
+mod ports;
 
 pub use instance_log::{rotate_log, rotate_logs, tail_lines};
 
 use crate::config::{ComponentName, ProcessConfig};
 use crate::release::ReleaseId;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -127,32 +127,6 @@ fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-/// Ports handed out recently, so two instances started at the same moment never get the same one.
-static RECENT_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A free loopback port: bound with port 0 then released for the instance to bind.
-fn pick_port() -> Result<u16, SupervisorError> {
-    for _ in 0..16 {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(SupervisorError::NoPort)?;
-        let port = listener
-            .local_addr()
-            .map_err(SupervisorError::NoPort)?
-            .port();
-        let mut recent = RECENT_PORTS.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = recent.get_or_insert_with(HashSet::new);
-        if recent.len() > 4096 {
-            recent.clear();
-        }
-        if recent.insert(port) {
-            return Ok(port);
-        }
-    }
-    Err(SupervisorError::NoPort(io::Error::other(
-        "no unused port after 16 tries",
-    )))
-}
-
 /// Replaces `{name}` placeholders (validated at config load) with their values.
 fn expand(template: &str, values: &BTreeMap<&str, String>) -> String {
     let mut out = template.to_owned();
@@ -176,7 +150,7 @@ pub fn launch(
     spec: &LaunchSpec<'_>,
     record: impl FnOnce(i32, u64, u16) -> Result<i64, crate::store::StoreError>,
 ) -> Result<Instance, SupervisorError> {
-    let port = pick_port()?;
+    let port = ports::pick().map_err(SupervisorError::NoPort)?;
     let values: BTreeMap<&str, String> = [
         ("artifact", spec.artifact.display().to_string()),
         ("port", port.to_string()),
