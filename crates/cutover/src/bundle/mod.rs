@@ -8,15 +8,17 @@
 //! `unpack_in` alone still follows pre-existing symlinks.
 //!
 //! `archive.rs` unpacks tar entries, `directory.rs` copies a directory, both under the rules of
-//! `containment.rs` and within the `budget.rs` of [`Limits`]; `manifest.rs` checksums the result.
+//! `containment.rs` and within the `budget.rs` of [`Limits`]; `manifest.rs` checksums the result; `pack.rs` packs a directory to send it.
 
 mod archive;
 mod budget;
 mod containment;
 mod directory;
 mod manifest;
+mod pack;
 
 pub use manifest::{manifest, tree_sha256};
+pub use pack::pack_directory;
 
 use budget::Budget;
 use std::fs::{self, File};

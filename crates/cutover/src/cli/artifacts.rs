@@ -61,17 +61,7 @@ pub(super) async fn upload(client: &Client, path: &Path) -> anyhow::Result<PathB
         let tar = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
         let dir = path.to_owned();
         let file = tar.reopen()?;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
-            builder.follow_symlinks(false);
-            builder.append_dir_all(".", &dir)?;
-            builder
-                .into_inner()?
-                .into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || crate::bundle::pack_directory(&dir, file)).await??;
         return Ok(client
             .upload(tar.path(), &format!("{name}.tar"), 0o644)
             .await?);
