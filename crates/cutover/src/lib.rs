@@ -34,6 +34,7 @@
 //! - [`notify`]: webhook notifications of deploy events, never blocking a deploy.
 //! - [`diskspace`]: room for an artifact before it is copied; the space reserve.
 //! - [`upload`]: artifacts sent over the control socket.
+//! - [`fleet`]: one deploy across several hosts over SSH (`cutover fleet ...`).
 //! - [`cli`]: the command line (and `cutover demo`); [`loadgen`]: load for demo and tests.
 
 pub mod abort;
@@ -56,6 +57,7 @@ pub mod diskspace;
 pub mod edge;
 pub mod envfile;
 pub mod fdlimit;
+pub mod fleet;
 pub mod front;
 pub mod frontends;
 pub mod handoff;

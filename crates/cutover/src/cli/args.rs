@@ -1,6 +1,6 @@
 //! The command line's clap types: every subcommand with its flags and their help text.
 
-use super::{export, infra, operate};
+use super::{export, fleet, infra, operate};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -142,6 +142,11 @@ pub(super) enum Command {
         /// Where the config lives on the server: the unit's and the workflow's `--config`
         #[arg(long, value_name = "PATH", default_value = operate::SERVER_CONFIG)]
         server_config: PathBuf,
+    },
+    /// One deploy across several hosts over SSH: `cutover fleet deploy|status|rollback|history`
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
     },
     /// Manifests to run a component elsewhere: `cutover export kubernetes COMPONENT`
     Export {

@@ -9,6 +9,8 @@ mod client;
 mod demo;
 mod drift;
 mod export;
+mod fleet;
+mod fleet_view;
 mod infra;
 mod lifecycle;
 mod operate;
@@ -273,6 +275,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             command: EnvCommand::Check { json },
         } => operate::env_check(&config, json),
         Command::Validate => operate::validate(&config),
+        Command::Fleet { command } => fleet::run(&config, command, default_who).await,
         Command::Export {
             command: ExportCommand::Kubernetes(args),
         } => export::kubernetes(&config, &args),

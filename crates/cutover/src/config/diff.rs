@@ -81,6 +81,8 @@ impl ReloadPlan {
             notify,
             edge,
             front,
+            // Read by `cutover fleet` on the operator's side; the daemon never uses it.
+            fleet: _,
             warnings: _,
             sha256: _,
             loaded_at: _,

@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub(super) notify: Vec<NotifyConfig>,
     #[serde(default)]
     pub(super) edge: RawEdge,
+    pub(super) fleet: Option<super::fleet::RawFleet>,
 }
 
 #[derive(Deserialize, Default)]

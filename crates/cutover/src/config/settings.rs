@@ -68,6 +68,8 @@ pub struct Config {
     pub edge: EdgePolicy,
     /// `[edge]`: the shared listeners (`http`, `https`) and what goes with them.
     pub front: super::edge::FrontConfig,
+    /// `[fleet]`: the hosts `cutover fleet` deploys to (operator side only).
+    pub fleet: Option<super::fleet::FleetConfig>,
     /// Located (`file:line:col: key: message`) doubts that do not stop the config from working;
     /// `validate` prints them and `serve` logs them.
     pub warnings: Vec<String>,

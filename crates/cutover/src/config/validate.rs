@@ -113,6 +113,7 @@ impl Validator<'_> {
             notify: self.notify(raw.notify)?,
             edge: self.edge(&raw.edge)?,
             front,
+            fleet: self.fleet(raw.fleet)?,
             warnings,
             // Set by `parse`, which has the text.
             sha256: String::new(),

@@ -3,6 +3,8 @@
 //! then a timeline of the whole pipeline (`timeline.rs`).
 
 mod live;
+
+pub(super) use live::fit;
 mod stage;
 mod timeline;
 

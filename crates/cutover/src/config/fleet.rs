@@ -1,0 +1,121 @@
+//! `[fleet]`: the hosts `cutover fleet ...` deploys to over SSH, and how. Read on the operator's
+//! machine (or CI) only; the daemons on the hosts ignore it, so a reload never looks at it.
+
+use super::validate::Validator;
+use super::ConfigError;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Where each host's daemon reads its config, when `remote_config` is not given: the path the
+/// generated systemd unit uses.
+pub const DEFAULT_REMOTE_CONFIG: &str = "/etc/cutover/cutover.toml";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    hosts: Vec<String>,
+    remote_config: Option<PathBuf>,
+    canary: Option<usize>,
+    max_parallel: Option<usize>,
+    ssh: Option<Vec<String>>,
+    remote_binary: Option<String>,
+    history: Option<PathBuf>,
+}
+
+/// The validated `[fleet]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// SSH destinations, as `ssh` takes them: an alias of `~/.ssh/config`, `host`, `user@host`,
+    /// or `ssh://user@host:port`. Unique, in deploy order.
+    pub hosts: Vec<String>,
+    /// The config file of the daemon on every host.
+    pub remote_config: PathBuf,
+    /// Hosts in the first wave, which deploys and stabilizes before any other host moves.
+    pub canary: usize,
+    /// Hosts per later wave.
+    pub max_parallel: usize,
+    /// The ssh command and its leading options (`["ssh", "-F", "ci_ssh_config"]`); cutover adds
+    /// its own options after these, so the user's win where both set one.
+    pub ssh: Vec<String>,
+    /// The cutover binary on the hosts (a name looked up in the remote PATH, or a path).
+    pub remote_binary: String,
+    /// The operator-side history of fleet runs (SQLite); none: the default under
+    /// `$XDG_STATE_HOME` (see `fleet::history`).
+    pub history: Option<PathBuf>,
+}
+
+impl Validator<'_> {
+    pub(super) fn fleet(&self, raw: Option<RawFleet>) -> Result<Option<FleetConfig>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let key = |field: &'static str| ["fleet", field];
+        if raw.hosts.is_empty() {
+            return Err(self.error(
+                &key("hosts"),
+                "no hosts: list the ssh destinations, e.g. hosts = [\"web1\", \"deploy@10.0.0.2\"]",
+            ));
+        }
+        for (i, host) in raw.hosts.iter().enumerate() {
+            if let Err(why) = check_destination(host) {
+                return Err(self.error(&key("hosts"), format!("{host:?}: {why}")));
+            }
+            if raw.hosts[..i].contains(host) {
+                return Err(self.error(&key("hosts"), format!("{host:?} is listed twice")));
+            }
+        }
+        let count = raw.hosts.len();
+        let canary = raw.canary.unwrap_or(1);
+        if canary == 0 || canary > count {
+            return Err(self.error(
+                &key("canary"),
+                format!("must be between 1 and the number of hosts ({count}), not {canary}"),
+            ));
+        }
+        let max_parallel = raw.max_parallel.unwrap_or(2);
+        if max_parallel == 0 {
+            return Err(self.error(&key("max_parallel"), "must be at least 1"));
+        }
+        let ssh = raw.ssh.unwrap_or_else(|| vec!["ssh".into()]);
+        if ssh.first().is_none_or(|program| program.trim().is_empty()) {
+            return Err(self.error(
+                &key("ssh"),
+                "needs the ssh program first, e.g. ssh = [\"ssh\", \"-F\", \"ssh_config\"]",
+            ));
+        }
+        let remote_binary = raw.remote_binary.unwrap_or_else(|| "cutover".into());
+        if remote_binary.trim().is_empty() {
+            return Err(self.error(&key("remote_binary"), "must not be empty"));
+        }
+        let remote_config = raw
+            .remote_config
+            .unwrap_or_else(|| DEFAULT_REMOTE_CONFIG.into());
+        if !remote_config.is_absolute() {
+            return Err(self.error(
+                &key("remote_config"),
+                "must be an absolute path on the hosts, e.g. \"/etc/cutover/cutover.toml\"",
+            ));
+        }
+        Ok(Some(FleetConfig {
+            hosts: raw.hosts,
+            remote_config,
+            canary,
+            max_parallel,
+            ssh,
+            remote_binary,
+            history: raw.history.map(|p| self.resolve(&p)),
+        }))
+    }
+}
+
+/// What ssh itself would refuse, or take as an option: caught here with the key named.
+fn check_destination(host: &str) -> Result<(), &'static str> {
+    if host.is_empty() {
+        return Err("empty destination");
+    }
+    if host.starts_with('-') {
+        return Err("a destination cannot start with '-' (ssh would read it as an option)");
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a destination cannot contain spaces or control characters");
+    }
+    Ok(())
+}

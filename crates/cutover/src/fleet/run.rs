@@ -1,0 +1,562 @@
+//! A fleet deploy carried out: preflight every host, lock them, upload once per host, then the
+//! waves, and when a host fails, every host this run moved goes back. The decisions are in
+//! `plan.rs`; this file does the I/O and reports each step.
+
+use super::artifacts::prepare;
+use super::events::{forward, FleetEvent, Phase, Reporter};
+use super::history::{new_run_id, History, HostRecord, RunRecord};
+use super::plan::{self, HostOutcome, RunOutcome};
+use super::remote::{Host, PipelineResult};
+use super::ssh::{Ssh, SshError};
+use crate::config::FleetConfig;
+use crate::protocol::StatusResponse;
+use crate::vocab::now_millis;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tokio::process::Child;
+
+/// What `cutover fleet deploy` asks for.
+pub struct DeployRequest {
+    pub components: Vec<String>,
+    pub release: String,
+    /// Component -> local artifact (absolute; a file, or a directory sent as a tar archive).
+    pub artifacts: BTreeMap<String, PathBuf>,
+    pub who: String,
+    /// Keep the hosts that finished when another fails.
+    pub no_rollback: bool,
+}
+
+/// How a run ended, for the exit code and the final table.
+pub struct RunSummary {
+    pub run: String,
+    pub outcome: RunOutcome,
+    pub reason: Option<String>,
+    pub hosts: Vec<HostRecord>,
+}
+
+/// Everything a run keeps about one host as it goes.
+pub(super) struct HostState {
+    pub(super) wave: usize,
+    pub(super) outcome: HostOutcome,
+    pub(super) detail: Option<String>,
+    pub(super) result: Option<PipelineResult>,
+    pub(super) started_at: Option<i64>,
+    pub(super) finished_at: i64,
+}
+
+pub async fn deploy(
+    fleet: &FleetConfig,
+    history: &History,
+    request: DeployRequest,
+    report: &Reporter<'_>,
+) -> anyhow::Result<RunSummary> {
+    let ssh = Ssh::new(fleet.ssh.clone())?;
+    let waves = plan::waves(&fleet.hosts, fleet.canary, fleet.max_parallel);
+    let start = Start {
+        kind: "deploy",
+        release: Some(request.release.clone()),
+        components: request.components.clone(),
+        who: request.who.clone(),
+        waves: waves.clone(),
+    };
+    let (run_id, mut run) = Run::begin(fleet, &ssh, report, history, start)?;
+    let who = format!("{} (fleet run {run_id})", request.who);
+    let reason = run.go(&run_id, &request, &waves, &who).await;
+    let summary = run.finish(&run_id, history, reason)?;
+    ssh.close(&fleet.hosts).await;
+    Ok(summary)
+}
+
+/// What a run is, as its first event and its history row say.
+pub(super) struct Start {
+    pub(super) kind: &'static str,
+    pub(super) release: Option<String>,
+    pub(super) components: Vec<String>,
+    pub(super) who: String,
+    pub(super) waves: Vec<Vec<String>>,
+}
+
+pub(super) struct Run<'a> {
+    pub(super) fleet: &'a FleetConfig,
+    pub(super) ssh: &'a Ssh,
+    pub(super) report: &'a Reporter<'a>,
+    pub(super) states: BTreeMap<String, HostState>,
+    /// The hosts' lock sessions: held while these live.
+    pub(super) locks: Vec<Child>,
+}
+
+impl<'a> Run<'a> {
+    /// Records and announces a new run; every host starts `NotStarted` in its wave.
+    pub(super) fn begin(
+        fleet: &'a FleetConfig,
+        ssh: &'a Ssh,
+        report: &'a Reporter<'a>,
+        history: &History,
+        start: Start,
+    ) -> anyhow::Result<(String, Run<'a>)> {
+        let run_id = new_run_id();
+        report.send(FleetEvent::RunStarted {
+            run: run_id.clone(),
+            kind: start.kind.into(),
+            release: start.release.clone(),
+            components: start.components.clone(),
+            waves: start.waves.clone(),
+        });
+        history.start_run(&RunRecord {
+            id: run_id.clone(),
+            kind: start.kind.into(),
+            release: start.release,
+            components: start.components,
+            who: start.who,
+            started_at: now_millis(),
+            finished_at: None,
+            outcome: None,
+            reason: None,
+            hosts: Vec::new(),
+        })?;
+        let mut states = BTreeMap::new();
+        for (i, wave) in start.waves.iter().enumerate() {
+            for host in wave {
+                states.insert(
+                    host.clone(),
+                    HostState {
+                        wave: i + 1,
+                        outcome: HostOutcome::NotStarted,
+                        detail: None,
+                        result: None,
+                        started_at: None,
+                        finished_at: now_millis(),
+                    },
+                );
+            }
+        }
+        let run = Run {
+            fleet,
+            ssh,
+            report,
+            states,
+            locks: Vec::new(),
+        };
+        Ok((run_id, run))
+    }
+
+    pub(super) fn host<'h>(&'h self, name: &'h str) -> Host<'h> {
+        Host {
+            name,
+            ssh: self.ssh,
+            fleet: self.fleet,
+        }
+    }
+
+    pub(super) fn set(&mut self, host: &str, outcome: HostOutcome, detail: Option<String>) {
+        if let Some(state) = self.states.get_mut(host) {
+            state.outcome = outcome;
+            state.detail = detail;
+            state.finished_at = now_millis();
+        }
+    }
+
+    /// Runs the whole deploy; `Some(reason)` when it did not succeed everywhere.
+    async fn go(
+        &mut self,
+        run_id: &str,
+        request: &DeployRequest,
+        waves: &[Vec<String>],
+        who: &str,
+    ) -> Option<String> {
+        if let Err(reason) = self.preflight(|s| check_host(s, request)).await {
+            return Some(reason);
+        }
+        if let Err(reason) = self.lock_all(run_id).await {
+            return Some(reason);
+        }
+        let remote_paths = match self.upload_all(request).await {
+            Ok(paths) => paths,
+            Err(reason) => return Some(reason),
+        };
+        let mut failure = None;
+        for (i, wave) in waves.iter().enumerate() {
+            let todo: Vec<String> = wave
+                .iter()
+                .filter(|h| self.states[*h].outcome != HostOutcome::AlreadyThere)
+                .cloned()
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            self.report.send(FleetEvent::WaveStarted {
+                wave: i + 1,
+                hosts: todo.clone(),
+            });
+            failure = self.wave(&todo, request, &remote_paths, who).await;
+            if failure.is_some() {
+                break;
+            }
+        }
+        let failure = failure?;
+        if !request.no_rollback {
+            self.roll_back_switched(&request.release, who).await;
+        }
+        Some(failure)
+    }
+
+    /// Every host answers, its daemon runs, and no deploy is in progress there. A host that
+    /// already runs the release on every component is left alone.
+    pub(super) async fn preflight(
+        &mut self,
+        check: impl Fn(&StatusResponse) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let names: Vec<String> = self.states.keys().cloned().collect();
+        for name in &names {
+            self.report.phase(name, Phase::Checking, None);
+        }
+        let this = &*self;
+        let checks = names.iter().map(|name| async move {
+            let status = this.host(name).status().await;
+            (name.clone(), status)
+        });
+        let answers = futures_util::future::join_all(checks).await;
+        let mut problems = Vec::new();
+        for (name, answer) in answers {
+            match answer.map_err(|e| e.to_string()).and_then(|s| check(&s)) {
+                Ok(true) => {
+                    self.set(&name, HostOutcome::AlreadyThere, None);
+                    self.report.phase(&name, Phase::AlreadyThere, None);
+                }
+                Ok(false) => self.report.phase(&name, Phase::Ready, None),
+                Err(why) => {
+                    self.set(&name, HostOutcome::Unreachable, Some(why.clone()));
+                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
+                    problems.push(format!("{name}: {why}"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no host was changed, because {}",
+                problems.join("; ")
+            ))
+        }
+    }
+
+    pub(super) async fn lock_all(&mut self, run_id: &str) -> Result<(), String> {
+        let names: Vec<String> = self.states.keys().cloned().collect();
+        let this = &*self;
+        let locking = names
+            .iter()
+            .map(|name| async move { (name.clone(), this.host(name).lock(run_id).await) });
+        let mut problems = Vec::new();
+        for (name, locked) in futures_util::future::join_all(locking).await {
+            match locked {
+                Ok(child) => self.locks.push(child),
+                Err(e) => {
+                    let why = e.to_string();
+                    self.set(&name, HostOutcome::Unreachable, Some(why.clone()));
+                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
+                    problems.push(why);
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no host was changed, because {}",
+                problems.join("; ")
+            ))
+        }
+    }
+
+    /// Each artifact onto every host that will deploy, verified by sha256 there; component ->
+    /// path on the hosts (the same on all: the cache is named by digest).
+    async fn upload_all(
+        &mut self,
+        request: &DeployRequest,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+        let mut packed = Vec::new(); // temp tars of directories, alive until the uploads end
+        let mut files = Vec::new();
+        for (component, path) in &request.artifacts {
+            let (file, digest) = prepare(path)
+                .await
+                .map_err(|e| format!("artifact {}: {e}", path.display()))?;
+            files.push((component.clone(), file.path().to_owned(), digest));
+            packed.push(file);
+        }
+        let targets: Vec<String> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.outcome == HostOutcome::NotStarted)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in &targets {
+            self.report.phase(host, Phase::Uploading, None);
+        }
+        let files = &files;
+        let this = &*self;
+        let uploads = targets.iter().map(|name| async move {
+            let mut paths = BTreeMap::new();
+            for (component, file, digest) in files {
+                match this.host(name).upload(file, digest).await {
+                    Ok(received) => {
+                        paths.insert(component.clone(), received.path);
+                    }
+                    Err(e) => return (name.clone(), Err(e)),
+                }
+            }
+            (name.clone(), Ok(paths))
+        });
+        let mut paths = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, uploaded) in futures_util::future::join_all(uploads).await {
+            match uploaded {
+                Ok(p) => {
+                    self.report.phase(&name, Phase::Uploaded, None);
+                    paths.insert(name, p);
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    let outcome = if e.is_unreachable() {
+                        HostOutcome::Unreachable
+                    } else {
+                        HostOutcome::Failed
+                    };
+                    self.set(&name, outcome, Some(why.clone()));
+                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
+                    problems.push(why);
+                }
+            }
+        }
+        drop(packed);
+        if problems.is_empty() {
+            Ok(paths)
+        } else {
+            Err(format!(
+                "no host was changed, because {}",
+                problems.join("; ")
+            ))
+        }
+    }
+
+    /// Deploys to the hosts of one wave at once. At the first failure the others of the wave
+    /// are told to abort (unless `--no-rollback`); returns the failure.
+    async fn wave(
+        &mut self,
+        hosts: &[String],
+        request: &DeployRequest,
+        paths: &BTreeMap<String, BTreeMap<String, String>>,
+        who: &str,
+    ) -> Option<String> {
+        let report = self.report;
+        let mut running: FuturesUnordered<_> = hosts
+            .iter()
+            .map(|name| {
+                let host = self.host(name);
+                let artifacts = paths.get(name).cloned().unwrap_or_default();
+                let started_at = now_millis();
+                report.phase(name, Phase::Deploying, None);
+                async move {
+                    let result = host
+                        .deploy(
+                            &request.components,
+                            &request.release,
+                            &artifacts,
+                            who,
+                            |e| forward(report, name, e),
+                        )
+                        .await;
+                    (name.clone(), started_at, result)
+                }
+            })
+            .collect();
+        let mut finished: Vec<(String, i64, Result<PipelineResult, SshError>)> = Vec::new();
+        let mut failure: Option<String> = None;
+        let mut aborted: Vec<String> = Vec::new();
+        while let Some((name, started_at, result)) = running.next().await {
+            let outcome = match &result {
+                Ok(r) => plan::host_outcome(r, aborted.contains(&name)),
+                Err(_) => HostOutcome::Unreachable,
+            };
+            if outcome.is_failure() && failure.is_none() {
+                let why = match &result {
+                    Ok(r) => r.reason.clone().unwrap_or_else(|| outcome.label().into()),
+                    Err(e) => e.to_string(),
+                };
+                failure = Some(format!("{name}: {why}"));
+                if !request.no_rollback {
+                    let others: Vec<&String> = hosts
+                        .iter()
+                        .filter(|h| **h != name && !finished.iter().any(|f| f.0 == **h))
+                        .collect();
+                    for other in others {
+                        report.phase(other, Phase::Aborting, Some(format!("{name} failed")));
+                        for component in &request.components {
+                            // A deploy that already ended has nothing to abort: ignored.
+                            let _ = self.host(other).abort(component, who).await;
+                        }
+                        aborted.push(other.clone());
+                    }
+                }
+            }
+            finished.push((name, started_at, result));
+        }
+        drop(running);
+        for (name, started_at, result) in finished {
+            let (outcome, detail, result) = match result {
+                Ok(r) => {
+                    let outcome = plan::host_outcome(&r, aborted.contains(&name));
+                    (outcome, r.reason.clone(), Some(r))
+                }
+                Err(e) => (HostOutcome::Unreachable, Some(e.to_string()), None),
+            };
+            let phase = if outcome == HostOutcome::Succeeded {
+                Phase::Done
+            } else {
+                Phase::Failed
+            };
+            report.phase(&name, phase, detail.clone());
+            if let Some(state) = self.states.get_mut(&name) {
+                state.outcome = outcome;
+                state.detail = detail;
+                state.result = result;
+                state.started_at = Some(started_at);
+                state.finished_at = now_millis();
+            }
+        }
+        failure
+    }
+
+    /// Every host this run moved to the new release goes back to what it ran before, all at
+    /// once.
+    async fn roll_back_switched(&mut self, release: &str, who: &str) {
+        let report = self.report;
+        let switched: Vec<(String, Vec<(String, String)>)> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.outcome == HostOutcome::Succeeded)
+            .filter_map(|(h, s)| {
+                Some((h.clone(), plan::rollback_steps(s.result.as_ref()?, release)))
+            })
+            .collect();
+        let rollbacks = switched.iter().map(|(name, steps)| {
+            let host = self.host(name);
+            report.phase(name, Phase::RollingBack, None);
+            async move {
+                for (component, to) in steps {
+                    let done = host
+                        .rollback(component, Some(to), who, |e| forward(report, name, e))
+                        .await;
+                    match done {
+                        Ok(r) if r.outcome == crate::vocab::Outcome::Succeeded => {}
+                        Ok(r) => {
+                            return (
+                                name.clone(),
+                                Err(r.reason.unwrap_or_else(|| "failed".into())),
+                            )
+                        }
+                        Err(e) => return (name.clone(), Err(e.to_string())),
+                    }
+                }
+                (name.clone(), Ok(()))
+            }
+        });
+        for (name, done) in futures_util::future::join_all(rollbacks).await {
+            match done {
+                Ok(()) => {
+                    report.phase(&name, Phase::Done, Some("back on its old release".into()));
+                    self.set(
+                        &name,
+                        HostOutcome::RolledBack,
+                        Some("moved back by the fleet".into()),
+                    );
+                }
+                Err(why) => {
+                    report.phase(&name, Phase::Failed, Some(why.clone()));
+                    self.set(&name, HostOutcome::RollbackFailed, Some(why));
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        run: &str,
+        history: &History,
+        reason: Option<String>,
+    ) -> anyhow::Result<RunSummary> {
+        // Closing their stdin ends the remote lock holders.
+        for lock in &mut self.locks {
+            drop(lock.stdin.take());
+        }
+        let mut hosts: Vec<HostRecord> = self
+            .states
+            .iter()
+            .map(|(name, s)| HostRecord {
+                host: name.clone(),
+                wave: s.wave,
+                outcome: s.outcome,
+                detail: s.detail.clone(),
+                from: s
+                    .result
+                    .as_ref()
+                    .map(|r| r.from.clone())
+                    .unwrap_or_default(),
+                started_at: s.started_at,
+                finished_at: s.finished_at,
+            })
+            .collect();
+        hosts.sort_by_key(|h| (h.wave, self.fleet.hosts.iter().position(|x| *x == h.host)));
+        for host in &hosts {
+            history.record_host(run, host)?;
+        }
+        let outcomes: Vec<HostOutcome> = hosts.iter().map(|h| h.outcome).collect();
+        let outcome = match reason {
+            None => RunOutcome::Succeeded,
+            Some(_) => match plan::run_outcome(&outcomes) {
+                // A failure reason with every host fine cannot be a success.
+                RunOutcome::Succeeded => RunOutcome::Failed,
+                other => other,
+            },
+        };
+        history.finish_run(run, outcome, reason.as_deref(), now_millis())?;
+        self.report.send(FleetEvent::RunFinished {
+            run: run.to_owned(),
+            outcome,
+            reason: reason.clone(),
+            duration_ms: self.report.elapsed_ms(),
+            hosts: hosts.clone(),
+        });
+        Ok(RunSummary {
+            run: run.to_owned(),
+            outcome,
+            reason,
+            hosts,
+        })
+    }
+}
+
+/// Whether the host already runs `request`'s release on every component; an error when it
+/// cannot take the deploy (daemon down, unknown component, a deploy in progress).
+fn check_host(status: &StatusResponse, request: &DeployRequest) -> Result<bool, String> {
+    if status.daemon.is_none() {
+        return Err("its cutover daemon is not running".into());
+    }
+    let mut everywhere = true;
+    for name in &request.components {
+        let Some(component) = status.components.iter().find(|c| c.name == *name) else {
+            return Err(format!("its config has no component {name:?}"));
+        };
+        if let Some(deploying) = &component.deploying {
+            return Err(format!(
+                "a deploy of {name} is in progress there ({})",
+                deploying.release
+            ));
+        }
+        if component.serving_release.as_deref() != Some(request.release.as_str()) {
+            everywhere = false;
+        }
+    }
+    Ok(everywhere)
+}
