@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod fleet;
 pub mod tls;
 pub mod tls_load;
 pub mod webhook;
