@@ -1,8 +1,6 @@
 //! `[fleet]`: the hosts `cutover fleet ...` deploys to over SSH, and how. Read on the operator's
 //! machine (or CI) only; the daemons on the hosts ignore it, so a reload never looks at it.
 
-use super::validate::Validator;
-use super::ConfigError;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -44,65 +42,72 @@ pub struct FleetConfig {
     pub history: Option<PathBuf>,
 }
 
-impl Validator<'_> {
-    pub(super) fn fleet(&self, raw: Option<RawFleet>) -> Result<Option<FleetConfig>, ConfigError> {
-        let Some(raw) = raw else { return Ok(None) };
-        let key = |field: &'static str| ["fleet", field];
+/// A refused `[fleet]` key (the field under `fleet`) and why; `validate.rs` locates it.
+pub(super) type FleetError = (&'static str, String);
+
+impl RawFleet {
+    /// The typed table; `resolve` makes `history` absolute against the config's directory.
+    pub(super) fn build(
+        self,
+        resolve: impl Fn(&std::path::Path) -> PathBuf,
+    ) -> Result<FleetConfig, FleetError> {
+        let raw = self;
         if raw.hosts.is_empty() {
-            return Err(self.error(
-                &key("hosts"),
-                "no hosts: list the ssh destinations, e.g. hosts = [\"web1\", \"deploy@10.0.0.2\"]",
-            ));
+            return Err(("hosts", String::from("no hosts: list the ssh destinations, e.g. hosts = [\"web1\", \"deploy@10.0.0.2\"]")));
         }
         for (i, host) in raw.hosts.iter().enumerate() {
             if let Err(why) = check_destination(host) {
-                return Err(self.error(&key("hosts"), format!("{host:?}: {why}")));
+                return Err(("hosts", format!("{host:?}: {why}")));
             }
             if raw.hosts[..i].contains(host) {
-                return Err(self.error(&key("hosts"), format!("{host:?} is listed twice")));
+                return Err(("hosts", format!("{host:?} is listed twice")));
             }
         }
         let count = raw.hosts.len();
         let canary = raw.canary.unwrap_or(1);
         if canary == 0 || canary > count {
-            return Err(self.error(
-                &key("canary"),
+            return Err((
+                "canary",
                 format!("must be between 1 and the number of hosts ({count}), not {canary}"),
             ));
         }
         let max_parallel = raw.max_parallel.unwrap_or(2);
         if max_parallel == 0 {
-            return Err(self.error(&key("max_parallel"), "must be at least 1"));
+            return Err(("max_parallel", String::from("must be at least 1")));
         }
         let ssh = raw.ssh.unwrap_or_else(|| vec!["ssh".into()]);
         if ssh.first().is_none_or(|program| program.trim().is_empty()) {
-            return Err(self.error(
-                &key("ssh"),
-                "needs the ssh program first, e.g. ssh = [\"ssh\", \"-F\", \"ssh_config\"]",
+            return Err((
+                "ssh",
+                String::from(
+                    "needs the ssh program first, e.g. ssh = [\"ssh\", \"-F\", \"ssh_config\"]",
+                ),
             ));
         }
         let remote_binary = raw.remote_binary.unwrap_or_else(|| "cutover".into());
         if remote_binary.trim().is_empty() {
-            return Err(self.error(&key("remote_binary"), "must not be empty"));
+            return Err(("remote_binary", String::from("must not be empty")));
         }
         let remote_config = raw
             .remote_config
             .unwrap_or_else(|| DEFAULT_REMOTE_CONFIG.into());
         if !remote_config.is_absolute() {
-            return Err(self.error(
-                &key("remote_config"),
-                "must be an absolute path on the hosts, e.g. \"/etc/cutover/cutover.toml\"",
+            return Err((
+                "remote_config",
+                String::from(
+                    "must be an absolute path on the hosts, e.g. \"/etc/cutover/cutover.toml\"",
+                ),
             ));
         }
-        Ok(Some(FleetConfig {
+        Ok(FleetConfig {
             hosts: raw.hosts,
             remote_config,
             canary,
             max_parallel,
             ssh,
             remote_binary,
-            history: raw.history.map(|p| self.resolve(&p)),
-        }))
+            history: raw.history.map(|p| resolve(&p)),
+        })
     }
 }
 

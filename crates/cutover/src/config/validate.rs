@@ -113,7 +113,14 @@ impl Validator<'_> {
             notify: self.notify(raw.notify)?,
             edge: self.edge(&raw.edge)?,
             front,
-            fleet: self.fleet(raw.fleet)?,
+            fleet: match raw.fleet {
+                Some(fleet) => Some(
+                    fleet
+                        .build(|p| self.resolve(p))
+                        .map_err(|(field, message)| self.error(&["fleet", field], message))?,
+                ),
+                None => None,
+            },
             warnings,
             // Set by `parse`, which has the text.
             sha256: String::new(),

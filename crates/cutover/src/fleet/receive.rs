@@ -156,7 +156,7 @@ fn prune(dir: &Path, keep: &Path) {
         .filter(|e| e.path() != keep)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    uploads.sort_by(|a, b| b.0.cmp(&a.0));
+    uploads.sort_by_key(|u| std::cmp::Reverse(u.0));
     for (_, old) in uploads.into_iter().skip(KEEP) {
         let _ = fs::remove_file(old);
     }

@@ -228,15 +228,11 @@ fn fold(result: &mut PipelineResult, finished: &mut bool, event: &Event) {
     match &event.kind {
         EventKind::DeployStarted {
             component, from, ..
-        } => {
-            if !result.from.iter().any(|(c, _)| c == component) {
-                result.from.push((component.clone(), from.clone()));
-            }
+        } if !result.from.iter().any(|(c, _)| c == component) => {
+            result.from.push((component.clone(), from.clone()));
         }
-        EventKind::Switched { component, .. } => {
-            if !result.switched.contains(component) {
-                result.switched.push(component.clone());
-            }
+        EventKind::Switched { component, .. } if !result.switched.contains(component) => {
+            result.switched.push(component.clone());
         }
         EventKind::DeployFinished {
             outcome, reason, ..

@@ -44,10 +44,10 @@ async fn go(
     to: Option<&str>,
     who: &str,
 ) -> Option<String> {
-    if let Err(reason) = run.preflight(|s| check_host(s, component, to)).await {
+    if let Err(reason) = run.lock_all(run_id).await {
         return Some(reason);
     }
-    if let Err(reason) = run.lock_all(run_id).await {
+    if let Err(reason) = run.preflight(|s| check_host(s, component, to)).await {
         return Some(reason);
     }
     let report = run.report;

@@ -165,10 +165,11 @@ impl<'a> Run<'a> {
         waves: &[Vec<String>],
         who: &str,
     ) -> Option<String> {
-        if let Err(reason) = self.preflight(|s| check_host(s, request)).await {
+        // The lock first: a host busy with another fleet run says so, not "deploy in progress".
+        if let Err(reason) = self.lock_all(run_id).await {
             return Some(reason);
         }
-        if let Err(reason) = self.lock_all(run_id).await {
+        if let Err(reason) = self.preflight(|s| check_host(s, request)).await {
             return Some(reason);
         }
         let remote_paths = match self.upload_all(request).await {
@@ -219,6 +220,7 @@ impl<'a> Run<'a> {
         let answers = futures_util::future::join_all(checks).await;
         let mut problems = Vec::new();
         for (name, answer) in answers {
+            let unreachable = answer.is_err();
             match answer.map_err(|e| e.to_string()).and_then(|s| check(&s)) {
                 Ok(true) => {
                     self.set(&name, HostOutcome::AlreadyThere, None);
@@ -226,7 +228,12 @@ impl<'a> Run<'a> {
                 }
                 Ok(false) => self.report.phase(&name, Phase::Ready, None),
                 Err(why) => {
-                    self.set(&name, HostOutcome::Unreachable, Some(why.clone()));
+                    let outcome = if unreachable {
+                        HostOutcome::Unreachable
+                    } else {
+                        HostOutcome::Failed
+                    };
+                    self.set(&name, outcome, Some(why.clone()));
                     self.report.phase(&name, Phase::Failed, Some(why.clone()));
                     problems.push(format!("{name}: {why}"));
                 }
@@ -254,7 +261,12 @@ impl<'a> Run<'a> {
                 Ok(child) => self.locks.push(child),
                 Err(e) => {
                     let why = e.to_string();
-                    self.set(&name, HostOutcome::Unreachable, Some(why.clone()));
+                    let outcome = if e.is_unreachable() {
+                        HostOutcome::Unreachable
+                    } else {
+                        HostOutcome::Failed
+                    };
+                    self.set(&name, outcome, Some(why.clone()));
                     self.report.phase(&name, Phase::Failed, Some(why.clone()));
                     problems.push(why);
                 }

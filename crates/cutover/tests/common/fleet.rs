@@ -242,6 +242,7 @@ impl TestFleet {
                 alias: &host.name,
                 ip: host.ip,
                 host_key: &parts.sshd.as_ref().expect("sshd started").host_key,
+                upload_cache: host.dir.join("upload-cache"),
             })
             .collect();
         let known_hosts = self.dir.path().join("known_hosts");

@@ -116,6 +116,7 @@ fn sshd_config(ip: Ipv4Addr, host_key: &Path, authorized_keys: &Path, dir: &Path
          PrintMotd no\n\
          PrintLastLog no\n\
          X11Forwarding no\n\
+         AcceptEnv XDG_CACHE_HOME\n\
          LogLevel VERBOSE\n",
         host_key.display(),
         authorized_keys.display(),
@@ -128,6 +129,9 @@ pub struct ClientHost<'a> {
     pub alias: &'a str,
     pub ip: Ipv4Addr,
     pub host_key: &'a str,
+    /// Where `cutover fleet receive` keeps uploads on this host: the hosts share one file
+    /// system, and each must receive its own copy, as separate machines would.
+    pub upload_cache: std::path::PathBuf,
 }
 
 /// `ssh_config` with one `Host` block per host. Only this file is read (`-F`), so neither the
@@ -148,11 +152,13 @@ pub fn client_config(hosts: &[ClientHost], identity: &Path, known_hosts: &Path) 
              \x20   StrictHostKeyChecking yes\n\
              \x20   BatchMode yes\n\
              \x20   ConnectTimeout 5\n\
+             \x20   SetEnv XDG_CACHE_HOME={}\n\
              \x20   LogLevel ERROR\n\n",
             host.alias,
             host.ip,
             identity.display(),
             known_hosts.display(),
+            host.upload_cache.display(),
         );
     }
     config
