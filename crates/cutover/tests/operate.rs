@@ -350,6 +350,9 @@ fn webhooks_hear_deploys_and_a_dead_one_does_not_slow_them() {
             break;
         }
     }
+    // Each event is delivered on its own (a slow receiver never holds the next one back), so
+    // two events a few ms apart may arrive in either order; their `at` says which came first.
+    seen.sort_by_key(|e| e["at"].as_str().unwrap_or("").to_owned());
     let kinds: Vec<&str> = seen
         .iter()
         .map(|e| e["event"].as_str().unwrap_or(""))

@@ -66,6 +66,12 @@ fn not_as_root_it_prints_the_apt_line_for_what_is_missing() {
     if !Path::new("/bin/busybox").exists() {
         missing.push("busybox-static");
     }
+    // The fleet tests' hosts: `ip` and ssh come from PATH (empty here); sshd by its path.
+    missing.push("iproute2");
+    if !Path::new("/usr/sbin/sshd").exists() {
+        missing.push("openssh-server");
+    }
+    missing.push("openssh-client");
     missing.push("python3-pip");
     let line = format!("    sudo apt-get install -y {}", missing.join(" "));
     assert!(
