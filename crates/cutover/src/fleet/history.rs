@@ -6,7 +6,7 @@
 //! deploy` leaves a run without an end, which `cutover fleet history` shows as such.
 
 use super::plan::{HostOutcome, RunOutcome};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -231,19 +231,6 @@ impl History {
         Ok(runs)
     }
 
-    /// The last run that finished, of any kind.
-    pub fn last_finished(&self) -> Result<Option<String>, HistoryError> {
-        self.conn
-            .query_row(
-                "SELECT id FROM fleet_runs WHERE finished_at IS NOT NULL
-                 ORDER BY finished_at DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())
-    }
-
     fn hosts_of(&self, run_id: &str) -> Result<Vec<HostRecord>, HistoryError> {
         self.conn
             .prepare(
@@ -340,6 +327,5 @@ mod tests {
             .unwrap();
         let runs = history.recent(10).unwrap();
         assert_eq!(runs[0].outcome, Some(RunOutcome::RolledBack));
-        assert_eq!(history.last_finished().unwrap().as_deref(), Some("r1"));
     }
 }

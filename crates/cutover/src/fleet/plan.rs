@@ -169,7 +169,6 @@ mod tests {
                 .iter()
                 .map(|(c, f)| ((*c).to_owned(), f.map(str::to_owned)))
                 .collect(),
-            switched: Vec::new(),
         }
     }
 

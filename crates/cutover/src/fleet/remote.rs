@@ -33,8 +33,6 @@ pub struct PipelineResult {
     /// Each component's release before this pipeline (what a rollback goes back to), in the
     /// order the host deployed them.
     pub from: Vec<(String, Option<String>)>,
-    /// Components whose traffic moved to the new release at some point.
-    pub switched: Vec<String>,
 }
 
 impl Host<'_> {
@@ -194,7 +192,6 @@ impl Host<'_> {
             outcome: Outcome::Interrupted,
             reason: None,
             from: Vec::new(),
-            switched: Vec::new(),
         };
         let mut finished = false;
         let streamed = self
@@ -230,9 +227,6 @@ fn fold(result: &mut PipelineResult, finished: &mut bool, event: &Event) {
             component, from, ..
         } if !result.from.iter().any(|(c, _)| c == component) => {
             result.from.push((component.clone(), from.clone()));
-        }
-        EventKind::Switched { component, .. } if !result.switched.contains(component) => {
-            result.switched.push(component.clone());
         }
         EventKind::DeployFinished {
             outcome, reason, ..

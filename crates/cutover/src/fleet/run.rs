@@ -228,25 +228,23 @@ impl<'a> Run<'a> {
                 }
                 Ok(false) => self.report.phase(&name, Phase::Ready, None),
                 Err(why) => {
-                    let outcome = if unreachable {
-                        HostOutcome::Unreachable
-                    } else {
-                        HostOutcome::Failed
-                    };
-                    self.set(&name, outcome, Some(why.clone()));
-                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
                     problems.push(format!("{name}: {why}"));
+                    self.refuse(&name, unreachable, why);
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
+        nothing_changed(problems)
+    }
+
+    /// A host that cannot take part, found before any host moved: recorded and shown.
+    fn refuse(&mut self, name: &str, unreachable: bool, why: String) {
+        let outcome = if unreachable {
+            HostOutcome::Unreachable
         } else {
-            Err(format!(
-                "no host was changed, because {}",
-                problems.join("; ")
-            ))
-        }
+            HostOutcome::Failed
+        };
+        self.report.phase(name, Phase::Failed, Some(why.clone()));
+        self.set(name, outcome, Some(why));
     }
 
     pub(super) async fn lock_all(&mut self, run_id: &str) -> Result<(), String> {
@@ -260,26 +258,12 @@ impl<'a> Run<'a> {
             match locked {
                 Ok(child) => self.locks.push(child),
                 Err(e) => {
-                    let why = e.to_string();
-                    let outcome = if e.is_unreachable() {
-                        HostOutcome::Unreachable
-                    } else {
-                        HostOutcome::Failed
-                    };
-                    self.set(&name, outcome, Some(why.clone()));
-                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
-                    problems.push(why);
+                    problems.push(e.to_string());
+                    self.refuse(&name, e.is_unreachable(), e.to_string());
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "no host was changed, because {}",
-                problems.join("; ")
-            ))
-        }
+        nothing_changed(problems)
     }
 
     /// Each artifact onto every host that will deploy, verified by sha256 there; component ->
@@ -329,27 +313,13 @@ impl<'a> Run<'a> {
                     paths.insert(name, p);
                 }
                 Err(e) => {
-                    let why = e.to_string();
-                    let outcome = if e.is_unreachable() {
-                        HostOutcome::Unreachable
-                    } else {
-                        HostOutcome::Failed
-                    };
-                    self.set(&name, outcome, Some(why.clone()));
-                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
-                    problems.push(why);
+                    problems.push(e.to_string());
+                    self.refuse(&name, e.is_unreachable(), e.to_string());
                 }
             }
         }
         drop(packed);
-        if problems.is_empty() {
-            Ok(paths)
-        } else {
-            Err(format!(
-                "no host was changed, because {}",
-                problems.join("; ")
-            ))
-        }
+        nothing_changed(problems).map(|()| paths)
     }
 
     /// Deploys to the hosts of one wave at once. At the first failure the others of the wave
@@ -546,6 +516,18 @@ impl<'a> Run<'a> {
             reason,
             hosts,
         })
+    }
+}
+
+/// The end of a step before any switch: every host went on, or the run stops, saying why.
+fn nothing_changed(problems: Vec<String>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "no host was changed, because {}",
+            problems.join("; ")
+        ))
     }
 }
 
