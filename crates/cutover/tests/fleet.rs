@@ -46,6 +46,23 @@ fn fleet_cli(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `cutover fleet deploy backend --release RELEASE --artifact demo-api [--json]`.
+fn fleet_deploy(config: &Path, release: &str, json: bool) -> Output {
+    let api = demo_api();
+    let mut args = vec![
+        "deploy",
+        "backend",
+        "--release",
+        release,
+        "--artifact",
+        api.to_str().unwrap(),
+    ];
+    if json {
+        args.push("--json");
+    }
+    fleet_cli(config, &args)
+}
+
 /// The JSON lines of a `--json` run.
 fn events(out: &Output) -> Vec<Value> {
     text(&out.stdout)
@@ -96,18 +113,7 @@ fn a_three_host_waves_deploy_moves_every_host_with_no_failed_request() {
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
     let api = demo_api();
     let load = fleet.start_load(2, Duration::from_secs(60));
-    let out = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = fleet_deploy(&config, "v2", true);
     let report = load.stop();
     assert!(out.status.success(), "{}", describe(&out));
     let events = events(&out);
@@ -183,20 +189,8 @@ fn a_host_that_fails_its_health_gate_in_wave_two_rolls_the_canary_back() {
     // h2's next release never turns healthy (a host-specific setting gone wrong).
     fleet.set_host_env(1, "DEMO_NEVER_HEALTHY", "1");
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
-    let api = demo_api();
     let load = fleet.start_load(2, Duration::from_secs(60));
-    let out = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = fleet_deploy(&config, "v2", true);
     let report = load.stop();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let events = events(&out);
@@ -224,20 +218,8 @@ fn a_host_that_degrades_during_stabilization_rolls_every_host_back() {
     // h3's next release answers 500 after 300 ms: its own stabilization catches it.
     fleet.set_host_env(2, "DEMO_FAIL_AFTER_MS", "300");
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
-    let api = demo_api();
     let load = fleet.start_load(2, Duration::from_secs(90));
-    let out = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = fleet_deploy(&config, "v2", true);
     let report = load.stop();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let events = events(&out);
@@ -266,18 +248,7 @@ fn an_unreachable_host_fails_the_deploy_before_any_host_switches() {
     };
     fleet.disconnect(2);
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
-    let api = demo_api();
-    let out = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-        ],
-    );
+    let out = fleet_deploy(&config, "v2", false);
     fleet.reconnect(2);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let printed = text(&out.stdout);
@@ -328,17 +299,7 @@ fn a_killed_fleet_deploy_leaves_a_visible_mixed_state_that_a_rerun_completes() {
     assert!(!lines.is_empty(), "the canary never stabilized");
 
     // While it runs, a second fleet deploy is refused: the hosts are locked.
-    let second = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v3",
-            "--artifact",
-            api.to_str().unwrap(),
-        ],
-    );
+    let second = fleet_deploy(&config, "v3", false);
     assert_eq!(second.status.code(), Some(1), "{}", describe(&second));
     assert!(
         text(&second.stdout).contains("another fleet run holds this host"),
@@ -369,18 +330,7 @@ fn a_killed_fleet_deploy_leaves_a_visible_mixed_state_that_a_rerun_completes() {
     );
 
     // The lock went with the killed run's ssh sessions; the same deploy again completes it.
-    let rerun = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let rerun = fleet_deploy(&config, "v2", true);
     assert!(rerun.status.success(), "{}", describe(&rerun));
     let events = events(&rerun);
     let end = finished(&events);
@@ -398,18 +348,7 @@ fn a_fleet_rollback_moves_every_host_back() {
         return;
     };
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
-    let api = demo_api();
-    let out = fleet_cli(
-        &config,
-        &[
-            "deploy",
-            "backend",
-            "--release",
-            "v2",
-            "--artifact",
-            api.to_str().unwrap(),
-        ],
-    );
+    let out = fleet_deploy(&config, "v2", false);
     assert!(out.status.success(), "{}", describe(&out));
     let load = fleet.start_load(2, Duration::from_secs(60));
     let out = fleet_cli(&config, &["rollback", "backend", "--to", "v1"]);

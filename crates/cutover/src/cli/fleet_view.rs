@@ -3,7 +3,7 @@
 //! phase; then the table of hosts and the fleet's timeline.
 
 use super::output::{printable, table};
-use super::progress::fit;
+use super::progress::{fit, terminal_width};
 use crate::fleet::events::{FleetEvent, FleetLine, Phase};
 use crate::fleet::run::RunSummary;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -204,9 +204,4 @@ impl FleetView {
             None => println!("fleet run {}: {}", summary.run, summary.outcome.label()),
         }
     }
-}
-
-fn terminal_width() -> usize {
-    let (_rows, cols) = console::Term::stdout().size();
-    usize::from(cols).max(20)
 }

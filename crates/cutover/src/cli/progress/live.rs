@@ -53,7 +53,7 @@ impl LiveView {
     }
 }
 
-fn terminal_width() -> usize {
+pub fn terminal_width() -> usize {
     let (_rows, cols) = console::Term::stdout().size();
     usize::from(cols).max(20)
 }

@@ -4,7 +4,7 @@
 
 mod live;
 
-pub(super) use live::fit;
+pub(super) use live::{fit, terminal_width};
 mod stage;
 mod timeline;
 
