@@ -24,6 +24,8 @@ pub struct ComponentRuntime {
     deploying: Mutex<Option<DeployInProgress>>,
     /// How `cutover abort` reaches that deploy (none for the watchdog's own restarts).
     abort: Mutex<Option<crate::abort::AbortSignal>>,
+    /// How `cutover proceed` reaches that deploy when it holds before its switch.
+    hold: Mutex<Option<crate::hold::SwitchHold>>,
     /// What the watchdog last saw of the serving instance (process components).
     pub health: crate::health::HealthBoard,
     /// Its own access log, open while `access_log = true`; shared with its edge route.
@@ -104,6 +106,20 @@ pub enum NotAbortable {
     Idle { component: String },
 }
 
+/// Why `cutover proceed` released nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReleased {
+    #[error("{component}: {why}")]
+    Hold {
+        component: String,
+        why: crate::hold::NotHolding,
+    },
+    #[error("the deploy of {component} in progress does not hold (it was started without --hold)")]
+    NotHeld { component: String },
+    #[error("no deploy of {component} is in progress")]
+    Idle { component: String },
+}
+
 /// Exclusive right to change a component; released on drop.
 pub struct DeployClaim {
     component: Arc<ComponentRuntime>,
@@ -112,6 +128,7 @@ pub struct DeployClaim {
 impl Drop for DeployClaim {
     fn drop(&mut self) {
         *lock(&self.component.abort) = None;
+        *lock(&self.component.hold) = None;
         *lock(&self.component.deploying) = None;
     }
 }
@@ -122,6 +139,11 @@ impl DeployClaim {
     /// pipeline (its running stages stop safely, the others are skipped).
     pub fn abortable(&self, signal: &crate::abort::AbortSignal) {
         *lock(&self.component.abort) = Some(signal.clone());
+    }
+
+    /// Lets `cutover proceed` release the deploy holding this claim.
+    pub fn holdable(&self, hold: &crate::hold::SwitchHold) {
+        *lock(&self.component.hold) = Some(hold.clone());
     }
 
     pub fn set_deploy_id(&self, deploy_id: i64) {
@@ -152,6 +174,7 @@ impl ComponentRuntime {
             listen: Mutex::new(listen),
             deploying: Mutex::new(None),
             abort: Mutex::new(None),
+            hold: Mutex::new(None),
             health: Default::default(),
             access_log: Default::default(),
             awaiting_deploy: Default::default(),
@@ -255,6 +278,21 @@ impl ComponentRuntime {
             (None, _) => Err(NotAbortable::Idle {
                 component: self.name().to_owned(),
             }),
+        }
+    }
+
+    /// Releases the deploy in progress from its hold; says why not when it does not hold.
+    pub fn proceed(&self, who: &str) -> Result<DeployInProgress, NotReleased> {
+        let deploying = self.deploying();
+        let hold = lock(&self.hold).clone();
+        let component = self.name().to_owned();
+        match (deploying, hold) {
+            (Some(info), Some(hold)) => match hold.proceed(who) {
+                Ok(()) => Ok(info),
+                Err(why) => Err(NotReleased::Hold { component, why }),
+            },
+            (Some(_), None) => Err(NotReleased::NotHeld { component }),
+            (None, _) => Err(NotReleased::Idle { component }),
         }
     }
 

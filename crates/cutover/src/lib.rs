@@ -62,6 +62,7 @@ pub mod front;
 pub mod frontends;
 pub mod handoff;
 pub mod health;
+pub mod hold;
 pub mod https;
 pub mod listener;
 pub mod live;

@@ -391,7 +391,10 @@ async fn wait_for_advisory_lock(pg: &Postgres) {
         if row.get::<_, i64>(0) >= keys {
             return;
         }
-        assert!(Instant::now() < deadline, "the migration lock was not taken");
+        assert!(
+            Instant::now() < deadline,
+            "the migration lock was not taken"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

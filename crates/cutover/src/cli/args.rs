@@ -46,6 +46,14 @@ pub(super) enum Command {
         /// must then be readable by the daemon's user)
         #[arg(long)]
         no_upload: bool,
+        /// Once the new release is healthy (beside the old one, which still serves everything),
+        /// wait for `cutover proceed COMPONENT` before switching; `cutover abort`, the timeout,
+        /// or this command going away stops the new instance instead
+        #[arg(long)]
+        hold: bool,
+        /// The longest a `--hold` waits
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, requires = "hold")]
+        hold_timeout: std::time::Duration,
     },
     /// Show what is active and serving
     Status {
@@ -97,6 +105,13 @@ pub(super) enum Command {
     Abort {
         component: String,
         /// Who is aborting, for the history [default: $GITHUB_ACTOR or $USER]
+        #[arg(long)]
+        who: Option<String>,
+    },
+    /// Release a deploy held before its switch (`cutover deploy --hold`): it switches now
+    Proceed {
+        component: String,
+        /// Who releases it, for the history [default: $GITHUB_ACTOR or $USER]
         #[arg(long)]
         who: Option<String>,
     },

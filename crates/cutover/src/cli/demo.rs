@@ -71,6 +71,7 @@ pub async fn run(keep: bool) -> anyhow::Result<Exit> {
         release: release.into(),
         artifacts: BTreeMap::from([("backend".to_owned(), artifact.to_owned())]),
         who: "demo".into(),
+        hold_ms: None,
     };
 
     println!("== deploy v1 (first release)");

@@ -204,6 +204,8 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
             json,
             who,
             no_upload,
+            hold,
+            hold_timeout,
         } => {
             let mut artifacts = artifacts::parse(&config, &components, &artifacts)
                 .map_err(|e| UsageError(e.to_string()))?;
@@ -220,6 +222,7 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
                 release,
                 artifacts,
                 who: who.unwrap_or_else(default_who),
+                hold_ms: hold.then_some(hold_timeout.as_millis() as u64),
             };
             pipeline::stream(&client, "/v1/deploy", &request, json).await
         }
@@ -233,6 +236,9 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
         } => lifecycle::upgrade(&client, binary, timeout, who.unwrap_or_else(default_who)).await,
         Command::Abort { component, who } => {
             pipeline::abort(&client, &component, who.unwrap_or_else(default_who)).await
+        }
+        Command::Proceed { component, who } => {
+            pipeline::proceed(&client, &component, who.unwrap_or_else(default_who)).await
         }
         Command::Rollback {
             component,

@@ -5,8 +5,8 @@ use super::client::{Client, ClientError};
 use super::{output, progress, Exit, UsageError};
 use crate::config::{ComponentKind, Config};
 use crate::protocol::{
-    names_all, AbortRequest, AbortResponse, EventKind, HistoryResponse, StatusResponse,
-    ALL_COMPONENTS, ALL_WITH_NAMES,
+    names_all, AbortRequest, AbortResponse, EventKind, HistoryResponse, ProceedRequest,
+    ProceedResponse, StatusResponse, ALL_COMPONENTS, ALL_WITH_NAMES,
 };
 use crate::vocab::Outcome;
 use http::StatusCode;
@@ -188,4 +188,30 @@ pub async fn abort(client: &Client, component: &str, who: String) -> anyhow::Res
         _ => println!("the pipeline stopped before {component}'s stage started: it was skipped"),
     }
     Ok(Exit::Ok)
+}
+
+/// `cutover proceed COMPONENT`: releases the held deploy; the command following it shows the
+/// switch and what comes after.
+pub async fn proceed(client: &Client, component: &str, who: String) -> anyhow::Result<Exit> {
+    let request = ProceedRequest {
+        component: component.to_owned(),
+        who,
+    };
+    match client
+        .post::<_, ProceedResponse>("/v1/proceed", &request)
+        .await
+    {
+        Ok(answer) => {
+            println!(
+                "released deploy #{} of {component} to {}: it switches now",
+                answer.deploy_id, answer.release
+            );
+            Ok(Exit::Ok)
+        }
+        Err(ClientError::Refused { status, message }) => {
+            eprintln!("error: {}", output::printable_lines(&message));
+            Ok(refusal_exit(status))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod respond;
+mod steer;
 
 use crate::conn_limit::{AcceptBackoff, ConnLimit, Counted};
 use crate::deploy::{self, DeployPlan, EventSink};
@@ -239,7 +240,11 @@ async fn route(
             Err(response) => response,
         },
         (Method::POST, ["v1", "abort"]) => match read_json::<AbortRequest>(req).await {
-            Ok(request) => abort(state, request, uid),
+            Ok(request) => steer::abort(state, request, uid),
+            Err(response) => response,
+        },
+        (Method::POST, ["v1", "proceed"]) => match read_json::<ProceedRequest>(req).await {
+            Ok(request) => steer::proceed(state, request, uid),
             Err(response) => response,
         },
         (Method::POST, ["v1", "reload"]) => match read_json::<ReloadRequest>(req).await {
@@ -252,7 +257,8 @@ async fn route(
         },
         (
             _,
-            ["v1", "status" | "certs" | "history" | "deploy" | "rollback" | "abort" | "upgrade" | "reload"],
+            ["v1", "status" | "certs" | "history" | "deploy" | "rollback" | "abort" | "proceed"
+            | "upgrade" | "reload"],
         )
         | (_, ["v1", "releases", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -334,6 +340,10 @@ fn start_deploy(
             );
         }
     }
+    let hold = match steer::hold(&targets, request.hold_ms) {
+        Ok(hold) => hold,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
     let who = who(&request.who, uid);
     let abort = deploy::AbortSignal::default();
     let mut plans = Vec::new();
@@ -354,6 +364,11 @@ fn start_deploy(
             Ok(claim) => claim,
             Err(busy) => return error(StatusCode::CONFLICT, busy.to_string()),
         };
+        // Each stage holds on its own: `cutover proceed` releases one component.
+        let hold = hold.map(crate::hold::SwitchHold::new);
+        if let Some(hold) = &hold {
+            claim.holdable(hold);
+        }
         plans.push(DeployPlan {
             component: component.clone(),
             claim: Some(claim),
@@ -361,6 +376,7 @@ fn start_deploy(
             release: release.clone(),
             artifact,
             abort: abort.clone(),
+            hold,
         });
     }
     let names: Vec<String> = targets.iter().map(|c| c.name().to_owned()).collect();
@@ -372,30 +388,6 @@ fn start_deploy(
         plans,
         who,
     )
-}
-
-/// Raises the abort signal of the pipeline deploying `request.component`; the deploy stops at
-/// its next safe point and records "aborted by WHO".
-fn abort(state: &Arc<DaemonState>, request: AbortRequest, uid: Option<u32>) -> Response<Body> {
-    let Some(component) = state.component(&request.component) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            unknown_component(state, &request.component),
-        );
-    };
-    let who = who(&request.who, uid);
-    match component.abort(&who) {
-        Ok(info) => json(
-            StatusCode::OK,
-            &AbortResponse {
-                component: component.name().to_owned(),
-                deploy_id: info.deploy_id,
-                release: info.release,
-                reason: format!("aborted by {who}"),
-            },
-        ),
-        Err(why) => error(StatusCode::CONFLICT, why.to_string()),
-    }
 }
 
 fn unknown_component(state: &DaemonState, name: &str) -> String {
@@ -478,6 +470,7 @@ fn start_rollback(
         release: release.clone(),
         artifact: None,
         abort,
+        hold: None,
     };
     launch_pipeline(
         state,
@@ -506,6 +499,7 @@ fn launch_pipeline(
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = EventSink::new(Some(tx), shared.store.clone());
+    let holds: Vec<_> = plans.iter().filter_map(|p| p.hold.clone()).collect();
     let state = state.clone();
     tokio::spawn(async move {
         deploy::run_pipeline(shared.clone(), pipeline_id, release, plans, who, sink).await;
@@ -521,7 +515,11 @@ fn launch_pipeline(
             let mut line = serde_json::to_vec(&event).expect("events serialize");
             line.push(b'\n');
             if body_tx.send_data(Bytes::from(line)).await.is_err() {
-                // The client went away; the pipeline goes on regardless.
+                // The client went away; the pipeline goes on regardless, except where it
+                // holds for a go only that client could give.
+                for hold in &holds {
+                    hold.follower_left();
+                }
                 while rx.recv().await.is_some() {}
                 return;
             }

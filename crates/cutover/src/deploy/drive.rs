@@ -58,6 +58,9 @@ impl Run<'_> {
                 p.health.interval.get().max(Duration::from_millis(50))
             }),
             checks: (&config.stabilize_checks).into(),
+            // A hook's start is its switch: there is nothing to hold before (the daemon
+            // refuses `--hold` for one; this keeps the machine from waiting on it anyway).
+            holds: plan.hold.is_some() && !matches!(config.kind, ComponentKind::Hook(_)),
         };
         let mut steps = match &config.kind {
             ComponentKind::Process(process) => KindSteps::Process(ProcessSteps::new(process)),
@@ -180,6 +183,8 @@ impl Run<'_> {
                 Err(HookEnd::Aborted(who)) => Event::Abort { who },
                 Err(HookEnd::Failed(e)) => step_failed(e),
             },
+            (Effect::AwaitGo, KindSteps::Process(p)) => self.await_go(p.started()).await,
+            (Effect::AwaitGo, _) => self.await_go(None).await,
             (Effect::Switch, KindSteps::Process(p)) => p.switch(self),
             (Effect::Switch, KindSteps::Static(s)) => s.switch(self),
             (Effect::Switch, KindSteps::Hook(_)) => {

@@ -10,9 +10,9 @@
 //! the old release back (recovery's plan, [`super::recovery`], serves the committed one; the
 //! unit tests crash a deploy after each effect and check what serves).
 
+pub use super::failure::Failure;
 use crate::proxy::StatsSnapshot;
 use crate::vocab::{DeployKind, Outcome, Phase};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 /// What one deploy knows before it starts; fixed for its whole run.
@@ -34,6 +34,9 @@ pub struct Spec {
     /// How often stabilization probes the new instance.
     pub probe_every: Duration,
     pub checks: Checks,
+    /// `cutover deploy --hold`: once ready, wait for go before the switch (never a hook: its
+    /// start is its switch).
+    pub holds: bool,
 }
 
 /// The stabilization verdict's thresholds (`stabilize_checks`).
@@ -69,6 +72,8 @@ pub enum State {
     Starting {
         committed: bool,
     },
+    /// Ready beside the old release (which still serves everything); waiting for go.
+    Holding,
     Switching {
         committed: bool,
     },
@@ -121,6 +126,10 @@ pub enum Event {
     /// The new release is ready: health gate passed (process), site loaded (static), verify
     /// URL shows it (hook).
     Started,
+    /// The hold was released (`cutover proceed`).
+    Go {
+        who: String,
+    },
     Switched,
     Drained {
         remaining: usize,
@@ -161,6 +170,8 @@ pub enum Effect {
     Migrate { apply: bool },
     /// Start the new release and wait until it is ready.
     Start,
+    /// Wait at the hold for go (the runner gives up on its timeout or a departed follower).
+    AwaitGo,
     /// The atomic switch to the new release.
     Switch,
     /// Wait for the old instance's requests and tunnels, up to `until`, watching the new one.
@@ -184,83 +195,6 @@ pub enum Effect {
         outcome: Outcome,
         reason: Option<Failure>,
     },
-}
-
-/// Why a deploy did not succeed; shown to people through `Display`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Failure {
-    /// A step failed; the message says which and why.
-    Step(String),
-    /// A phase could not be recorded.
-    Record(String),
-    NewExited {
-        status: String,
-        while_draining: bool,
-    },
-    ProbesFailed {
-        count: u32,
-        last: String,
-    },
-    ErrorRate {
-        failed: u64,
-        requests: u64,
-        limit: f64,
-    },
-    Stalled {
-        waiting: usize,
-        since: Duration,
-    },
-    Aborted {
-        who: String,
-    },
-    /// The swap back failed too.
-    RollbackImpossible {
-        cause: Box<Failure>,
-        why: String,
-    },
-    /// Nothing to go back to (the first release).
-    NoPrevious {
-        cause: Box<Failure>,
-    },
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Step(why) => f.write_str(why),
-            Failure::Record(why) => write!(f, "cannot record the deploy's progress: {why}"),
-            Failure::NewExited {
-                status,
-                while_draining: true,
-            } => write!(f, "the new instance {status} while the old one drained"),
-            Failure::NewExited { status, .. } => write!(f, "the new instance {status}"),
-            Failure::ProbesFailed { count, last } => {
-                write!(f, "{count} health probes failed in a row (last: {last})")
-            }
-            Failure::ErrorRate {
-                failed,
-                requests,
-                limit,
-            } => write!(
-                f,
-                "error rate {:.1}% ({failed} of {requests} requests failed) is above the {:.1}% limit",
-                *failed as f64 * 100.0 / *requests as f64,
-                limit * 100.0
-            ),
-            Failure::Stalled { waiting, since } => write!(
-                f,
-                "no response for {} while {waiting} request(s) waited for one",
-                humantime::format_duration(Duration::from_secs(since.as_secs()))
-            ),
-            Failure::Aborted { who } => write!(f, "aborted by {who}"),
-            Failure::RollbackImpossible { cause, why } => {
-                write!(f, "{cause}; rollback impossible: {why}")
-            }
-            Failure::NoPrevious { cause } => {
-                write!(f, "{cause}; there is no previous release to roll back to")
-            }
-        }
-    }
 }
 
 /// The stabilization verdict on one observation.
@@ -321,7 +255,7 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
         let reason = Failure::Aborted { who: who.clone() };
         return match state {
             S::Preparing { .. } | S::Migrating { .. } => Some(finish(Outcome::Failed, reason)),
-            S::Starting { .. } | S::Switching { .. } => Some(stop_new(reason)),
+            S::Starting { .. } | S::Holding | S::Switching { .. } => Some(stop_new(reason)),
             S::Draining { .. } | S::Stabilizing { .. } => Some(roll_back(reason)),
             _ => None,
         };
@@ -358,10 +292,18 @@ pub fn apply(spec: &Spec, state: &State, event: Event, now: Instant) -> Option<(
         (S::Starting { committed: false }, E::PhaseCommitted) => {
             (S::Starting { committed: true }, Effect::Start)
         }
-        (S::Starting { committed: true }, E::Started) => (
+        (S::Starting { committed: true }, E::Started) if spec.holds => {
+            (S::Holding, Effect::AwaitGo)
+        }
+        (S::Starting { committed: true }, E::Started) | (S::Holding, E::Go { .. }) => (
             S::Switching { committed: false },
             Effect::CommitPhase(Phase::Switching),
         ),
+        (S::Holding, E::Failed(why)) => stop_new(why),
+        (S::Holding, E::NewExited { status }) => stop_new(Failure::NewExited {
+            status,
+            while_draining: false,
+        }),
         (S::Switching { committed: false }, E::PhaseCommitted) => {
             (S::Switching { committed: true }, Effect::Switch)
         }

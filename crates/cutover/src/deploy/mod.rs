@@ -19,8 +19,10 @@
 //! unit tested); `drive.rs` performs its effects, with the per-kind steps in `process.rs`,
 //! `site.rs`, `hook.rs` and `migrations.rs`.
 
+mod await_go;
 mod drive;
 mod error;
+mod failure;
 mod hook;
 pub mod machine;
 mod migrations;
@@ -143,6 +145,8 @@ pub struct DeployPlan {
     pub artifact: Option<PathBuf>,
     /// Raised by `cutover abort`; the runners check it in their waits.
     pub abort: AbortSignal,
+    /// `cutover deploy --hold`: wait before the switch until released.
+    pub hold: Option<crate::hold::SwitchHold>,
 }
 
 /// Runs one deploy to its end and records the outcome. Returns the outcome and its reason.
@@ -203,6 +207,7 @@ pub async fn deploy_one(
         release: &plan.release,
         sink,
         abort: &plan.abort,
+        hold: plan.hold.as_ref(),
     };
     let (outcome, reason) = run.execute(plan, from.as_ref()).await;
     if let Err(e) = shared

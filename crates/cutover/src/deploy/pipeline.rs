@@ -140,6 +140,7 @@ pub async fn run_pipeline(
                 release: before,
                 artifact: None,
                 abort: Default::default(),
+                hold: None,
             };
             let (result, why) = deploy_one(&shared, Some(pipeline_id), &undo, &who, &sink).await;
             if result != Outcome::Succeeded {

@@ -40,6 +40,11 @@ impl<'c> ProcessSteps<'c> {
         }
     }
 
+    /// The instance started and healthy, before the switch.
+    pub(super) fn started(&self) -> Option<&Instance> {
+        self.started.as_ref()
+    }
+
     /// start + health gate. An abort during the gate leaves the instance to `StopNew`.
     pub(super) async fn start(&mut self, run: &Run<'_>) -> Event {
         let instance = match launch(run.shared, run.component, run.release) {

@@ -19,6 +19,8 @@ pub(super) struct Run<'a> {
     pub release: &'a ReleaseId,
     pub sink: &'a EventSink,
     pub abort: &'a AbortSignal,
+    /// Set when the deploy holds before its switch.
+    pub hold: Option<&'a crate::hold::SwitchHold>,
 }
 
 impl Run<'_> {

@@ -85,9 +85,15 @@ impl Progress {
             }
             Mode::Live => {
                 self.update_stage(event);
+                // The hold's first tick says it holds; the later ones only move the line.
                 let lasting = !matches!(
                     event.kind,
-                    EventKind::Probe { .. } | EventKind::Stabilizing { .. }
+                    EventKind::Probe { .. }
+                        | EventKind::Stabilizing { .. }
+                        | EventKind::Holding {
+                            elapsed_ms: 1..,
+                            ..
+                        }
                 );
                 if let Some(live) = self.live.as_mut() {
                     if lasting {
@@ -99,20 +105,26 @@ impl Progress {
         }
     }
 
-    /// Without a terminal, stabilization ticks are thinned to one per 10 s per stage.
+    /// Without a terminal, stabilization and hold ticks are thinned to one per 10 s per stage.
     fn plain_worthy(&mut self, event: &Event) -> bool {
-        if let EventKind::Stabilizing {
-            component,
-            elapsed_ms,
-            ..
-        } = &event.kind
-        {
-            let last = self.last_plain_tick.entry(component.clone()).or_insert(0);
-            if *last != 0 && elapsed_ms - *last < 10_000 {
-                return false;
-            }
-            *last = (*elapsed_ms).max(1);
+        let (key, elapsed_ms) = match &event.kind {
+            EventKind::Stabilizing {
+                component,
+                elapsed_ms,
+                ..
+            } => (component.clone(), *elapsed_ms),
+            EventKind::Holding {
+                component,
+                elapsed_ms,
+                ..
+            } => (format!("{component} (hold)"), *elapsed_ms),
+            _ => return true,
+        };
+        let last = self.last_plain_tick.entry(key).or_insert(0);
+        if *last != 0 && elapsed_ms.saturating_sub(*last) < 10_000 {
+            return false;
         }
+        *last = elapsed_ms.max(1);
         true
     }
 

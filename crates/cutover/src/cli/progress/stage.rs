@@ -67,6 +67,22 @@ impl Stage {
                 self.step = "healthy".into();
                 self.detail = format!("after {:.1}s", *after_ms as f64 / 1000.0);
             }
+            EventKind::Holding {
+                component,
+                elapsed_ms,
+                timeout_ms,
+            } => {
+                self.step = "holding".into();
+                self.detail = format!(
+                    "for `cutover proceed {component}`: {}s of {}s",
+                    elapsed_ms / 1000,
+                    timeout_ms / 1000
+                );
+            }
+            EventKind::Proceeding { who, .. } => {
+                self.step = "released".into();
+                self.detail = format!("by {who}");
+            }
             EventKind::Switched { .. } => {
                 self.step = "switched".into();
                 self.detail.clear();

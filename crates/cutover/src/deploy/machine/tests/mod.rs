@@ -19,6 +19,7 @@ fn spec() -> Spec {
             min_requests: 20,
             stall_timeout: Duration::from_secs(10),
         },
+        holds: false,
     }
 }
 
@@ -370,5 +371,6 @@ fn manual_rollbacks_and_a_zero_window_skip_stabilization() {
 }
 
 mod crash;
+mod hold;
 mod rollback;
 mod verdict;
