@@ -396,3 +396,87 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Every host that said `event`, with when (ms since the run started).
+fn times_of(events: &[Value], event: &str) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "host_event" && e["daemon"]["event"] == event)
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_owned(),
+                e["t_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn all_healthy_then_switch_switches_no_host_before_every_host_is_healthy() {
+    let Some(fleet) = fleet_on_v1("1s") else {
+        return;
+    };
+    let config = fleet.operator_config("strategy = \"all_healthy_then_switch\"\n");
+    let load = fleet.start_load(2, Duration::from_secs(60));
+    let out = fleet_deploy(&config, "v2", true);
+    let report = load.stop();
+    assert!(out.status.success(), "{}", describe(&out));
+    let events = events(&out);
+    let end = finished(&events);
+    assert_eq!(end["outcome"], "succeeded", "{end:#}");
+    let started = events.iter().find(|e| e["event"] == "run_started").unwrap();
+    assert_eq!(started["waves"], serde_json::json!([["h1", "h2", "h3"]]));
+    let holding = times_of(&events, "holding");
+    let switched = times_of(&events, "switched");
+    let first_switch = switched.iter().map(|s| s.1).min().expect("switched");
+    for host in ["h1", "h2", "h3"] {
+        let held = holding
+            .iter()
+            .find(|h| h.0 == host)
+            .unwrap_or_else(|| panic!("{host} never held: {events:#?}"))
+            .1;
+        assert!(
+            held < first_switch,
+            "{host} held at {held} ms, after a host switched at {first_switch} ms"
+        );
+        assert!(
+            t_of(&events, host, "proceeding").is_some(),
+            "{host} was not released"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(fleet.active_release(i, "backend").as_deref(), Some("v2"));
+    }
+    assert_eq!(report.failed(), 0, "{report:?}");
+}
+
+#[test]
+fn all_healthy_then_switch_moves_no_host_when_one_is_never_healthy() {
+    let Some(mut fleet) = fleet_on_v1("0s") else {
+        return;
+    };
+    fleet.set_host_env(1, "DEMO_NEVER_HEALTHY", "1");
+    let config = fleet.operator_config("strategy = \"all_healthy_then_switch\"\n");
+    let load = fleet.start_load(2, Duration::from_secs(60));
+    let out = fleet_deploy(&config, "v2", true);
+    let report = load.stop();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let events = events(&out);
+    let end = finished(&events);
+    assert_eq!(end["outcome"], "failed", "{end:#}");
+    assert!(end["reason"].as_str().unwrap().contains("h2"), "{end:#}");
+    assert_eq!(host_outcome(end, "h2"), "failed");
+    for host in ["h1", "h3"] {
+        // Healthy and held, then stopped: the new instance went, the old never stopped serving.
+        assert!(t_of(&events, host, "holding").is_some(), "{events:#?}");
+        assert_eq!(host_outcome(end, host), "aborted", "{end:#}");
+    }
+    assert!(
+        times_of(&events, "switched").is_empty(),
+        "a host switched: {events:#?}"
+    );
+    for i in 0..3 {
+        assert_eq!(fleet.active_release(i, "backend").as_deref(), Some("v1"));
+    }
+    assert_eq!(report.failed(), 0, "{report:?}");
+}

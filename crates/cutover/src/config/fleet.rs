@@ -18,6 +18,29 @@ pub(super) struct RawFleet {
     ssh: Option<Vec<String>>,
     remote_binary: Option<String>,
     history: Option<PathBuf>,
+    strategy: Option<String>,
+}
+
+/// How a fleet deploy moves traffic across its hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// The canary wave deploys and stabilizes first, then waves of `max_parallel`: a bad
+    /// release reaches the canary only.
+    Waves,
+    /// Every host starts the release and passes its health gate while the old release still
+    /// serves, holding before its switch; only when all are healthy do all switch, at once. No
+    /// host serves the new release unless every host can: for releases that must not run
+    /// beside the old one across hosts (a changed wire format between services).
+    AllHealthyThenSwitch,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Waves => "waves",
+            Strategy::AllHealthyThenSwitch => "all_healthy_then_switch",
+        }
+    }
 }
 
 /// The validated `[fleet]` table.
@@ -40,6 +63,7 @@ pub struct FleetConfig {
     /// The operator-side history of fleet runs (SQLite); none: the default under
     /// `$XDG_STATE_HOME` (see `fleet::history`).
     pub history: Option<PathBuf>,
+    pub strategy: Strategy,
 }
 
 /// A refused `[fleet]` key (the field under `fleet`) and why; `validate.rs` locates it.
@@ -61,6 +85,30 @@ impl RawFleet {
             }
             if raw.hosts[..i].contains(host) {
                 return Err(("hosts", format!("{host:?} is listed twice")));
+            }
+        }
+        let strategy =
+            match raw.strategy.as_deref() {
+                None | Some("waves") => Strategy::Waves,
+                Some("all_healthy_then_switch") => Strategy::AllHealthyThenSwitch,
+                Some(other) => return Err((
+                    "strategy",
+                    format!(
+                        "unknown strategy {other:?}: use \"waves\" or \"all_healthy_then_switch\""
+                    ),
+                )),
+            };
+        if strategy == Strategy::AllHealthyThenSwitch {
+            // Silently ignoring them would let a user believe a canary protects them.
+            for (key, given) in [("canary", raw.canary), ("max_parallel", raw.max_parallel)] {
+                if given.is_some() {
+                    return Err((
+                        key,
+                        String::from(
+                            "has no meaning with strategy = \"all_healthy_then_switch\": every host deploys at once and none switches before all are healthy",
+                        ),
+                    ));
+                }
             }
         }
         let count = raw.hosts.len();
@@ -107,6 +155,7 @@ impl RawFleet {
             ssh,
             remote_binary,
             history: raw.history.map(|p| resolve(&p)),
+            strategy,
         })
     }
 }

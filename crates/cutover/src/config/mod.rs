@@ -29,7 +29,7 @@ pub use edge::{
     AcmeChallenge, AcmeSettings, EdgePolicy, FrontConfig, HostPattern, HostRoutes, TlsFiles,
 };
 pub use error::ConfigError;
-pub use fleet::{FleetConfig, DEFAULT_REMOTE_CONFIG};
+pub use fleet::{FleetConfig, Strategy, DEFAULT_REMOTE_CONFIG};
 pub use settings::{
     BundleLimits, CacheRule, ChecksConfig, ComponentConfig, ComponentKind, ComponentName,
     ComposeRef, Config, DaemonConfig, DiskCheck, HealthConfig, HookConfig, MigrationsConfig,

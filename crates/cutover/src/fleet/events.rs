@@ -60,6 +60,10 @@ pub enum Phase {
     Uploaded,
     Deploying,
     Healthy,
+    /// Healthy beside its old release, waiting for every host to be (all_healthy_then_switch).
+    Holding,
+    /// Released from its hold: switching with the others.
+    Switching,
     Switched,
     Stabilizing,
     Aborting,
@@ -78,6 +82,8 @@ impl Phase {
             Phase::Uploaded => "uploaded",
             Phase::Deploying => "deploying",
             Phase::Healthy => "healthy",
+            Phase::Holding => "holding",
+            Phase::Switching => "switching",
             Phase::Switched => "switched",
             Phase::Stabilizing => "stabilizing",
             Phase::Aborting => "aborting",

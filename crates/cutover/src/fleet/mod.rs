@@ -9,6 +9,8 @@
 //!
 //! - `plan.rs`: the pure decisions (waves, host and run outcomes, what to roll back).
 //! - `run.rs`: a deploy carried out (preflight, lock, upload, waves, rollback of the moved);
+//!   `wave.rs`: one wave's hosts deploying at once, held before each switch until all are
+//!   healthy under `strategy = "all_healthy_then_switch"`;
 //!   `rollback.rs`: `fleet rollback`; `status.rs`: `fleet status` and the mixed-state check.
 //! - `remote.rs`: each command a host is asked to run; `ssh.rs`: the transport.
 //! - `receive.rs` and `host_lock.rs`: the host side of the upload and of the lock
@@ -27,3 +29,4 @@ pub mod rollback;
 pub mod run;
 pub mod ssh;
 pub mod status;
+mod wave;

@@ -5,6 +5,7 @@
 use super::remote::PipelineResult;
 use crate::vocab::Outcome;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The hosts in deploy order, cut into waves: `canary` hosts first, then `max_parallel` at a
 /// time.
@@ -18,6 +19,70 @@ pub fn waves(hosts: &[String], canary: usize, max_parallel: usize) -> Vec<Vec<St
     );
     waves.retain(|w| !w.is_empty());
     waves
+}
+
+/// `strategy = "all_healthy_then_switch"`: when a component may switch. Every host of the run
+/// deploys with a hold before each component's switch; a component is released on every host
+/// at once, when every host still in the run holds it, i.e. is healthy on the new release
+/// beside its old one. A host whose deploy ended leaves the barrier (that is a failure the run
+/// acts on; the barrier only keeps the others from waiting on it).
+#[derive(Debug, Default)]
+pub struct Barrier {
+    hosts: BTreeSet<String>,
+    /// Component -> the hosts holding before its switch.
+    holding: BTreeMap<String, BTreeSet<String>>,
+    released: BTreeSet<String>,
+}
+
+impl Barrier {
+    pub fn new(hosts: &[String]) -> Self {
+        Barrier {
+            hosts: hosts.iter().cloned().collect(),
+            ..Barrier::default()
+        }
+    }
+
+    /// `host` holds before its switch of `component` (said again each second while it holds);
+    /// the components this releases, now.
+    pub fn holding(&mut self, host: &str, component: &str) -> Vec<String> {
+        if self.hosts.contains(host) {
+            self.holding
+                .entry(component.to_owned())
+                .or_default()
+                .insert(host.to_owned());
+        }
+        self.release()
+    }
+
+    /// `host`'s deploy ended; the components its leaving releases.
+    pub fn left(&mut self, host: &str) -> Vec<String> {
+        self.hosts.remove(host);
+        self.release()
+    }
+
+    /// Whether `host` waits for the others before its switch of `component`.
+    pub fn is_holding(&self, host: &str, component: &str) -> bool {
+        !self.released.contains(component)
+            && self
+                .holding
+                .get(component)
+                .is_some_and(|h| h.contains(host))
+    }
+
+    fn release(&mut self) -> Vec<String> {
+        let ready: Vec<String> = self
+            .holding
+            .iter()
+            .filter(|(component, holders)| {
+                !self.released.contains(*component)
+                    && !self.hosts.is_empty()
+                    && self.hosts.iter().all(|h| holders.contains(h))
+            })
+            .map(|(component, _)| component.clone())
+            .collect();
+        self.released.extend(ready.iter().cloned());
+        ready
+    }
 }
 
 /// How one host took part in a run.
@@ -159,6 +224,35 @@ mod tests {
         );
         assert_eq!(waves(&hosts(1), 1, 2), vec![vec!["h1"]]);
         assert_eq!(waves(&hosts(3), 3, 1), vec![vec!["h1", "h2", "h3"]]);
+    }
+
+    #[test]
+    fn a_component_switches_only_when_every_host_holds_it_and_only_once() {
+        let mut barrier = Barrier::new(&hosts(3));
+        assert!(barrier.holding("h1", "backend").is_empty());
+        assert!(barrier.holding("h2", "backend").is_empty());
+        // Said again each second while holding: still waiting for h3.
+        assert!(barrier.holding("h1", "backend").is_empty());
+        assert!(barrier.is_holding("h1", "backend"));
+        assert_eq!(barrier.holding("h3", "backend"), vec!["backend"]);
+        assert!(!barrier.is_holding("h1", "backend"));
+        // A late repeat of a released hold releases nothing twice.
+        assert!(barrier.holding("h2", "backend").is_empty());
+        // The next stage has a barrier of its own.
+        assert!(barrier.holding("h3", "frontend").is_empty());
+        assert!(barrier.holding("h1", "frontend").is_empty());
+        assert_eq!(barrier.holding("h2", "frontend"), vec!["frontend"]);
+    }
+
+    #[test]
+    fn a_host_that_left_is_not_waited_for_and_a_stranger_counts_for_nothing() {
+        let mut barrier = Barrier::new(&hosts(2));
+        assert!(barrier.holding("elsewhere", "backend").is_empty());
+        assert!(barrier.holding("h1", "backend").is_empty());
+        assert_eq!(barrier.left("h2"), vec!["backend"]);
+        let mut empty = Barrier::new(&hosts(1));
+        assert!(empty.left("h1").is_empty());
+        assert!(empty.holding("h1", "backend").is_empty());
     }
 
     fn result(outcome: Outcome, from: &[(&str, Option<&str>)]) -> PipelineResult {

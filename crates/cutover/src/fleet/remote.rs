@@ -132,12 +132,15 @@ impl Host<'_> {
         })
     }
 
-    /// `cutover deploy COMPONENTS --release R --artifact C=PATH... --json`, following it.
+    /// `cutover deploy COMPONENTS --release R --artifact C=PATH... --json`, following it;
+    /// with `hold`, each component waits (up to that long) before its switch for a
+    /// [`Host::proceed`].
     pub async fn deploy(
         &self,
         components: &[String],
         release: &str,
         artifacts: &BTreeMap<String, String>,
+        hold: Option<Duration>,
         who: &str,
         on_event: impl FnMut(&Event),
     ) -> Result<PipelineResult, SshError> {
@@ -146,6 +149,13 @@ impl Host<'_> {
         args.extend(["--release".into(), release.into()]);
         for (component, path) in artifacts {
             args.extend(["--artifact".into(), format!("{component}={path}")]);
+        }
+        if let Some(hold) = hold {
+            args.extend([
+                "--hold".into(),
+                "--hold-timeout".into(),
+                format!("{}s", hold.as_secs().max(1)),
+            ]);
         }
         args.extend(["--json".into(), "--who".into(), who.into()]);
         self.pipeline(&args, on_event).await
@@ -174,6 +184,18 @@ impl Host<'_> {
             .run(
                 self.name,
                 &self.argv(&["abort", component, "--who", who]),
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// `cutover proceed COMPONENT`: the deploy holding there before its switch switches now.
+    pub async fn proceed(&self, component: &str, who: &str) -> Result<(), SshError> {
+        self.ssh
+            .run(
+                self.name,
+                &self.argv(&["proceed", component, "--who", who]),
                 None,
             )
             .await

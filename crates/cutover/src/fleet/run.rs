@@ -7,11 +7,10 @@ use super::events::{forward, FleetEvent, Phase, Reporter};
 use super::history::{new_run_id, History, HostRecord, RunRecord};
 use super::plan::{self, HostOutcome, RunOutcome};
 use super::remote::{Host, PipelineResult};
-use super::ssh::{Ssh, SshError};
-use crate::config::FleetConfig;
+use super::ssh::Ssh;
+use crate::config::{FleetConfig, Strategy};
 use crate::protocol::StatusResponse;
 use crate::vocab::now_millis;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::process::Child;
@@ -52,7 +51,10 @@ pub async fn deploy(
     report: &Reporter<'_>,
 ) -> anyhow::Result<RunSummary> {
     let ssh = Ssh::new(fleet.ssh.clone())?;
-    let waves = plan::waves(&fleet.hosts, fleet.canary, fleet.max_parallel);
+    let waves = match fleet.strategy {
+        Strategy::Waves => plan::waves(&fleet.hosts, fleet.canary, fleet.max_parallel),
+        Strategy::AllHealthyThenSwitch => vec![fleet.hosts.clone()],
+    };
     let start = Start {
         kind: "deploy",
         release: Some(request.release.clone()),
@@ -190,7 +192,8 @@ impl<'a> Run<'a> {
                 wave: i + 1,
                 hosts: todo.clone(),
             });
-            failure = self.wave(&todo, request, &remote_paths, who).await;
+            let hold = self.fleet.strategy == Strategy::AllHealthyThenSwitch;
+            failure = self.wave(&todo, request, &remote_paths, hold, who).await;
             if failure.is_some() {
                 break;
             }
@@ -322,97 +325,20 @@ impl<'a> Run<'a> {
         nothing_changed(problems).map(|()| paths)
     }
 
-    /// Deploys to the hosts of one wave at once. At the first failure the others of the wave
-    /// are told to abort (unless `--no-rollback`); returns the failure.
-    async fn wave(
-        &mut self,
-        hosts: &[String],
-        request: &DeployRequest,
-        paths: &BTreeMap<String, BTreeMap<String, String>>,
-        who: &str,
-    ) -> Option<String> {
-        let report = self.report;
-        let mut running: FuturesUnordered<_> = hosts
-            .iter()
-            .map(|name| {
-                let host = self.host(name);
-                let artifacts = paths.get(name).cloned().unwrap_or_default();
-                let started_at = now_millis();
-                report.phase(name, Phase::Deploying, None);
-                async move {
-                    let result = host
-                        .deploy(
-                            &request.components,
-                            &request.release,
-                            &artifacts,
-                            who,
-                            |e| forward(report, name, e),
-                        )
-                        .await;
-                    (name.clone(), started_at, result)
-                }
-            })
-            .collect();
-        let mut finished: Vec<(String, i64, Result<PipelineResult, SshError>)> = Vec::new();
-        let mut failure: Option<String> = None;
-        let mut aborted: Vec<String> = Vec::new();
-        while let Some((name, started_at, result)) = running.next().await {
-            let outcome = match &result {
-                Ok(r) => plan::host_outcome(r, aborted.contains(&name)),
-                Err(_) => HostOutcome::Unreachable,
-            };
-            if outcome.is_failure() && failure.is_none() {
-                let why = match &result {
-                    Ok(r) => r.reason.clone().unwrap_or_else(|| outcome.label().into()),
-                    Err(e) => e.to_string(),
-                };
-                failure = Some(format!("{name}: {why}"));
-                if !request.no_rollback {
-                    let others: Vec<&String> = hosts
-                        .iter()
-                        .filter(|h| **h != name && !finished.iter().any(|f| f.0 == **h))
-                        .collect();
-                    for other in others {
-                        report.phase(other, Phase::Aborting, Some(format!("{name} failed")));
-                        for component in &request.components {
-                            // A deploy that already ended has nothing to abort: ignored.
-                            let _ = self.host(other).abort(component, who).await;
-                        }
-                        aborted.push(other.clone());
-                    }
-                }
-            }
-            finished.push((name, started_at, result));
-        }
-        drop(running);
-        for (name, started_at, result) in finished {
-            let (outcome, detail, result) = match result {
-                Ok(r) => {
-                    let outcome = plan::host_outcome(&r, aborted.contains(&name));
-                    (outcome, r.reason.clone(), Some(r))
-                }
-                Err(e) => (HostOutcome::Unreachable, Some(e.to_string()), None),
-            };
-            let phase = if outcome == HostOutcome::Succeeded {
-                Phase::Done
-            } else {
-                Phase::Failed
-            };
-            report.phase(&name, phase, detail.clone());
-            if let Some(state) = self.states.get_mut(&name) {
-                state.outcome = outcome;
-                state.detail = detail;
-                state.result = result;
-                state.started_at = Some(started_at);
-                state.finished_at = now_millis();
-            }
-        }
-        failure
-    }
-
     /// Every host this run moved to the new release goes back to what it ran before, all at
     /// once.
     async fn roll_back_switched(&mut self, release: &str, who: &str) {
+        let done = self.roll_back(release, who).await;
+        self.record_rollbacks(done);
+    }
+
+    /// The rollbacks of every host recorded as switched, all at once; each host's result, for
+    /// [`Run::record_rollbacks`]. Takes `&self` so a wave can run it while its own hosts abort.
+    pub(super) async fn roll_back(
+        &self,
+        release: &str,
+        who: &str,
+    ) -> Vec<(String, Result<(), String>)> {
         let report = self.report;
         let switched: Vec<(String, Vec<(String, String)>)> = self
             .states
@@ -444,10 +370,15 @@ impl<'a> Run<'a> {
                 (name.clone(), Ok(()))
             }
         });
-        for (name, done) in futures_util::future::join_all(rollbacks).await {
+        futures_util::future::join_all(rollbacks).await
+    }
+
+    pub(super) fn record_rollbacks(&mut self, done: Vec<(String, Result<(), String>)>) {
+        for (name, done) in done {
             match done {
                 Ok(()) => {
-                    report.phase(&name, Phase::Done, Some("back on its old release".into()));
+                    self.report
+                        .phase(&name, Phase::Done, Some("back on its old release".into()));
                     self.set(
                         &name,
                         HostOutcome::RolledBack,
@@ -455,7 +386,7 @@ impl<'a> Run<'a> {
                     );
                 }
                 Err(why) => {
-                    report.phase(&name, Phase::Failed, Some(why.clone()));
+                    self.report.phase(&name, Phase::Failed, Some(why.clone()));
                     self.set(&name, HostOutcome::RollbackFailed, Some(why));
                 }
             }

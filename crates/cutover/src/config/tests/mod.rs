@@ -6,6 +6,7 @@ use std::time::Duration;
 mod components;
 mod daemon;
 mod diff;
+mod fleet;
 mod located;
 mod services;
 
