@@ -22,7 +22,13 @@ binary upgrade and a plain daemon restart, --cycles times each.
 nginx with the same certificate and backend: keep-alive, new TLS connections, HTTP/2, and deploys
 under HTTPS load.
 
-Only loopback traffic; stdlib only. See bench/README.md for how to read the output.
+--fleet runs instead the fleet phase (fleet.py): `cutover fleet deploy` to 3 real hosts (network
+namespaces with their own sshd and daemon) under load: failed requests, the time against a
+single-host deploy, the time from a failing host's verdict to every host on the old release, and
+the ssh connections per run. Needs root, iproute2 and OpenSSH; its traffic stays on the veths of
+the namespaces it makes.
+
+Only loopback traffic otherwise; stdlib only. See bench/README.md for how to read the output.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import edge
+import fleet
 import lifecycle
 import perf_profile
 import proxy_cost
@@ -571,7 +578,21 @@ def main() -> int:
                                 "uses --rounds, --duration, --warmup and --deploys")
     tls.add_argument("--edge", action="store_true",
                      help="instead: the edge phase (bench/results/edge.json); needs wrk, nginx, h2load, openssl")
+    fl = ap.add_argument_group("fleet (issue 10): `cutover fleet deploy` to real hosts (network namespaces, sshd); "
+                               "uses --deploys")
+    fl.add_argument("--fleet", action="store_true",
+                    help="instead: the fleet phase (bench/results/fleet.json); needs root, iproute2, OpenSSH")
+    fl.add_argument("--fleet-hosts", type=int, default=3, help="hosts in the fleet (default 3)")
+    fl.add_argument("--failing-runs", type=int, default=3,
+                    help="fleet deploys per failure scenario (default 3)")
+    fl.add_argument("--fleet-clients", type=int, default=KEEPALIVE_CLIENTS + NEWCONN_CLIENTS,
+                    help="load clients per host, half keep-alive (default: part 1's 16; results in "
+                         "fleet-cN.json when not the default)")
     args = ap.parse_args()
+    if not 2 <= args.fleet_clients <= 64:
+        ap.error("--fleet-clients must be 2..64")
+    if not 3 <= args.fleet_hosts <= 50 or not 1 <= args.failing_runs <= 20:
+        ap.error("--fleet-hosts must be 3..50 and --failing-runs 1..20")
     if not 1 <= args.cycles <= 100:
         ap.error("--cycles must be 1..100")
     if not 1 <= args.deploys <= 100 or not 1 <= args.seconds <= 600:
@@ -598,6 +619,10 @@ def main() -> int:
         log(f"missing {', '.join(missing)}: run `cargo build --release` in {REPO} (or pass --build)")
         return 2
 
+    if args.fleet:
+        signal.signal(signal.SIGTERM, _interrupt)
+        return fleet.main(bins, args.fleet_hosts, args.deploys, args.failing_runs, args.fleet_clients, Load, summarize,
+                          _prepare_results_dir, _binaries_mtime(bins))
     if args.edge:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
