@@ -15,8 +15,9 @@ use std::io::Write;
 #[derive(Subcommand, Debug)]
 pub enum FleetCommand {
     /// Deploy to every host of `[fleet]`: upload, then the canary wave, then waves of
-    /// max_parallel, each health-gated and stabilized by its host; if a host fails, every
-    /// host this run moved goes back to its old release
+    /// max_parallel, each health-gated and stabilized by its host (with strategy =
+    /// "all_healthy_then_switch": every host at once, switched only when all are healthy);
+    /// if a host fails, every host this run moved goes back to its old release
     Deploy {
         /// Components to deploy, or `all`
         #[arg(required = true)]
