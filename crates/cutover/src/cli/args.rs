@@ -157,6 +157,14 @@ pub(super) enum Command {
         /// Where the config lives on the server: the unit's and the workflow's `--config`
         #[arg(long, value_name = "PATH", default_value = operate::SERVER_CONFIG)]
         server_config: PathBuf,
+        /// github-workflow: deploy to the hosts of `[fleet]` with `cutover fleet deploy` run on
+        /// the runner (the default when the config has `[fleet]`)
+        #[arg(long)]
+        fleet: bool,
+        /// github-workflow, fleet: a shell command that puts `cutover` on the runner's PATH or
+        /// in $RUNNER_TEMP/bin [default: copy it over ssh from the first `[fleet]` host]
+        #[arg(long, value_name = "COMMAND")]
+        install_cutover: Option<String>,
     },
     /// One deploy across several hosts over SSH: `cutover fleet deploy|status|rollback|history`
     Fleet {

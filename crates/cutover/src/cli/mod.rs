@@ -19,6 +19,7 @@ mod pipeline;
 mod progress;
 mod services;
 mod views;
+mod workflow;
 
 pub use args::Cli;
 
@@ -177,7 +178,15 @@ async fn run(cli: Cli, inherited: crate::listener::Inherited) -> anyhow::Result<
         Command::Generate {
             what,
             server_config,
-        } => return operate::generate(cli.config.as_deref(), *what, server_config),
+            fleet,
+            install_cutover,
+        } => {
+            let flags = workflow::WorkflowFlags {
+                fleet: *fleet,
+                install_cutover: install_cutover.clone(),
+            };
+            return operate::generate(cli.config.as_deref(), *what, server_config, &flags);
+        }
         _ => {}
     }
     let path = Config::locate(cli.config.as_deref());

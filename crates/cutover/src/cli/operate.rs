@@ -2,10 +2,11 @@
 
 use super::client::Client;
 use super::output::print;
-use super::Exit;
+use super::workflow::{github_workflow, refuse_gaps, WorkflowFlags};
+use super::{Exit, UsageError};
 use crate::checks;
 use crate::config::{ComponentKind, Config};
-use crate::ops::{changes, systemd, workflow};
+use crate::ops::{changes, systemd};
 use crate::protocol::StatusResponse;
 use crate::store::Store;
 use anyhow::{bail, Context};
@@ -87,81 +88,24 @@ fn unit_files(config: &Config, server_config: &Path) -> anyhow::Result<Vec<syste
     Ok(systemd::units(&options, &sockets)?)
 }
 
-/// What the workflow needs of each component that takes an artifact, missing from the config:
-/// one line per component, at its place in the file. Without `artifact` the workflow would
-/// upload nothing for it and deploy without `--artifact`.
-fn workflow_gaps(config: &Config) -> Vec<String> {
-    config
-        .components
-        .iter()
-        .filter(|c| !matches!(c.kind, ComponentKind::Hook(_)) && c.artifact.is_none())
-        .map(|c| {
-            let name = c.name.as_str();
-            let place = config
-                .locate_key(&["components", name])
-                .unwrap_or_else(|| format!("{}: components.{name}", config.path.display()));
-            let missing = if c.build.is_empty() {
-                "no `artifact` and no `build`"
-            } else {
-                "no `artifact`"
-            };
-            format!(
-                "{place}: {missing}: the workflow would deploy nothing for it; set `artifact` \
-                 to the file or directory CI uploads (relative to the repository root) and \
-                 `build` to the command that makes it"
-            )
-        })
-        .collect()
-}
-
-/// Prints the gaps as errors; `true` when there were any.
-fn refuse_gaps(config: &Config) -> bool {
-    let gaps = workflow_gaps(config);
-    for gap in &gaps {
-        eprintln!("error: {}", super::output::printable_lines(gap));
-    }
-    if !gaps.is_empty() {
-        eprintln!("no workflow generated: it would not deploy every component");
-    }
-    !gaps.is_empty()
-}
-
-fn github_workflow(config: &Config, server_config: &Path) -> anyhow::Result<String> {
-    let components = config
-        .components
-        .iter()
-        .map(|c| workflow::WorkflowComponent {
-            name: c.name.to_string(),
-            paths: c.paths.clone(),
-            build: c.build.clone(),
-            working_directory: None,
-            artifact: match c.kind {
-                ComponentKind::Hook(_) => None,
-                _ => c.artifact.clone(),
-            },
-        })
-        .collect();
-    let server_config = server_config
-        .to_str()
-        .with_context(|| format!("{} is not UTF-8", server_config.display()))?;
-    Ok(workflow::github_workflow(&workflow::WorkflowOptions {
-        components,
-        server_config: server_config.to_owned(),
-        ..workflow::WorkflowOptions::default()
-    })?)
-}
-
 pub fn generate(
     flag: Option<&Path>,
     what: Generated,
     server_config: &Path,
+    flags: &WorkflowFlags,
 ) -> anyhow::Result<Exit> {
+    let workflow = matches!(what, Generated::GithubWorkflow);
+    if flags.given() && !workflow {
+        bail!(UsageError(
+            "--fleet and --install-cutover are options of `generate github-workflow`".into()
+        ));
+    }
     if let Generated::Config = what {
         print!("{TEMPLATE_CONFIG}");
         return Ok(Exit::Ok);
     }
     let (config, _) = config_or_template(flag)?;
-    if matches!(what, Generated::GithubWorkflow) && refuse_gaps(&config) {
+    if workflow && refuse_gaps(&config) {
         return Ok(Exit::Usage);
     }
     let text = match what {
@@ -172,7 +116,9 @@ pub fn generate(
             .map(|unit| format!("# {}\n{}", unit.name, unit.contents))
             .collect::<Vec<_>>()
             .join("\n"),
-        Generated::GithubWorkflow => github_workflow(&config, server_config)?,
+        Generated::GithubWorkflow => {
+            github_workflow(&config, &Config::locate(flag), server_config, flags)?
+        }
         Generated::Config => unreachable!("handled above"),
     };
     print!("{text}");
@@ -195,7 +141,12 @@ pub fn init(dir: &Path, force: bool) -> anyhow::Result<Exit> {
         ),
         (
             dir.join(".github/workflows/deploy.yml"),
-            github_workflow(&template, server)?,
+            github_workflow(
+                &template,
+                &dir.join("cutover.toml"),
+                server,
+                &WorkflowFlags::default(),
+            )?,
             0o644,
         ),
     ];

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod tls;
 pub mod tls_load;
 pub mod webhook;
+pub mod workflow;
 pub mod ws;
 
 use std::net::SocketAddr;

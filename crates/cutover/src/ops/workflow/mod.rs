@@ -1,5 +1,6 @@
 //! The GitHub Actions workflow `.github/workflows/deploy.yml`: detect what changed, build it,
-//! upload it over SSH and run `cutover deploy` on the server.
+//! upload it over SSH and run `cutover deploy` on the server, or, for a fleet, run `cutover
+//! fleet deploy` on the runner.
 //!
 //! Why it exists: the workflow this replaces looked at the last commit of a push only (so its
 //! change detection never fired on a multi-commit push or a merge), disabled SSH host key
@@ -28,6 +29,23 @@
 //! - no `${{ }}` expression inside a `run:` script: event data, inputs and secrets reach the
 //!   scripts through `env:` (script injection), and values from options are shell-quoted.
 //!
+//! With [`WorkflowOptions::fleet`] (the CLI sets it when the repository's config has `[fleet]`,
+//! or for `--fleet`) the runner is the operator's machine: after the builds the deploy job
+//! writes the SSH key and known hosts (secrets `DEPLOY_SSH_KEY`, `DEPLOY_KNOWN_HOSTS` covering
+//! every host, optional `DEPLOY_SSH_CONFIG` with `Host` blocks for aliases; `Host *` with
+//! `StrictHostKeyChecking yes` comes first, so no later block can loosen it), gets a `cutover`
+//! and runs `cutover --config <repo_config> fleet deploy <components> --release <id> --artifact
+//! name=path ... --json` in the checkout, which uploads to every host itself (sha256-checked);
+//! there is no scp step and no `DEPLOY_HOST`. The `cutover` is by default copied from the first
+//! `[fleet]` host over the fleet's own ssh argv (`command -v <remote_binary>` there, then its
+//! bytes, then `--version` here), which assumes the runner has the hosts' OS and architecture;
+//! [`RunnerCutover::Install`] runs a command instead (before the key is written). A `[fleet]
+//! ssh` argv that would bypass the workflow's host key settings (`-F`, a host key `-o`) is
+//! refused. No `--who`: cutover on the runner reads `GITHUB_ACTOR` itself. The runner's fleet
+//! history (`fleet.sqlite`) is the runner's and goes with it (a hosted runner keeps nothing);
+//! each host's own history names the run. See
+//! `fleet.rs` and `templates/fleet-steps.yml`.
+//!
 //! The workflow is written as it reads: `templates/deploy.yml` (its detect script
 //! `templates/detect.sh`) with the options filled in by `fill.rs`, quoted for YAML or the shell.
 //!
@@ -38,10 +56,12 @@
 
 mod detect;
 mod fill;
+mod fleet;
 
 pub use detect::bash_pattern;
 use detect::detect_script;
 use fill::Fill;
+pub use fleet::{FleetTarget, RunnerCutover};
 
 /// The workflow, with `%{...}` placeholders (see `fill.rs`).
 const DEPLOY_TEMPLATE: &str = include_str!("templates/deploy.yml");
@@ -89,6 +109,10 @@ pub struct WorkflowOptions {
     /// A GitHub environment for the deploy job (protection rules, environment secrets).
     pub environment: Option<String>,
     pub runs_on: String,
+    /// Deploy to the hosts of the repository config's `[fleet]` (`cutover fleet deploy` run on
+    /// the runner) instead of one server; `server_config`, `upload_dir` and `remote_cutover`
+    /// are then unused.
+    pub fleet: Option<FleetTarget>,
 }
 
 impl Default for WorkflowOptions {
@@ -103,6 +127,7 @@ impl Default for WorkflowOptions {
             timeout_minutes: 30,
             environment: None,
             runs_on: "ubuntu-latest".into(),
+            fleet: None,
         }
     }
 }
@@ -129,6 +154,10 @@ pub enum WorkflowError {
         glob: String,
         message: String,
     },
+    #[error("the fleet workflow runs `cutover --config` with the repository's config, and none is given (repo_config)")]
+    FleetWithoutConfig,
+    #[error("[fleet] ssh {arg:?} cannot go into the workflow: {why}")]
+    FleetSsh { arg: String, why: &'static str },
 }
 
 /// The workflow file's contents (`.github/workflows/deploy.yml`).
@@ -147,8 +176,21 @@ pub fn github_workflow(opts: &WorkflowOptions) -> Result<String, WorkflowError> 
         .filter(|c| !c.build.is_empty())
         .map(build_step)
         .collect();
+    let artifact_sources: Vec<String> = with_artifact
+        .iter()
+        .map(|c| {
+            let artifact = c.artifact.as_deref().unwrap_or_default();
+            format!("{}) src={} ;;", c.name, sq(artifact))
+        })
+        .collect();
+    let fleet_steps = match &opts.fleet {
+        Some(target) => fleet::fleet_steps(target, opts.repo_config.as_deref(), &artifact_sources)?,
+        None => String::new(),
+    };
     let remote: Vec<String> = opts.remote_cutover.iter().map(|a| sq(a)).collect();
     let yaml = Fill::default()
+        .flag("single_host", opts.fleet.is_none())
+        .flag("fleet", opts.fleet.is_some())
         .text("branch", yq(&opts.branch))
         .lines("component_options", names.iter().map(|n| format!("- {n}")))
         .text("every", every)
@@ -158,14 +200,9 @@ pub fn github_workflow(opts: &WorkflowOptions) -> Result<String, WorkflowError> 
         .optional("environment", opts.environment.as_deref().map(yq))
         .text("upload_dir", yq(&opts.upload_dir))
         .block("build_steps", &build_steps)
+        .block("fleet_steps", &fleet_steps)
         .flag("artifacts", !with_artifact.is_empty())
-        .lines(
-            "artifact_sources",
-            with_artifact.iter().map(|c| {
-                let artifact = c.artifact.as_deref().unwrap_or_default();
-                format!("{}) src={} ;;", c.name, sq(artifact))
-            }),
-        )
+        .lines("artifact_sources", artifact_sources)
         .text(
             "artifact_names",
             with_artifact
