@@ -199,6 +199,15 @@ fn a_host_that_fails_its_health_gate_in_wave_two_rolls_the_canary_back() {
     assert!(end["reason"].as_str().unwrap().contains("h2"), "{end:#}");
     assert_eq!(host_outcome(end, "h1"), "rolled_back");
     assert_eq!(host_outcome(end, "h2"), "failed");
+    // h3 (wave 2, no stabilization) switched and ended before h2's verdict: it goes back
+    // together with the canary, not after the canary's rollback has finished.
+    assert_eq!(host_outcome(end, "h3"), "rolled_back", "{end:#}");
+    let h3_starts = phase_at(&events, "h3", "rolling_back", None).expect("h3 rolls back");
+    let h1_back = phase_at(&events, "h1", "done", Some("back on its old release")).unwrap();
+    assert!(
+        h3_starts < h1_back,
+        "h3 began its rollback at {h3_starts} ms, after h1's ended at {h1_back} ms"
+    );
     for i in 0..3 {
         assert_eq!(
             fleet.active_release(i, "backend").as_deref(),
@@ -270,7 +279,9 @@ fn an_unreachable_host_fails_the_deploy_before_any_host_switches() {
 
 #[test]
 fn a_killed_fleet_deploy_leaves_a_visible_mixed_state_that_a_rerun_completes() {
-    let Some(fleet) = fleet_on_v1("2s") else {
+    // Long enough that the refused second deploy below (two seconds on a busy machine) and
+    // the kill both land inside the canary's stabilization, so wave 2 never starts.
+    let Some(fleet) = fleet_on_v1("8s") else {
         return;
     };
     let config = fleet.operator_config("canary = 1\nmax_parallel = 2\n");
@@ -398,6 +409,19 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Every host that said `event`, with when (ms since the run started).
+/// When `host` first entered `phase` (with `detail`, if given), in ms since the run started.
+fn phase_at(events: &[Value], host: &str, phase: &str, detail: Option<&str>) -> Option<u64> {
+    events
+        .iter()
+        .find(|e| {
+            e["event"] == "host_phase"
+                && e["host"] == host
+                && e["phase"] == phase
+                && detail.is_none_or(|d| e["detail"] == d)
+        })
+        .map(|e| e["t_ms"].as_u64().unwrap())
+}
+
 fn times_of(events: &[Value], event: &str) -> Vec<(String, u64)> {
     events
         .iter()

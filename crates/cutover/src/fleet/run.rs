@@ -328,25 +328,28 @@ impl<'a> Run<'a> {
     /// Every host this run moved to the new release goes back to what it ran before, all at
     /// once.
     async fn roll_back_switched(&mut self, release: &str, who: &str) {
-        let done = self.roll_back(release, who).await;
+        let done = self.roll_back(release, who, &[]).await;
         self.record_rollbacks(done);
     }
 
-    /// The rollbacks of every host recorded as switched, all at once; each host's result, for
+    /// The rollbacks of every host recorded as switched, and of `also` (hosts of the current
+    /// wave that switched, not yet recorded), all at once; each host's result, for
     /// [`Run::record_rollbacks`]. Takes `&self` so a wave can run it while its own hosts abort.
     pub(super) async fn roll_back(
         &self,
         release: &str,
         who: &str,
+        also: &[(String, PipelineResult)],
     ) -> Vec<(String, Result<(), String>)> {
         let report = self.report;
-        let switched: Vec<(String, Vec<(String, String)>)> = self
+        let recorded = self
             .states
             .iter()
             .filter(|(_, s)| s.outcome == HostOutcome::Succeeded)
-            .filter_map(|(h, s)| {
-                Some((h.clone(), plan::rollback_steps(s.result.as_ref()?, release)))
-            })
+            .filter_map(|(h, s)| Some((h, s.result.as_ref()?)));
+        let switched: Vec<(String, Vec<(String, String)>)> = recorded
+            .chain(also.iter().map(|(h, r)| (h, r)))
+            .map(|(h, r)| (h.clone(), plan::rollback_steps(r, release)))
             .collect();
         let rollbacks = switched.iter().map(|(name, steps)| {
             let host = self.host(name);

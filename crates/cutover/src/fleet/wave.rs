@@ -67,7 +67,9 @@ impl Run<'_> {
             .collect();
         drop(holds_tx);
         let mut barrier = Barrier::new(hosts);
+        // Pipelines ended and not yet recorded, and the names of every host whose pipeline ended.
         let mut finished: Vec<Finished> = Vec::new();
+        let mut ended: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
         let mut aborted: Vec<String> = Vec::new();
         let mut earlier_rolled_back = None;
@@ -88,6 +90,7 @@ impl Run<'_> {
                         failure = Some(format!("{name}: {why}"));
                     }
                     finished.push((name.clone(), started_at, result));
+                    ended.push(name.clone());
                     barrier.left(&name)
                 }
                 Some((name, component)) = holds.recv() => {
@@ -106,7 +109,7 @@ impl Run<'_> {
             if failure.is_none() {
                 for component in released {
                     switching = true;
-                    if let Err(why) = self.proceed_all(hosts, &finished, &component, who).await {
+                    if let Err(why) = self.proceed_all(hosts, &ended, &component, who).await {
                         failure = Some(why);
                     }
                 }
@@ -115,14 +118,24 @@ impl Run<'_> {
             // `--no-rollback`, rather than hold until their timeout.
             let stop_others = !request.no_rollback || (hold && !switching);
             if failure.is_some() && stop_others {
-                let aborting = self.abort_others(hosts, &finished, &mut aborted, request, who);
                 if earlier_rolled_back.is_none() && !request.no_rollback {
-                    // The hosts of earlier waves go back while this wave's abort: the time to
-                    // all-old is one ssh round trip, not two.
-                    let (_, done) = tokio::join!(aborting, self.roll_back(&request.release, who));
+                    // The hosts of this wave that already switched and ended roll back with the
+                    // earlier waves' hosts, while the others abort: the time to all-old is one
+                    // ssh round trip, not one per step.
+                    let switched: Vec<(String, PipelineResult)> = finished
+                        .iter()
+                        .filter_map(|(name, _, r)| Some((name.clone(), r.as_ref().ok()?.clone())))
+                        .filter(|(name, r)| {
+                            plan::host_outcome(r, aborted.contains(name)) == HostOutcome::Succeeded
+                        })
+                        .collect();
+                    let aborting = self.abort_others(hosts, &ended, &mut aborted, request, who);
+                    let rolling = self.roll_back(&request.release, who, &switched);
+                    let (_, done) = tokio::join!(aborting, rolling);
                     earlier_rolled_back = Some(done);
                 } else {
-                    aborting.await;
+                    self.abort_others(hosts, &ended, &mut aborted, request, who)
+                        .await;
                 }
             }
         }
@@ -138,14 +151,11 @@ impl Run<'_> {
     async fn proceed_all(
         &self,
         hosts: &[String],
-        finished: &[Finished],
+        ended: &[String],
         component: &str,
         who: &str,
     ) -> Result<(), String> {
-        let going: Vec<&String> = hosts
-            .iter()
-            .filter(|h| !finished.iter().any(|f| f.0 == **h))
-            .collect();
+        let going: Vec<&String> = hosts.iter().filter(|h| !ended.contains(h)).collect();
         for host in &going {
             self.report.phase(
                 host,
@@ -175,14 +185,14 @@ impl Run<'_> {
     async fn abort_others(
         &self,
         hosts: &[String],
-        finished: &[Finished],
+        ended: &[String],
         aborted: &mut Vec<String>,
         request: &DeployRequest,
         who: &str,
     ) {
         let others: Vec<&String> = hosts
             .iter()
-            .filter(|h| !finished.iter().any(|f| f.0 == **h) && !aborted.contains(h))
+            .filter(|h| !ended.contains(h) && !aborted.contains(h))
             .collect();
         let aborts = others.iter().map(|other| async move {
             self.report
