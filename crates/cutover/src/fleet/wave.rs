@@ -67,9 +67,7 @@ impl Run<'_> {
             .collect();
         drop(holds_tx);
         let mut barrier = Barrier::new(hosts);
-        // Pipelines ended and not yet recorded, and the names of every host whose pipeline ended.
         let mut finished: Vec<Finished> = Vec::new();
-        let mut ended: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
         let mut aborted: Vec<String> = Vec::new();
         let mut earlier_rolled_back = None;
@@ -90,7 +88,6 @@ impl Run<'_> {
                         failure = Some(format!("{name}: {why}"));
                     }
                     finished.push((name.clone(), started_at, result));
-                    ended.push(name.clone());
                     barrier.left(&name)
                 }
                 Some((name, component)) = holds.recv() => {
@@ -109,7 +106,7 @@ impl Run<'_> {
             if failure.is_none() {
                 for component in released {
                     switching = true;
-                    if let Err(why) = self.proceed_all(hosts, &ended, &component, who).await {
+                    if let Err(why) = self.proceed_all(hosts, &finished, &component, who).await {
                         failure = Some(why);
                     }
                 }
@@ -129,12 +126,12 @@ impl Run<'_> {
                             plan::host_outcome(r, aborted.contains(name)) == HostOutcome::Succeeded
                         })
                         .collect();
-                    let aborting = self.abort_others(hosts, &ended, &mut aborted, request, who);
+                    let aborting = self.abort_others(hosts, &finished, &mut aborted, request, who);
                     let rolling = self.roll_back(&request.release, who, &switched);
                     let (_, done) = tokio::join!(aborting, rolling);
                     earlier_rolled_back = Some(done);
                 } else {
-                    self.abort_others(hosts, &ended, &mut aborted, request, who)
+                    self.abort_others(hosts, &finished, &mut aborted, request, who)
                         .await;
                 }
             }
@@ -151,11 +148,14 @@ impl Run<'_> {
     async fn proceed_all(
         &self,
         hosts: &[String],
-        ended: &[String],
+        finished: &[Finished],
         component: &str,
         who: &str,
     ) -> Result<(), String> {
-        let going: Vec<&String> = hosts.iter().filter(|h| !ended.contains(h)).collect();
+        let going: Vec<&String> = hosts
+            .iter()
+            .filter(|h| !finished.iter().any(|f| f.0 == **h))
+            .collect();
         for host in &going {
             self.report.phase(
                 host,
@@ -185,14 +185,14 @@ impl Run<'_> {
     async fn abort_others(
         &self,
         hosts: &[String],
-        ended: &[String],
+        finished: &[Finished],
         aborted: &mut Vec<String>,
         request: &DeployRequest,
         who: &str,
     ) {
         let others: Vec<&String> = hosts
             .iter()
-            .filter(|h| !ended.contains(h) && !aborted.contains(h))
+            .filter(|h| !finished.iter().any(|f| f.0 == **h) && !aborted.contains(h))
             .collect();
         let aborts = others.iter().map(|other| async move {
             self.report
