@@ -180,22 +180,20 @@ impl Host<'_> {
     /// `cutover abort COMPONENT`: the deploy in progress there stops safely (before the switch
     /// the new instance goes; after it, traffic swaps back to the warm old instance).
     pub async fn abort(&self, component: &str, who: &str) -> Result<(), SshError> {
-        self.ssh
-            .run(
-                self.name,
-                &self.argv(&["abort", component, "--who", who]),
-                None,
-            )
-            .await
-            .map(|_| ())
+        self.steer("abort", component, who).await
     }
 
     /// `cutover proceed COMPONENT`: the deploy holding there before its switch switches now.
     pub async fn proceed(&self, component: &str, who: &str) -> Result<(), SshError> {
+        self.steer("proceed", component, who).await
+    }
+
+    /// `cutover VERB COMPONENT --who WHO`: a word to a deploy in progress, no answer but success.
+    async fn steer(&self, verb: &str, component: &str, who: &str) -> Result<(), SshError> {
         self.ssh
             .run(
                 self.name,
-                &self.argv(&["proceed", component, "--who", who]),
+                &self.argv(&[verb, component, "--who", who]),
                 None,
             )
             .await
