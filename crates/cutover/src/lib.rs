@@ -75,6 +75,7 @@ pub mod ops;
 pub mod protocol;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod proxy_threads;
 pub mod release;
 pub mod reload;
 pub mod request_log;

@@ -62,6 +62,55 @@ pub use crate::conn_limit::Limits;
 pub async fn serve(
     listener: TcpListener,
     frontend: Frontend,
+    shutdown: Shutdown,
+    grace: Duration,
+    limits: Limits,
+    gate: AcceptGate,
+) {
+    let planes = crate::proxy_threads::handles();
+    if planes.is_empty() {
+        return accept_loop(listener, frontend, shutdown, grace, limits, gate).await;
+    }
+    let shared = match listener.into_std() {
+        Ok(shared) => shared,
+        Err(e) => {
+            // Deregistering failed and the listener is gone with it: nothing left to serve.
+            tracing::error!(
+                component = frontend.component(),
+                "cannot hand the listener to the proxy threads: {e}"
+            );
+            return;
+        }
+    };
+    let loops = crate::proxy_threads::Spawned::on_each(planes, |_| {
+        let listener = shared.try_clone();
+        let (frontend, shutdown, limits, gate) = (
+            frontend.clone(),
+            shutdown.clone(),
+            limits.clone(),
+            gate.clone(),
+        );
+        async move {
+            // Registered with the reactor of the thread it runs on.
+            match listener.and_then(TcpListener::from_std) {
+                Ok(listener) => {
+                    accept_loop(listener, frontend, shutdown, grace, limits, gate).await
+                }
+                Err(e) => tracing::error!(
+                    component = frontend.component(),
+                    "cannot accept on a proxy thread: {e}"
+                ),
+            }
+        }
+    });
+    drop(shared);
+    loops.finished().await;
+}
+
+/// One accept loop of [`serve`], with the connections it accepted.
+async fn accept_loop(
+    listener: TcpListener,
+    frontend: Frontend,
     mut shutdown: Shutdown,
     grace: Duration,
     limits: Limits,

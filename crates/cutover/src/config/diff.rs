@@ -22,8 +22,9 @@
 //! - **refused**: what the daemon opened or sized once at start-up: `data_dir` (the state
 //!   database, the release store, the instances' files), `control_socket` and `socket_group`
 //!   (the socket this very reload came through), `admin_listen` (bound at start-up, outside
-//!   any component) and `max_connections` (the fd limit divided over the listeners at
-//!   start-up; a cap lowered under open connections could not be kept). A component whose
+//!   any component), `max_connections` (the fd limit divided over the listeners at
+//!   start-up; a cap lowered under open connections could not be kept) and `proxy_threads`
+//!   (the threads connections live on, started once). A component whose
 //!   `kind` changed is refused too: its releases and the route its listener serves are of its
 //!   kind (a process's binary is not a site's directory), so it is removed in one reload and
 //!   added back in another, which makes the gap in service a visible, separate step. A plan
@@ -301,6 +302,7 @@ impl ReloadPlan {
             log_max_size,
             bundle_limits,
             max_connections,
+            proxy_threads,
             body_read_timeout,
             socket_group,
         } = old;
@@ -333,6 +335,12 @@ impl ReloadPlan {
             "the fd limit is divided over the listeners at start-up",
             max_connections,
             &new.max_connections,
+        );
+        self.refuse(
+            "daemon.proxy_threads",
+            "the proxy threads are started with the daemon",
+            proxy_threads,
+            &new.proxy_threads,
         );
         settings.next_deploy("daemon.production", production, &new.production);
         settings.now("daemon.log_max_size", log_max_size, &new.log_max_size);

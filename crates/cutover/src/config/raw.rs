@@ -73,6 +73,7 @@ pub(super) struct RawDaemon {
     #[serde(default = "default_bundle_max_entries")]
     pub(super) bundle_max_entries: u64,
     pub(super) max_connections: Option<usize>,
+    pub(super) proxy_threads: Option<usize>,
     #[serde(default = "default_body_read_timeout")]
     pub(super) body_read_timeout: HumanDuration,
     pub(super) socket_group: Option<String>,
@@ -105,6 +106,7 @@ impl Default for RawDaemon {
             bundle_max_size: default_bundle_max_size(),
             bundle_max_entries: default_bundle_max_entries(),
             max_connections: None,
+            proxy_threads: None,
             body_read_timeout: default_body_read_timeout(),
             socket_group: None,
         }

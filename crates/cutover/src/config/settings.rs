@@ -104,6 +104,9 @@ pub struct DaemonConfig {
     /// Connections one public listener holds open at once; `None`: derived from the fd limit
     /// (see [`crate::fdlimit`]).
     pub max_connections: Option<usize>,
+    /// Threads the public connections are served on ([`crate::proxy_threads`]); `None`: half the
+    /// CPUs, at least one.
+    pub proxy_threads: Option<usize>,
     /// A request body that sends nothing for this long is cut off (408).
     pub body_read_timeout: HumanDuration,
     /// The group that may use the control socket (mode 0660 then, else 0600): deployers join

@@ -45,6 +45,21 @@ impl Validator<'_> {
                 "must be at least 1 (leave it out to derive it from the fd limit)",
             ));
         }
+        match raw.daemon.proxy_threads {
+            Some(0) => {
+                return Err(self.error(
+                    &["daemon", "proxy_threads"],
+                    "must be at least 1 (leave it out for half the CPUs, at least 1)",
+                ))
+            }
+            Some(n) if n > crate::proxy_threads::MAX_THREADS => {
+                return Err(self.error(
+                    &["daemon", "proxy_threads"],
+                    format!("must be at most {}", crate::proxy_threads::MAX_THREADS),
+                ))
+            }
+            _ => {}
+        }
         if raw.daemon.body_read_timeout.get().is_zero() {
             return Err(self.error(&["daemon", "body_read_timeout"], "must be more than 0s"));
         }
@@ -102,6 +117,7 @@ impl Validator<'_> {
                     max_entries: raw.daemon.bundle_max_entries,
                 },
                 max_connections: raw.daemon.max_connections,
+                proxy_threads: raw.daemon.proxy_threads,
                 body_read_timeout: raw.daemon.body_read_timeout,
                 socket_group: self.socket_group(raw.daemon.socket_group)?,
             },

@@ -288,6 +288,12 @@ async fn run(
         admin,
     } = opened;
     let fd_budget = crate::fdlimit::budget_for(&config);
+    // Before any listener serves: every accept loop and connection runs on these threads.
+    let proxy_threads = crate::proxy_threads::start(config.daemon.proxy_threads);
+    tracing::info!(
+        proxy_threads,
+        "public connections are served on {proxy_threads} thread(s)"
+    );
     let (shutdown_trigger, shutdown) = crate::shutdown::channel();
     let gate = if takeover.is_some() {
         crate::accept_gate::AcceptGate::closed()

@@ -78,7 +78,9 @@ struct Idle {
 
 pub(super) struct Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per proxy thread ([`crate::proxy_threads`]): a thread takes back the connections
+    /// it used, warm in its cache, and never waits on another thread's lock.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Set by [`Pool::close`]: connections coming back are closed instead of kept.
     closed: AtomicBool,
 }
@@ -87,7 +89,9 @@ impl Pool {
     pub(super) fn new(addr: SocketAddr) -> Pool {
         Pool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..crate::proxy_threads::count().max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             closed: AtomicBool::new(false),
         }
     }
@@ -95,8 +99,10 @@ impl Pool {
     /// Closes the idle connections now, and each busy one when its request is done.
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let idle = std::mem::take(&mut *self.lock());
-        drop(idle);
+        for shard in &self.idle {
+            let idle = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            drop(idle);
+        }
     }
 
     /// Sends `req` on an idle connection (or, when there is none or it turns out closed, a new
@@ -183,8 +189,10 @@ impl Pool {
         })
     }
 
+    /// This thread's stack.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        let shard = crate::proxy_threads::current_index() % self.idle.len();
+        self.idle[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

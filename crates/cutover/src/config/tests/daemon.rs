@@ -36,6 +36,33 @@ fn connection_limits_have_defaults_and_are_checked() {
 }
 
 #[test]
+fn proxy_threads_default_to_none_and_are_checked() {
+    let config = parse(&format!("[daemon]\n{}", component("a", "127.0.0.1:9", ""))).unwrap();
+    assert_eq!(config.daemon.proxy_threads, None);
+    let set = parse(&format!(
+        "[daemon]\nproxy_threads = 4\n{}",
+        component("a", "127.0.0.1:9", "")
+    ))
+    .unwrap();
+    assert_eq!(set.daemon.proxy_threads, Some(4));
+    check_error(
+        &format!(
+            "[daemon]\nproxy_threads = 0\n{}",
+            component("a", "127.0.0.1:9", "")
+        ),
+        "/srv/app/cutover.toml:2:1: daemon.proxy_threads: must be at least 1 (leave it out for \
+         half the CPUs, at least 1)",
+    );
+    check_error(
+        &format!(
+            "[daemon]\nproxy_threads = 1000\n{}",
+            component("a", "127.0.0.1:9", "")
+        ),
+        "/srv/app/cutover.toml:2:1: daemon.proxy_threads: must be at most 256",
+    );
+}
+
+#[test]
 fn duplicate_listen_is_rejected() {
     check_error(
         "[components.a]\nlisten = \"127.0.0.1:9\"\ncommand = [\"x\"]\n\

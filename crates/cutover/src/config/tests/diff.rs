@@ -472,6 +472,11 @@ fn what_the_daemon_opened_at_start_up_is_refused_with_the_key_and_what_to_do() {
             "data_dir = \"/var/lib/cutover\"\nmax_connections = 100",
             "daemon.max_connections",
         ),
+        (
+            data_dir,
+            "data_dir = \"/var/lib/cutover\"\nproxy_threads = 2",
+            "daemon.proxy_threads",
+        ),
     ];
     for (from, to, key) in cases {
         let plan = reload(from, to);
