@@ -32,7 +32,7 @@ CUTOVER_CONFIG = """\
 [daemon]
 data_dir = "{dir}/.cutover"
 control_socket = "{dir}/.cutover/control.sock"
-
+{daemon_extra}
 [components.backend]
 listen = "127.0.0.1:{port}"
 command = ["{{artifact}}"]
@@ -232,6 +232,11 @@ class Bins:
     demo_api: Path
 
 
+# `[daemon] proxy_threads` for every daemon the bench starts (`--proxy-threads`); None: the
+# daemon's default (half the CPUs).
+PROXY_THREADS: int | None = None
+
+
 class CutoverDaemon:
     def __init__(self, procs: Procs, bins: Bins, tmp: Path, config_extra: str = ""):
         """`config_extra` is appended to the config: more keys of the `backend` component, then
@@ -239,7 +244,9 @@ class CutoverDaemon:
         self.bins, self.tmp = bins, tmp
         self.port = free_port()
         self.config = tmp / "cutover.toml"
-        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port) + config_extra)
+        daemon_extra = f"proxy_threads = {PROXY_THREADS}\n" if PROXY_THREADS else ""
+        self.config.write_text(CUTOVER_CONFIG.format(dir=tmp, port=self.port, daemon_extra=daemon_extra)
+                               + config_extra)
         self.log_path = tmp / "daemon.log"
         procs.roots.append(tmp)
         self.proc = procs.start(

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import edge
+import harness
 import fleet
 import lifecycle
 import perf_profile
@@ -474,7 +475,7 @@ def run_proxy_only(bins: Bins, args, shapes) -> int:
     _prepare_results_dir(out_path)
     results = proxy_cost.run(bins, args.rounds, args.duration, args.warmup, shapes)
     results["meta"].update(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=platform.node(), cpus=os.cpu_count(),
-                           git=git_info(), binaries_mtime=_binaries_mtime(bins))
+                           git=git_info(), binaries_mtime=_binaries_mtime(bins), proxy_threads=harness.PROXY_THREADS)
     proxy_cost.print_tables(results["summary"], results["meta"])
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     log(f"\nwrote {out_path}")
@@ -518,7 +519,8 @@ def run_edge(bins: Bins, rounds: int, duration: int, warmup: int, deploys: int) 
     _prepare_results_dir(out_path)
     results = edge.run(bins, rounds, duration, warmup, deploys)
     results["meta"].update(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=platform.node(), cpus=os.cpu_count(),
-                           deploys=deploys, git=git_info(), binaries_mtime=_binaries_mtime(bins))
+                           deploys=deploys, git=git_info(), binaries_mtime=_binaries_mtime(bins),
+                           proxy_threads=harness.PROXY_THREADS)
     edge.print_tables(results)
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     log(f"\nwrote {out_path}")
@@ -552,6 +554,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="JSON results path (default bench/results/latest.json, "
                     "with --proxy-only bench/results/proxy-cost.json)")
     ap.add_argument("--build", action="store_true", help="run `cargo build --release` first")
+    ap.add_argument("--proxy-threads", type=int, metavar="N",
+                    help="`[daemon] proxy_threads` of every cutover daemon started (default: its own, half the CPUs)")
     proxy = ap.add_argument_group("proxy cost (issue 9): direct vs nginx vs cutover, see bench/README.md")
     proxy.add_argument("--proxy-only", action="store_true", help="run only the proxy-cost phase")
     proxy.add_argument("--rounds", type=int, default=5, help="rounds, each running every target once (default 5)")
@@ -607,6 +611,10 @@ def main() -> int:
         shapes = proxy_cost.parse_shapes(args.modes, args.sizes, args.connections)
     except ValueError as e:
         ap.error(str(e))
+    if args.proxy_threads is not None:
+        if not 1 <= args.proxy_threads <= 256:
+            ap.error("--proxy-threads must be 1..256")
+        harness.PROXY_THREADS = args.proxy_threads
     if args.out is None:
         args.out = BENCH_DIR / "results" / ("proxy-cost.json" if args.proxy_only else "latest.json")
 

@@ -1,10 +1,10 @@
-//! The threads public connections live on: one single-threaded tokio runtime per core, each
-//! running its own accept loop on every public listener, so a connection is accepted, served
+//! The threads public connections live on (`[daemon] proxy_threads`): a single-threaded tokio
+//! runtime on each, running its own accept loop on every public listener, so a connection is accepted, served
 //! and proxied on one thread from start to end, as an nginx worker does.
 //!
 //! Why not the daemon's multi-threaded runtime: its work-stealing scheduler moves a
 //! connection's task between workers, and each move and cross-thread wake-up costs; measured on
-//! the proxy's request path it was 15-25% of the daemon's CPU per request (bench/PROFILE.md,
+//! the proxy's request path it was 20-25% of the daemon's CPU per request (bench/PROFILE.md,
 //! section 11). The control plane (deploys, the control socket, supervision) stays on that
 //! runtime: none of it is on the request path.
 //!
@@ -28,7 +28,7 @@ static HANDLES: OnceLock<Vec<Handle>> = OnceLock::new();
 ///
 /// Why half by default: the proxy shares the host with the application it fronts and its
 /// databases, and on a 2-core machine one thread carried the load both cores could generate at
-/// 25-35% less CPU per request than two (bench/PROFILE.md, section 11): with fewer threads each
+/// 20-25% less CPU per request than two (bench/PROFILE.md, section 11): with fewer threads each
 /// wake-up finds more work, and no two threads share a connection pool or counter.
 pub fn start(threads: Option<usize>) -> usize {
     let count = threads.unwrap_or_else(|| {
@@ -93,19 +93,13 @@ fn spawn(count: usize) -> Vec<Handle> {
 pub struct Spawned(Vec<tokio::task::JoinHandle<()>>);
 
 impl Spawned {
-    /// Runs `make(index)` on every data-plane runtime.
+    /// Runs a future from `make` on every data-plane runtime.
     pub fn on_each<F, Fut>(handles: &[Handle], mut make: F) -> Spawned
     where
-        F: FnMut(usize) -> Fut,
+        F: FnMut() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Spawned(
-            handles
-                .iter()
-                .enumerate()
-                .map(|(index, handle)| handle.spawn(make(index)))
-                .collect(),
-        )
+        Spawned(handles.iter().map(|handle| handle.spawn(make())).collect())
     }
 
     /// Waits for all of them to end.

@@ -82,7 +82,7 @@ pub async fn serve(
             return;
         }
     };
-    let loops = crate::proxy_threads::Spawned::on_each(planes, |_| {
+    let loops = crate::proxy_threads::Spawned::on_each(planes, || {
         let listener = shared.try_clone();
         let (frontend, shutdown, limits, gate) = (
             frontend.clone(),
