@@ -1,6 +1,6 @@
 //! The threads public connections live on (`[daemon] proxy_threads`): a single-threaded tokio
-//! runtime on each, running its own accept loop on every public listener, so a connection is accepted, served
-//! and proxied on one thread from start to end, as an nginx worker does.
+//! runtime on each, running its own accept loop on every public listener, so a connection is
+//! accepted, served and proxied on one thread from start to end, as an nginx worker does.
 //!
 //! Why not the daemon's multi-threaded runtime: its work-stealing scheduler moves a
 //! connection's task between workers, and each move and cross-thread wake-up costs; measured on
@@ -40,11 +40,6 @@ pub fn start(threads: Option<usize>) -> usize {
 /// The data-plane runtimes; empty before [`start`] (then the caller's own runtime serves).
 pub fn handles() -> &'static [Handle] {
     HANDLES.get().map_or(&[], Vec::as_slice)
-}
-
-/// How many data-plane runtimes run.
-pub fn count() -> usize {
-    handles().len()
 }
 
 thread_local! {

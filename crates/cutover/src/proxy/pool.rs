@@ -89,7 +89,7 @@ impl Pool {
     pub(super) fn new(addr: SocketAddr) -> Pool {
         Pool {
             addr,
-            idle: (0..crate::proxy_threads::count().max(1))
+            idle: (0..crate::proxy_threads::handles().len().max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             closed: AtomicBool::new(false),
@@ -100,7 +100,7 @@ impl Pool {
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for shard in &self.idle {
-            let idle = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            let idle = std::mem::take(&mut *locked(shard));
             drop(idle);
         }
     }
@@ -192,8 +192,13 @@ impl Pool {
     /// This thread's stack.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         let shard = crate::proxy_threads::current_index() % self.idle.len();
-        self.idle[shard].lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.idle[shard])
     }
+}
+
+/// A stack of idle connections, even if a thread panicked holding it (the stack stays valid).
+fn locked(shard: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits, driving it, until an idle connection takes a request; false if it has ended.
