@@ -26,6 +26,32 @@ fn forwards_headers_bodies_and_streams() {
         "the original Host is kept: {headers}"
     );
 
+    // The backend gets the request target in origin-form, as a client sent it to an origin
+    // server: an app that matches `req.url == "/target"` (Node's http, Python's http.server)
+    // must not see `http://127.0.0.1:port/target`, nor learn its own internal port.
+    let (status, _, target) = get(daemon.public, "/target?a=1&b=%20");
+    assert_eq!((status, target.as_str()), (200, "/target?a=1&b=%20"));
+    let mut stream = std::net::TcpStream::connect(daemon.public).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "POST /target?with=body HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n/target?with=body"), "{answer}");
+
+    // An HTTP/1.0 client may name no host; the HTTP/1.1 request upstream must.
+    let mut stream = std::net::TcpStream::connect(daemon.public).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"GET /headers HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.contains("\nhost: 127.0.0.1:"), "{answer}");
+
     // A 20 MiB upload, chunked, echoed back byte for byte.
     let payload: Vec<u8> = (0..20 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)

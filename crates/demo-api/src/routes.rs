@@ -89,6 +89,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/slow") => slow(&req).await,
         (&Method::GET, "/stream") => chunked(&req),
         (&Method::GET, "/headers") => headers(&req),
+        // The request target as it arrived: a proxy must send origin-form (`/target?q`), not
+        // the absolute-form (`http://host:port/target?q`) only a forward proxy gets.
+        (&Method::GET | &Method::POST, "/target") => text(StatusCode::OK, req.uri().to_string()),
         (&Method::POST, "/echo") => echo(req).await,
         (&Method::GET, "/ws") => websocket::upgrade(req, &app.ws_sessions),
         (&Method::GET, "/visits") => visits(app, false).await,

@@ -61,16 +61,39 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
 
+    // A request the proxy's own HTTP/1.1 connections carry (`pool.rs`); the rest go through
+    // hyper-util's client (h2c upstreams, request bodies: see `send`).
+    let own_connection = upstream.protocol == UpstreamProtocol::Http1 && req.body().is_end_stream();
     let path = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
-        .authority(upstream.authority.clone())
-        .path_and_query(path)
-        .build();
+    // An HTTP/1.1 request must name its host; an HTTP/2 client names it in `:authority` (the
+    // URI), an HTTP/1.0 one may not at all: the backend gets the client's host when there is
+    // one, as nginx's `proxy_set_header Host $host`, else the instance's address.
+    if !req.headers().contains_key(header::HOST) {
+        let host = req
+            .uri()
+            .authority()
+            .unwrap_or(&upstream.authority)
+            .as_str();
+        if let Ok(host) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    // Origin-form on our own connections (`GET /path?q HTTP/1.1`): what an origin server
+    // expects, and hyper's `client::conn` writes the URI as it is given. hyper-util's client
+    // needs the absolute URI to pick a connection (and writes origin-form itself).
+    let uri = if own_connection {
+        Ok(Uri::from(path))
+    } else {
+        Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+    };
     let uri: Uri = match uri {
         Ok(uri) => uri,
         Err(_) => {
@@ -97,7 +120,7 @@ pub async fn handle(
     }
 
     let started = std::time::Instant::now();
-    let (mut response, lease) = match send(route, &upstream, req).await {
+    let (mut response, lease) = match send(route, &upstream, req, own_connection).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(e)) if crate::body_timeout::caused(&*e) => {
             // The client stopped sending its body: not the upstream's failure (server.rs
@@ -175,13 +198,13 @@ async fn send(
     route: &Route,
     upstream: &Upstream,
     req: Request<crate::body_timeout::RequestBody>,
+    own_connection: bool,
 ) -> Result<
     Result<(Response<hyper::body::Incoming>, Option<pool::Lease>), BoxError>,
     tokio::time::error::Elapsed,
 > {
     // Most requests have no body: no signal to share for them.
     let body_sent = (!req.body().is_end_stream()).then(|| req.body().sent());
-    let own_connection = upstream.protocol == UpstreamProtocol::Http1 && body_sent.is_none();
     let response = async {
         // A request body must keep flowing upstream even while nobody reads the response
         // (a client that sends all before it reads, an endpoint that answers as it reads):
