@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import proxy_cost
+import harness
 from harness import (
     DEPLOY_DEADLINE,
     HEALTH_DEADLINE,
@@ -415,6 +416,7 @@ def start_nginx(procs: Procs, tmp: Path, backend_port: int, cert: Path, key: Pat
                  keepalive=proxy_cost.NGINX_KEEPALIVE,
                  http_extra=proxy_cost.NGINX_HTTP_EXTRA + NGINX_TLS.format(cert=cert, key=key) + probe,
                  upstream_extra=proxy_cost.NGINX_UPSTREAM_EXTRA, listen_extra=NGINX_LISTEN,
+                 location_extra=harness.nginx_forwarding(),
                  ready=lambda port, proc: wait_https(port, proc))
 
 

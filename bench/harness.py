@@ -66,10 +66,30 @@ http {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{location_extra}        }}
     }}
 }}
 """
+
+# The headers cutover's proxy writes on every request (edge.rs: for a client it does not trust),
+# set the same way for nginx so both proxies do the same work; `run.py --nginx-plain` leaves
+# them out (nginx then sends only Host and Connection).
+NGINX_FORWARDING = """\
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme";
+            proxy_set_header Via "1.1 nginx";
+"""
+NGINX_SETS_FORWARDING = True  # run.py --nginx-plain turns it off
+
+
+def nginx_forwarding() -> str:
+    """The location directives that make nginx write cutover's forwarding headers, or none."""
+    return NGINX_FORWARDING if NGINX_SETS_FORWARDING else ""
+
 
 NGINX_UPSTREAM = "upstream backend {{ server 127.0.0.1:{port}; keepalive {keepalive};{upstream_extra} }}\n"
 
@@ -306,13 +326,13 @@ class Nginx:
 
     def __init__(self, procs: Procs, tmp: Path, port: int, upstream_port: int, workers: str = "auto",
                  keepalive: int = 32, http_extra: str = "", upstream_extra: str = "", listen_extra: str = "",
-                 ready=None):
+                 location_extra: str = "", ready=None):
         self.tmp, self.port = tmp, port
         self.keepalive, self.upstream_extra = keepalive, upstream_extra
         self.conf = tmp / "nginx.conf"
         self.set_upstream(upstream_port)
         self.conf.write_text(NGINX_CONFIG.format(dir=tmp, port=port, workers=workers, http_extra=http_extra,
-                                             listen_extra=listen_extra))
+                                             listen_extra=listen_extra, location_extra=location_extra))
         self.base = ["nginx", "-p", f"{tmp}/", "-c", str(self.conf), "-e", str(tmp / "error.log")]
         self.proc = procs.start(self.base, tmp / "nginx.out")
         (ready or (lambda p, proc: wait_healthy(p, alive=proc)))(port, self.proc)

@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+import harness
 from harness import Bins, Nginx, free_port, log, parse_wrk
 from proxy_cost import (NGINX_HTTP_EXTRA, NGINX_KEEPALIVE, NGINX_LISTEN_EXTRA, NGINX_UPSTREAM_EXTRA, NGINX_WORKERS,
                         Deployed, Large, MissingTool, Shape, children, cpu_split, deployed_cutover, require_tools,
@@ -65,7 +66,7 @@ def _record(deployed: Deployed, seconds: int, out_dir: Path, mode: str) -> dict:
     (tmp / "nginx").mkdir()
     nginx = Nginx(procs, tmp / "nginx", free_port(), backend_port, workers=NGINX_WORKERS,
                   keepalive=NGINX_KEEPALIVE, http_extra=NGINX_HTTP_EXTRA, upstream_extra=NGINX_UPSTREAM_EXTRA,
-                  listen_extra=NGINX_LISTEN_EXTRA)
+                  listen_extra=NGINX_LISTEN_EXTRA, location_extra=harness.nginx_forwarding())
     try:
         proxies = {"cutover": (daemon.port, [daemon.proc.pid]),
                    "nginx": (nginx.port, [nginx.proc.pid] + children(nginx.proc.pid))}

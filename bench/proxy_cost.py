@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import harness
 from harness import HOST, Bins, CutoverDaemon, Nginx, Procs, free_port, http_get, log, parse_wrk, wait_healthy
 
 TARGETS = ("direct", "nginx", "cutover")
@@ -420,7 +421,7 @@ def _measure(deployed: Deployed, rounds: int, seconds: int, warmup: int, shapes:
     (tmp / "nginx").mkdir()
     nginx = Nginx(procs, tmp / "nginx", free_port(), backend_port, workers=NGINX_WORKERS,
                   keepalive=NGINX_KEEPALIVE, http_extra=NGINX_HTTP_EXTRA, upstream_extra=NGINX_UPSTREAM_EXTRA,
-                  listen_extra=NGINX_LISTEN_EXTRA)
+                  listen_extra=NGINX_LISTEN_EXTRA, location_extra=harness.nginx_forwarding())
     try:
         nginx_pids = [nginx.proc.pid] + children(nginx.proc.pid)
         if len(nginx_pids) != 1 + int(NGINX_WORKERS):
@@ -463,7 +464,8 @@ def _measure(deployed: Deployed, rounds: int, seconds: int, warmup: int, shapes:
         meta = {"rounds": rounds, "duration_s": seconds, "warmup_s": warmup, "large_request": large.note,
                 "nginx": {"workers": int(NGINX_WORKERS), "upstream_keepalive": NGINX_KEEPALIVE,
                           "http_extra": NGINX_HTTP_EXTRA.split(), "upstream_extra": NGINX_UPSTREAM_EXTRA.strip(),
-                          "listen_extra": NGINX_LISTEN_EXTRA.strip()},
+                          "listen_extra": NGINX_LISTEN_EXTRA.strip(),
+                          "forwarding_headers": harness.NGINX_SETS_FORWARDING},
                 "wrk_timeout": WRK_TIMEOUT, "cutover_rss_kib": rss, "backend_port": backend_port}
         return {"meta": meta, "runs": runs, "summary": summarize(runs)}
     finally:

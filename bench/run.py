@@ -410,7 +410,8 @@ def bench_proxy_cost(procs: Procs, bins: Bins, seconds: int, have_nginx: bool) -
                 nginx_backend_port = free_port()
                 start_demo_api(procs, bins, tmp, nginx_backend_port, "nginx")
                 (tmp / "nginx").mkdir()
-                nginx = Nginx(procs, tmp / "nginx", free_port(), nginx_backend_port)
+                nginx = Nginx(procs, tmp / "nginx", free_port(), nginx_backend_port,
+                              location_extra=harness.nginx_forwarding())
                 log("  wrk: nginx")
                 results["nginx"] = wrk(nginx.port, seconds)
                 c, n = results["cutover"], results["nginx"]
@@ -556,6 +557,9 @@ def main() -> int:
     ap.add_argument("--build", action="store_true", help="run `cargo build --release` first")
     ap.add_argument("--proxy-threads", type=int, metavar="N",
                     help="`[daemon] proxy_threads` of every cutover daemon started (default: its own, half the CPUs)")
+    ap.add_argument("--nginx-plain", action="store_true",
+                    help="nginx in the proxy-cost, profile and edge phases sends no forwarding headers "
+                         "(by default it writes the ones cutover writes: X-Forwarded-*, Forwarded, Via)")
     proxy = ap.add_argument_group("proxy cost (issue 9): direct vs nginx vs cutover, see bench/README.md")
     proxy.add_argument("--proxy-only", action="store_true", help="run only the proxy-cost phase")
     proxy.add_argument("--rounds", type=int, default=5, help="rounds, each running every target once (default 5)")
@@ -611,6 +615,7 @@ def main() -> int:
         shapes = proxy_cost.parse_shapes(args.modes, args.sizes, args.connections)
     except ValueError as e:
         ap.error(str(e))
+    harness.NGINX_SETS_FORWARDING = not args.nginx_plain
     if args.proxy_threads is not None:
         if not 1 <= args.proxy_threads <= 256:
             ap.error("--proxy-threads must be 1..256")

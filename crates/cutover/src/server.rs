@@ -404,7 +404,10 @@ where
     E: Into<BoxError>,
 {
     tokio::pin!(conn);
+    // Biased: the connection is polled first on each wake-up (nearly all of them are its
+    // sockets'), without drawing a random branch order per poll.
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
         _ = shutdown.wait() => 'ended: {
             if gate.is_retiring() && !C::SAYS_GOAWAY {

@@ -209,6 +209,15 @@ async fn ready(lease: &mut Lease) -> bool {
         }
         lease.sender.poll_ready(cx).map(|r| r.is_ok())
     });
+    let mut ready = std::pin::pin!(ready);
+    // Nearly always ready at once: tried before a timer (a clock read) is set up for it.
+    let at_once = std::future::poll_fn(|cx| match ready.as_mut().poll(cx) {
+        Poll::Ready(ready) => Poll::Ready(Some(ready)),
+        Poll::Pending => Poll::Ready(None),
+    });
+    if let Some(ready) = at_once.await {
+        return ready;
+    }
     tokio::time::timeout(READY_TIMEOUT, ready)
         .await
         .unwrap_or(false)
