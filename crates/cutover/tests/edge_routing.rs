@@ -144,6 +144,8 @@ fn components_share_the_edge_listeners_by_host_and_path() {
         out.to_lowercase().contains("x-forwarded-proto: https"),
         "{out}"
     );
+    // An HTTP/2 client names its host in `:authority`: the HTTP/1.1 backend gets it as Host.
+    assert!(out.to_lowercase().contains("\nhost: example.test"), "{out}");
     // A name the certificate does not cover gets no certificate: the handshake fails.
     let (ok, _, err) = curl_https(dir, https, "api.example.test", "/version", false);
     assert!(!ok, "no certificate for api.example.test: {err}");
@@ -367,4 +369,8 @@ fn plain_listeners_take_http2_by_prior_knowledge_when_asked() {
     );
     let (ok, out) = curl_h2c(own, "127.0.0.1", "/version");
     assert!(ok && out.ends_with("b1\nversion=2"), "{out}");
+    // The client's `:authority` reaches the HTTP/1.1 backend as its Host.
+    let (ok, out) = curl_h2c(own, "api.example.test", "/headers");
+    let host = format!("\nhost: api.example.test:{own}\n");
+    assert!(ok && out.to_lowercase().contains(&host), "{out}");
 }
